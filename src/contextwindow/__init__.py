@@ -1,0 +1,1 @@
+"""contextwindow: keep LLM conversations and generations inside their token limits."""

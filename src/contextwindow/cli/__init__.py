@@ -1,0 +1,50 @@
+"""The ``contextwindow`` command line.
+
+Each sub-module adds its commands with ``register(app)``; model-side commands import torch only
+inside their function bodies, so ``contextwindow count`` stays fast and torch-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from ..errors import ContextWindowError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Keep LLM conversations and generations inside their token limits.",
+)
+err_console = Console(stderr=True)
+
+_COMMAND_MODULES = ("text",)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; library errors become one red line and exit code 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except ContextWindowError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    return 0
+
+
+def entry_point() -> None:
+    """Console-script entry: exit with :func:`main`'s status."""
+    sys.exit(main())

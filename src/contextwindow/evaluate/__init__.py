@@ -1,0 +1,1 @@
+"""Evaluations on a loaded model: streaming perplexity, perplexity by position, passkey, fact recall."""
