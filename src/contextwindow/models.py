@@ -95,3 +95,18 @@ def load_model(name_or_path: str | None = None, *, dtype: Any = None) -> tuple[A
         raise ModelError(f"could not load a model from {path}: {exc}") from exc
     model.eval()
     return model, tokenizer
+
+
+def rotary_embedding(model: Any) -> Any:
+    """The model's rotary-embedding module (it holds ``inv_freq``), or ``ModelError`` if none.
+
+    transformers 5.x keeps one per decoder (``model.model.rotary_emb``); the attention layers
+    receive its cos/sin, so the KV cache and RoPE scaling both read frequencies from here.
+    """
+    for module in model.modules():
+        if hasattr(module, "inv_freq") and hasattr(module, "rope_type"):
+            return module
+    raise ModelError(
+        f"{type(model).__name__} has no rotary position embedding (RoPE); "
+        "sink re-positioning and RoPE scaling need a RoPE model such as Llama, Mistral or Qwen"
+    )

@@ -1,0 +1,57 @@
+"""A store in process memory: the default for memories, and the reference for the others."""
+
+from __future__ import annotations
+
+import threading
+
+from ..errors import StoreError
+from ..messages import Message, Summary
+from .base import check_session
+
+
+class InMemoryStore:
+    """Sessions in a dict; thread-safe; gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._messages: dict[str, list[Message]] = {}
+        self._ids: dict[str, set[str]] = {}
+        self._summaries: dict[str, Summary] = {}
+        self._lock = threading.Lock()
+
+    def append(self, session: str, message: Message) -> None:
+        check_session(session)
+        with self._lock:
+            ids = self._ids.setdefault(session, set())
+            if message.id in ids:
+                raise StoreError(f"message id {message.id!r} is already stored in this session")
+            ids.add(message.id)
+            self._messages.setdefault(session, []).append(message)
+
+    def load(self, session: str) -> list[Message]:
+        check_session(session)
+        with self._lock:
+            return list(self._messages.get(session, ()))
+
+    def sessions(self) -> list[str]:
+        with self._lock:
+            return list(dict.fromkeys([*self._messages, *self._summaries]))
+
+    def delete(self, session: str) -> None:
+        check_session(session)
+        with self._lock:
+            self._messages.pop(session, None)
+            self._ids.pop(session, None)
+            self._summaries.pop(session, None)
+
+    def save_summary(self, session: str, summary: Summary) -> None:
+        check_session(session)
+        with self._lock:
+            self._summaries[session] = summary
+
+    def load_summary(self, session: str) -> Summary | None:
+        check_session(session)
+        with self._lock:
+            return self._summaries.get(session)
+
+    def close(self) -> None:
+        """Nothing to release."""

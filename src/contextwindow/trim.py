@@ -1,0 +1,150 @@
+"""Fit a conversation into a token budget without breaking it.
+
+Rules, in order of precedence:
+
+* The pinned head is always kept and counted: the leading system/developer messages
+  (``keep_system``) and the first ``keep_first`` messages after them (a conversation's "sinks",
+  e.g. where the user said their name).
+* The rest is cut into *units*: a message plus the ``tool`` results that follow it, so an
+  assistant's tool calls are never separated from their results.
+* The kept window is the longest run of newest units that fits and starts at a user message.
+  Nothing is ever returned over budget: if the pinned head plus the newest user turn cannot fit,
+  :class:`~contextwindow.errors.BudgetExceededError` says by how much.
+
+The scan starts at the newest message and stops at the first unit that does not fit, so the cost
+is proportional to what is kept, not to the length of the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+from .errors import BudgetExceededError, ConfigError
+from .messages import SYSTEM_ROLES, Message, as_message
+from .tokens import TokenCounter
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class TrimPlan:
+    """Which messages a budgeted context keeps: ``[:pinned]`` and ``[start:]``."""
+
+    pinned: int
+    start: int
+    tokens: int  # prompt tokens of the kept context, overhead included
+
+    @property
+    def dropped(self) -> int:
+        """How many messages between the pinned head and the window are left out."""
+        return self.start - self.pinned
+
+    def select(self, messages: Sequence[T]) -> list[T]:
+        return [*messages[: self.pinned], *messages[self.start:]]
+
+
+def pinned_count(messages: Sequence[Message], *, keep_system: bool = True, keep_first: int = 0) -> int:
+    """Length of the pinned head: leading system messages, then ``keep_first`` more messages,
+    extended so that it never ends between a tool call and its results."""
+    if keep_first < 0:
+        raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
+    end, n = 0, len(messages)
+    if keep_system:
+        while end < n and messages[end].role in SYSTEM_ROLES:
+            end += 1
+    end = min(n, end + keep_first)
+    while end < n and messages[end].role == "tool":
+        end += 1
+    return end
+
+
+def plan_trim(
+    messages: Sequence[Message],
+    cost: Callable[[int], int],
+    max_tokens: int,
+    overhead: int,
+    *,
+    pinned: int,
+) -> TrimPlan:
+    """The budgeted window over ``messages`` given each message's token ``cost(index)``.
+
+    ``overhead`` is the request's fixed cost (reply priming, tools, a summary message...).
+    This is the single implementation of the trimming rules; :func:`trim` and the memories
+    both call it.
+    """
+    if max_tokens <= 0:
+        raise ConfigError(f"max_tokens must be positive, not {max_tokens}")
+    n = len(messages)
+    fixed = overhead + sum(cost(i) for i in range(pinned))
+    available = max_tokens - fixed
+    used, i, best = 0, n, n
+    while i > pinned:
+        unit_start = i - 1
+        while unit_start > pinned and messages[unit_start].role == "tool":
+            unit_start -= 1
+        unit = sum(cost(k) for k in range(unit_start, i))
+        if used + unit > available:
+            break
+        used += unit
+        i = unit_start
+        if messages[i].role == "user":
+            best, best_used = i, used
+    else:  # everything fits
+        return TrimPlan(pinned, pinned, fixed + used)
+    if best == n:  # not even the newest user turn fits
+        _raise_budget(messages, cost, max_tokens, fixed, pinned)
+    return TrimPlan(pinned, best, fixed + best_used)
+
+
+def _raise_budget(messages: Sequence[Message], cost: Callable[[int], int], max_tokens: int,
+                  fixed: int, pinned: int) -> NoReturn:
+    """Explain, with figures, why not even the newest user turn fits."""
+    newest_user = next((k for k in range(len(messages) - 1, pinned - 1, -1)
+                        if messages[k].role == "user"), pinned)
+    turn = sum(cost(k) for k in range(newest_user, len(messages)))
+    raise BudgetExceededError(
+        f"budget of {max_tokens} tokens is too small: the pinned messages and overhead take "
+        f"{fixed} and the newest user turn ({len(messages) - newest_user} message(s)) takes "
+        f"{turn}, {fixed + turn} in all",
+        budget=max_tokens, required=fixed + turn, pinned=fixed)
+
+
+class _Lazy(Sequence[Message]):
+    """Converts input messages (dicts, LangChain objects) only when the scan reaches them."""
+
+    def __init__(self, raw: Sequence[Any]) -> None:
+        self._raw = raw
+        self._done: dict[int, Message] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, index: int) -> Message:  # type: ignore[override]
+        message = self._done.get(index)
+        if message is None:
+            message = self._done[index] = as_message(self._raw[index])
+        return message
+
+
+def trim(
+    messages: Sequence[T],
+    max_tokens: int,
+    counter: TokenCounter,
+    *,
+    keep_system: bool = True,
+    keep_first: int = 0,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> list[T]:
+    """The newest messages that fit in ``max_tokens`` (prompt tokens, as the API counts them).
+
+    Accepts :class:`Message` objects, OpenAI dicts or LangChain messages, and returns the same
+    objects it was given. See the module docstring for the rules.
+    """
+    view = _Lazy(messages)
+    pinned = pinned_count(view, keep_system=keep_system, keep_first=keep_first)
+    has_system = bool(messages) and view[0].role in SYSTEM_ROLES
+    plan = plan_trim(view, lambda k: counter.count_message(view[k]), max_tokens,
+                     counter.overhead(tools, has_system=has_system), pinned=pinned)
+    return plan.select(messages)
