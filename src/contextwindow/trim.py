@@ -79,12 +79,15 @@ def plan_trim(
     n = len(messages)
     fixed = overhead + sum(cost(i) for i in range(pinned))
     available = max_tokens - fixed
+    if available < 0:  # not even the pinned head and the overhead fit
+        _raise_budget(messages, cost, max_tokens, fixed, pinned)
     used, i, best = 0, n, n
     while i > pinned:
         unit_start = i - 1
+        unit = cost(unit_start)
         while unit_start > pinned and messages[unit_start].role == "tool":
             unit_start -= 1
-        unit = sum(cost(k) for k in range(unit_start, i))
+            unit += cost(unit_start)
         if used + unit > available:
             break
         used += unit

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -29,16 +28,14 @@ for _name in _COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; library errors become one red line and exit code 2, never a traceback."""
+    """Run the CLI; library errors become one red line and exit code 2, never a traceback.
+
+    Usage errors (bad options) are reported by typer itself, also with exit code 2.
+    """
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 130
+        app(args=argv, prog_name="contextwindow")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ContextWindowError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

@@ -52,6 +52,8 @@ def check_session(session: object) -> str:
         session.encode("utf-8")
     except UnicodeEncodeError:
         raise StoreError("a session id must be valid Unicode text (no lone surrogates)") from None
+    if "\x00" in session:  # PostgreSQL text cannot hold NUL
+        raise StoreError("a session id must not contain NUL characters")
     return session
 
 

@@ -52,6 +52,9 @@ class SQLiteStore:
                 return self._conn.execute(sql, params).fetchall()
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"rejected by {self.path}: {exc}") from exc
+            except UnicodeEncodeError as exc:  # a message id with a lone surrogate
+                raise StoreError(f"rejected by {self.path}: message ids must be valid Unicode "
+                                 f"text ({exc.reason})") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite store {self.path} failed: {exc}") from exc
 

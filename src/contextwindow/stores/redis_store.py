@@ -1,0 +1,188 @@
+"""Redis persistence (extra ``contextwindow[redis]``): many app servers sharing one Redis.
+
+Keys, for the prefix ``P`` (default ``contextwindow:``); a session id goes in verbatim as UTF-8
+after a fixed tag, so no id can reach another session's keys, and ids are never used as
+patterns (``*`` or ``a:b`` are plain ids):
+
+- ``P msgs:<session>``: list of encoded messages, in append order;
+- ``P ids:<session>``: hash, message id -> token of the ``append`` call that stored it;
+- ``P summary:<session>``: the encoded summary;
+- ``P sessions``: sorted set of the sessions with messages, scored by their first append;
+- ``P summarized``: sorted set of the sessions with a summary, scored by their first summary;
+- ``P clock``: the counter those scores come from.
+
+``append`` is one Lua script, so the duplicate check, the ``RPUSH`` and the session index are
+atomic. Durability is the server's: an acknowledged append survives a Redis crash only with
+``appendonly yes`` and ``appendfsync always`` (``require_durable=True`` checks that at open).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+
+from ..errors import StoreError
+from ..messages import Message, Summary
+from .base import check_session, decode_message, decode_summary, encode_message, encode_summary
+
+DEFAULT_PREFIX = "contextwindow:"
+
+# KEYS: msgs list, ids hash, sessions zset, clock.  ARGV: message id, encoded message, session,
+# token of this call. A retry of the same call (redis-py retries after a lost connection) finds
+# its own token and succeeds without storing twice; another call with the same id is rejected.
+_APPEND = """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[4]) == 0 then
+  if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[4] then return 1 end
+  return 0
+end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+if not redis.call('ZSCORE', KEYS[3], ARGV[3]) then
+  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[3])
+end
+return 1
+"""
+
+# KEYS: summary, summarized zset, clock.  ARGV: encoded summary, session.
+_SAVE_SUMMARY = """
+redis.call('SET', KEYS[1], ARGV[1])
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[2])
+end
+return 1
+"""
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise StoreError("RedisStore needs the redis package: "
+                         "pip install 'contextwindow[redis]'") from exc
+    return redis
+
+
+class RedisStore:
+    """All sessions in one Redis database, under a key prefix.
+
+    ``url`` is a redis-py URL (``redis://[:password@]host:6379/0``, ``rediss://`` for TLS,
+    ``unix:///path.sock``); or pass a ready ``client`` (a ``redis.Redis``, not a cluster client:
+    the session index spans keys). Safe to share between threads; in a forked child, redis-py
+    opens fresh connections by itself.
+    """
+
+    def __init__(self, url: str = "redis://localhost:6379/0", *, prefix: str = DEFAULT_PREFIX,
+                 client: Any = None, require_durable: bool = False) -> None:
+        redis = _import_redis()
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
+        if not isinstance(prefix, str):
+            raise StoreError(f"prefix must be a string, not {type(prefix).__name__}")
+        self.prefix = prefix
+        self._prefix = prefix.encode("utf-8")
+        self._sessions_key = self._prefix + b"sessions"
+        self._summarized_key = self._prefix + b"summarized"
+        self._clock_key = self._prefix + b"clock"
+        self._closed = threading.Event()
+        self._owns_client = client is None
+        try:
+            self._client = client if client is not None else redis.Redis.from_url(url)
+        except (ValueError, *self._errors) as exc:
+            raise StoreError(f"cannot open Redis store: {exc}") from exc
+        kwargs = self._client.connection_pool.connection_kwargs
+        self.where = (f"redis unix socket {kwargs['path']}" if "path" in kwargs else
+                      f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+                      f"/{kwargs.get('db', 0)}")
+        self._append_script = self._client.register_script(_APPEND)
+        self._summary_script = self._client.register_script(_SAVE_SUMMARY)
+        self._call(self._client.ping)
+        if require_durable:
+            self._check_durable()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._closed.is_set():
+            raise StoreError(f"the Redis store {self.where} is closed")
+        try:
+            return fn(*args, **kwargs)
+        except self._errors as exc:
+            raise StoreError(f"Redis store {self.where} failed: {exc}") from exc
+
+    def _key(self, kind: bytes, session: str) -> bytes:
+        return self._prefix + kind + b":" + check_session(session).encode("utf-8")
+
+    def _check_durable(self) -> None:
+        try:
+            config = self._client.config_get("append*")
+        except self._errors as exc:
+            raise StoreError(f"cannot check the durability settings of {self.where} "
+                             f"(CONFIG GET refused: {exc})") from exc
+        found = {_text(key): _text(value) for key, value in config.items()}
+        if found.get("appendonly") != "yes" or found.get("appendfsync") != "always":
+            raise StoreError(
+                f"{self.where} may lose acknowledged writes: it has appendonly "
+                f"{found.get('appendonly')!r} and appendfsync {found.get('appendfsync')!r}; "
+                "durable storage needs appendonly yes and appendfsync always")
+
+    # -- the Store protocol -----------------------------------------------------------------
+    def append(self, session: str, message: Message) -> None:
+        self._append(session, message, secrets.token_hex(8))
+
+    def _append(self, session: str, message: Message, token: str) -> None:
+        keys = [self._key(b"msgs", session), self._key(b"ids", session), self._sessions_key,
+                self._clock_key]
+        args = [message.id.encode("utf-8", "surrogatepass"), encode_message(message),
+                session.encode("utf-8"), token]
+        if not self._call(self._append_script, keys=keys, args=args):
+            raise StoreError(f"message id {message.id!r} is already stored in session "
+                             f"{session!r} of {self.where}")
+
+    def load(self, session: str) -> list[Message]:
+        key = self._key(b"msgs", session)
+        return [decode_message(data) for data in self._call(self._client.lrange, key, 0, -1)]
+
+    def sessions(self) -> list[str]:
+        def read() -> list[Any]:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.zrange(self._sessions_key, 0, -1)
+                pipe.zrange(self._summarized_key, 0, -1)
+                return pipe.execute()
+
+        with_messages, with_summaries = self._call(read)
+        return list(dict.fromkeys(_text(s) for s in [*with_messages, *with_summaries]))
+
+    def delete(self, session: str) -> None:
+        keys = [self._key(kind, session) for kind in (b"msgs", b"ids", b"summary")]
+        member = session.encode("utf-8")
+
+        def delete() -> None:
+            with self._client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: all or nothing
+                pipe.delete(*keys)
+                pipe.zrem(self._sessions_key, member)
+                pipe.zrem(self._summarized_key, member)
+                pipe.execute()
+
+        self._call(delete)
+
+    def save_summary(self, session: str, summary: Summary) -> None:
+        keys = [self._key(b"summary", session), self._summarized_key, self._clock_key]
+        self._call(self._summary_script, keys=keys,
+                   args=[encode_summary(summary), session.encode("utf-8")])
+
+    def load_summary(self, session: str) -> Summary | None:
+        data = self._call(self._client.get, self._key(b"summary", session))
+        return None if data is None else decode_summary(data)
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            if self._owns_client:  # a client passed in stays the caller's to close
+                self._client.close()
+
+
+def _text(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StoreError(f"a stored session id is not UTF-8: {value!r}") from exc
+    return value

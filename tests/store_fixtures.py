@@ -1,0 +1,298 @@
+"""Every store behind one fixture, plus the writer processes the reliability tests start.
+
+The Redis and PostgreSQL servers come from ``scripts/test-services.sh``: ``make test`` runs the
+suite under it and passes ``CONTEXTWINDOW_TEST_REDIS_URL`` / ``CONTEXTWINDOW_TEST_POSTGRES_DSN``
+(or ``..._UNAVAILABLE`` with the reason a server could not start). Run without them, the
+``services`` fixture starts the servers itself through the same script (installing nothing).
+Each test gets its own namespace: a SQLite file, a Redis key prefix, a PostgreSQL schema.
+
+Run as a program, this file is a writer process (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ROOT / "scripts" / "test-services.sh"
+WRITER = Path(__file__).resolve()
+
+KINDS = ("inmemory", "sqlite", "redis", "postgres")
+DURABLE_KINDS = ("sqlite", "redis", "postgres")  # an InMemoryStore dies with its process
+SERVER_VARS = {"redis": "CONTEXTWINDOW_TEST_REDIS_URL",
+               "postgres": "CONTEXTWINDOW_TEST_POSTGRES_DSN"}
+REASON_VARS = {"redis": "CONTEXTWINDOW_TEST_REDIS_UNAVAILABLE",
+               "postgres": "CONTEXTWINDOW_TEST_POSTGRES_UNAVAILABLE"}
+
+
+# -- messages both sides agree on -------------------------------------------------------------
+PAYLOAD = "é✓🎉 \ud800 \x00 '\"; DROP TABLE contextwindow_messages; -- * a:b \\ \u2028"
+
+
+def message_for(tag: str, i: int) -> Any:
+    """The ``i``-th message a writer tagged ``tag`` appends: known exactly to the checker."""
+    from contextwindow.messages import Message
+
+    content = f"{tag} #{i} " + PAYLOAD * (i % 4) + "x" * (300 * (i % 3))
+    return Message(role="user" if i % 2 == 0 else "assistant", content=content,
+                   id=f"{tag}-{i}")
+
+
+def records(messages: list[Any]) -> list[dict[str, Any]]:
+    """What a store must keep of each message: every field, the id included."""
+    return [message.to_record() for message in messages]
+
+
+# -- opening stores from a JSON-able spec (the writers get the same spec) ---------------------
+_INMEMORY: dict[str, Any] = {}
+
+
+def open_store(spec: dict[str, Any]) -> Any:
+    kind = spec["kind"]
+    if kind == "inmemory":
+        from contextwindow.stores import InMemoryStore
+
+        return _INMEMORY.setdefault(spec["name"], InMemoryStore())
+    if kind == "sqlite":
+        from contextwindow.stores import SQLiteStore
+
+        return SQLiteStore(spec["path"])
+    if kind == "redis":
+        from contextwindow.stores.redis_store import RedisStore
+
+        return RedisStore(spec["url"], prefix=spec["prefix"])
+    if kind == "postgres":
+        from contextwindow.stores.postgres_store import PostgresStore
+
+        return PostgresStore(spec["dsn"], schema=spec["schema"])
+    raise ValueError(f"unknown store kind {kind!r}")
+
+
+class Backend:
+    """Fresh, isolated stores of one kind; everything is closed and dropped at teardown."""
+
+    def __init__(self, kind: str, server: str | None, tmp_path: Path) -> None:
+        self.kind = kind
+        self.server = server
+        self.tmp_path = tmp_path
+        self._specs: list[dict[str, Any]] = []
+        self._opened: list[tuple[dict[str, Any], Any]] = []
+
+    @property
+    def durable(self) -> bool:
+        return self.kind in DURABLE_KINDS
+
+    def new_spec(self) -> dict[str, Any]:
+        name = uuid.uuid4().hex[:12]
+        spec: dict[str, Any] = {"kind": self.kind, "name": name}
+        if self.kind == "sqlite":
+            spec["path"] = str(self.tmp_path / f"store-{name}.db")
+        elif self.kind == "redis":
+            spec.update(url=self.server, prefix=f"cwtest-{name}:")
+        elif self.kind == "postgres":
+            spec.update(dsn=self.server, schema=f"cwtest_{name}")
+        self._specs.append(spec)
+        return spec
+
+    def open(self, spec: dict[str, Any]) -> Any:
+        store = open_store(spec)
+        self._opened.append((spec, store))
+        return store
+
+    def new(self) -> tuple[Any, dict[str, Any]]:
+        spec = self.new_spec()
+        return self.open(spec), spec
+
+    def drop(self, spec: dict[str, Any]) -> None:
+        """Close the stores opened on ``spec`` and remove its data."""
+        for opened_spec, store in [pair for pair in self._opened if pair[0] is spec]:
+            store.close()
+            self._opened.remove((opened_spec, store))
+        if self.kind == "inmemory":
+            _INMEMORY.pop(spec["name"], None)
+        elif self.kind == "redis":
+            import redis
+
+            with redis.Redis.from_url(self.server) as client:
+                keys = list(client.scan_iter(match=spec["prefix"] + "*", count=1000))
+                if keys:
+                    client.delete(*keys)
+        elif self.kind == "postgres":
+            import psycopg
+            from psycopg import sql
+
+            with psycopg.connect(self.server, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                             .format(sql.Identifier(spec["schema"])))
+
+    def cleanup(self) -> None:
+        for spec in list(self._specs):
+            self.drop(spec)
+        self._specs.clear()
+
+
+def start_services() -> Iterator[dict[str, str]]:
+    """The test servers' URLs (or reasons): from the environment, else started here."""
+    found = {var: os.environ[var] for var in [*SERVER_VARS.values(), *REASON_VARS.values()]
+             if os.environ.get(var)}
+    missing = [kind for kind in SERVER_VARS
+               if SERVER_VARS[kind] not in found and REASON_VARS[kind] not in found]
+    if not missing:
+        yield found
+        return
+    state = tempfile.mkdtemp(prefix="contextwindow-services.")
+    env = {**os.environ, "CONTEXTWINDOW_INSTALL_SERVICES": "0"}
+    try:
+        out = subprocess.run(["bash", str(SERVICES), "start", state], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
+        for line in out.stdout.splitlines():
+            var, _, value = line.partition("=")
+            if var in found or not value:
+                continue
+            found[var] = value
+        for kind in missing:
+            if SERVER_VARS[kind] not in found and REASON_VARS[kind] not in found:
+                found[REASON_VARS[kind]] = (f"{SERVICES.name} could not start it: "
+                                            f"{out.stderr.strip()[-300:]}")
+        for kind in missing:
+            if REASON_VARS[kind] in found:
+                found[REASON_VARS[kind]] += " (`make test` installs the Debian package)"
+        yield found
+    finally:
+        subprocess.run(["bash", str(SERVICES), "stop", state], timeout=180, check=False)
+
+
+def server_for(kind: str, services: dict[str, str]) -> tuple[str | None, str | None]:
+    """(url, None) for a server that runs, (None, reason) for one that does not."""
+    if kind not in SERVER_VARS:
+        return None, None
+    url = services.get(SERVER_VARS[kind])
+    if url:
+        return url, None
+    return None, services.get(REASON_VARS[kind], "no server")
+
+
+# -- the work the writer processes (and threads) do ----------------------------------------
+def concurrent_work(store: Any, writer: int, count: int, dups: int) -> list[int]:
+    """Writer ``writer`` appends ``count`` messages to the shared session and to its own one,
+    interleaved, then races the other writers for ids ``dup-0..dups-1`` in session ``dups``.
+    Returns the dup ids it won (its append returned); the others must raise StoreError."""
+    from contextwindow.errors import StoreError
+    from contextwindow.messages import Message
+
+    tag = f"w{writer}"
+    for i in range(count):
+        store.append("shared", message_for(tag, i))
+        store.append(f"own-{writer}", message_for(tag, i))
+    won = []
+    for i in range(dups):
+        try:
+            store.append("dups", Message(role="user", content=f"won by {writer}", id=f"dup-{i}"))
+        except StoreError as exc:
+            if "already stored" not in str(exc):
+                raise
+        else:
+            won.append(i)
+    return won
+
+
+def run_threads(store: Any, writers: int, count: int, dups: int) -> list[list[int]]:
+    results: list[list[int] | BaseException] = [[] for _ in range(writers)]
+    barrier = threading.Barrier(writers)
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            results[k] = concurrent_work(store, k, count, dups)
+        except BaseException as exc:  # reported by the caller
+            results[k] = exc
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+def main(argv: list[str]) -> int:
+    """Writer processes. Each opens its store, prints ``ready``, waits for a line on stdin.
+
+    ``crash SPEC SESSION TAG``: appends ``message_for(TAG, i)`` for i = 0, 1, ... through a
+    memory's ``add``, printing each id only after ``add`` returned, until killed.
+    ``concurrent SPEC WRITER COUNT DUPS``: :func:`concurrent_work`, then prints the won ids.
+    """
+    mode, spec = argv[0], json.loads(argv[1])
+    store = open_store(spec)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    if mode == "crash":
+        from contextwindow.memory import BufferMemory
+        from contextwindow.tokens import TokenCounter
+
+        session, tag = argv[2], argv[3]
+        memory = BufferMemory(counter=TokenCounter.approximate(), store=store, session=session)
+        i = 0
+        while True:
+            message = message_for(tag, i)
+            memory.add(message.role, message.content, id=message.id)
+            sys.stdout.write(message.id + "\n")
+            sys.stdout.flush()
+            i += 1
+    if mode == "concurrent":
+        won = concurrent_work(store, int(argv[2]), int(argv[3]), int(argv[4]))
+        print(json.dumps(won), flush=True)
+        store.close()
+        return 0
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+else:  # the pytest fixtures (writer processes start faster without importing pytest)
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def services() -> Iterator[dict[str, str]]:
+        yield from start_services()
+
+    def _backend(kind: str, services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
+        server, reason = server_for(kind, services)
+        if reason is not None:
+            pytest.skip(f"{kind} server unavailable: {reason}")
+        backend = Backend(kind, server, tmp_path)
+        try:
+            yield backend
+        finally:
+            backend.cleanup()
+
+    @pytest.fixture(params=KINDS)
+    def backend(request: Any, services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
+        """Each test runs once per store kind."""
+        yield from _backend(request.param, services, tmp_path)
+
+    @pytest.fixture(params=DURABLE_KINDS)
+    def durable_backend(request: Any, services: dict[str, str],
+                        tmp_path: Path) -> Iterator[Backend]:
+        """The stores that outlive their process."""
+        yield from _backend(request.param, services, tmp_path)
+
+    @pytest.fixture
+    def redis_backend(services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
+        yield from _backend("redis", services, tmp_path)
+
+    @pytest.fixture
+    def postgres_backend(services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
+        yield from _backend("postgres", services, tmp_path)

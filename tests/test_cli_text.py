@@ -1,0 +1,60 @@
+"""The text-side CLI: exact output, JSON in and out, clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from contextwindow.cli import main
+from contextwindow.samples import sample_conversation
+from contextwindow.tokens import TokenCounter
+
+from test_tokens import CORPORATE_JARGON
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_count_conversation_and_text(tmp_path, capsys) -> None:
+    conversation = tmp_path / "c.json"
+    conversation.write_text(json.dumps(CORPORATE_JARGON))
+    assert run(capsys, "count", str(conversation), "--model", "gpt-4")[:2] == (0, "129\n")
+    assert run(capsys, "count", str(conversation))[:2] == (0, "124\n")  # default gpt-4o
+    text = tmp_path / "t.txt"
+    text.write_text("tiktoken is great!")
+    assert run(capsys, "count", str(text), "--encoding", "cl100k_base")[:2] == (0, "6\n")
+
+
+def test_trim_outputs_budgeted_json(tmp_path, capsys) -> None:
+    conversation = [m.to_openai() for m in sample_conversation(50, seed=1)]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"messages": conversation}))
+    code, out, err = run(capsys, "trim", str(path), "--max-tokens", "500", "--keep-first", "1")
+    assert code == 0
+    kept = json.loads(out)
+    counter = TokenCounter.for_model("gpt-4o")
+    assert counter.count_messages(kept) <= 500
+    assert kept[:2] == conversation[:2] and kept[-1] == conversation[-1]
+    assert f"kept {len(kept)} of {len(conversation)} messages" in err
+
+
+@pytest.mark.parametrize(("stdin", "argv", "message"), [
+    ('[{"role": "wizard", "content": "x"}]', ["count"], "message 0: unknown role 'wizard'"),
+    ('[{"role": "user"', ["trim"], "invalid JSON at line 1"),
+    ('{"messages": 3}', ["trim"], "expected a JSON list of messages"),
+    ("[]", ["count", "--model", "llama"], "no tiktoken encoding is known for model 'llama'"),
+    ("[]", ["count", "missing.json"], "no such file: missing.json"),
+    ('[{"role": "system", "content": "' + "x" * 400 + '"}]', ["trim", "-n", "10"], "too small"),
+])
+def test_bad_input_gives_one_clear_line_and_exit_2(stdin, argv, message) -> None:
+    result = subprocess.run([sys.executable, "-m", "contextwindow", *argv], input=stdin,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr

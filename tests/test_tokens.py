@@ -1,0 +1,141 @@
+"""Token accounting: exact OpenAI figures from the cookbook, local chat templates, caching."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from contextwindow.errors import ContextWindowError, UnknownModelError
+from contextwindow.messages import Message
+from contextwindow.tokens import TokenCounter, encoding_name_for_model
+
+# The OpenAI cookbook's "How to count tokens with tiktoken" example and its API-verified totals.
+CORPORATE_JARGON = [
+    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
+    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
+    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+]
+WEATHER_TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "unit": {"type": "string", "description": "The unit of temperature to return",
+                         "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["location"],
+        },
+    },
+}]
+WEATHER_MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+    {"role": "user", "content": "What's the weather like in San Francisco?"},
+]
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ("gpt-4", 129), ("gpt-3.5-turbo", 129), ("gpt-4o", 124), ("gpt-4o-mini", 124)])
+def test_cookbook_chat_example_is_exact(model: str, expected: int) -> None:
+    assert TokenCounter.for_model(model).count_messages(CORPORATE_JARGON) == expected
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ("gpt-4", 105), ("gpt-3.5-turbo", 105), ("gpt-4o", 101), ("gpt-4o-mini", 101)])
+def test_cookbook_tools_example_is_exact(model: str, expected: int) -> None:
+    counter = TokenCounter.for_model(model)
+    assert counter.count_messages(WEATHER_MESSAGES, tools=WEATHER_TOOLS) == expected
+
+
+@pytest.mark.parametrize(("model", "encoding"), [
+    ("gpt-4o", "o200k_base"), ("gpt-4o-2024-08-06", "o200k_base"), ("gpt-4.1-mini", "o200k_base"),
+    ("gpt-5", "o200k_base"), ("o3-mini", "o200k_base"), ("o1", "o200k_base"),
+    ("gpt-4", "cl100k_base"), ("gpt-4-turbo", "cl100k_base"), ("gpt-3.5-turbo-0125", "cl100k_base")])
+def test_model_to_encoding(model: str, encoding: str) -> None:
+    assert encoding_name_for_model(model) == encoding
+
+
+def test_unknown_model_and_encoding_are_clear_errors() -> None:
+    with pytest.raises(UnknownModelError, match="no tiktoken encoding is known for model 'llama-3'"):
+        TokenCounter.for_model("llama-3")
+    with pytest.raises(ContextWindowError, match="unknown tiktoken encoding"):
+        TokenCounter.for_encoding("nope_base")
+
+
+def test_each_message_is_priced_once() -> None:
+    calls: list[str] = []
+
+    def price(message: Message) -> int:
+        calls.append(message.content or "")
+        return 10
+
+    counter = TokenCounter("test", len, price, reply_priming=3)
+    history = [Message(role="user", content=f"m{i}") for i in range(50)]
+    assert counter.count_messages(history) == 503
+    assert counter.count_messages(history) == 503
+    # an equal message with another id is the same content: still one pricing
+    assert counter.count_message(Message(role="user", content="m7")) == 10
+    assert len(calls) == 50
+
+
+def test_approximate_counter() -> None:
+    counter = TokenCounter.approximate()
+    assert not counter.exact
+    assert counter.count_text("") == 0
+    assert counter.count_text("abcd") == 1
+    assert counter.count_text("abcde") == 2
+    # 3 framing + ceil(4/4) for "user" + ceil(5/4) for the content, + 3 reply priming
+    assert counter.count_messages([{"role": "user", "content": "hello"}]) == 3 + 1 + 2 + 3
+
+
+def test_offline_loading_uses_bundled_encodings(tmp_path) -> None:
+    """With no network and an empty cache, tiktoken still loads o200k_base (seeded, hash-checked)."""
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path),
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    code = ("from contextwindow.tokens import TokenCounter;"
+            "print(TokenCounter.for_model('gpt-4').count_text('tiktoken is great!'),"
+            "      TokenCounter.for_model('gpt-4o').count_messages(%r))" % (CORPORATE_JARGON,))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    # the cookbook: "tiktoken is great!" is 6 cl100k_base tokens; 124 as above for gpt-4o
+    assert out.stdout.split() == ["6", "124"]
+    assert len(list(tmp_path.iterdir())) == 2  # both encodings were seeded into the empty cache
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from contextwindow.models import resolve
+
+    return AutoTokenizer.from_pretrained(resolve())
+
+
+def _template_len(tokenizer, messages) -> int:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_system", [True, False])
+def test_hf_counter_equals_chat_template(smollm2_tokenizer, with_system: bool) -> None:
+    from contextwindow.samples import sample_conversation
+
+    counter = TokenCounter.from_hf(smollm2_tokenizer)
+    conversation = [m.to_openai() for m in sample_conversation(6, tool_every=0)]
+    conversation.append({"role": "user", "content": "Ünïcode, emoji 🎉 and\nnew lines."})
+    if not with_system:
+        conversation = conversation[1:]  # the template then injects its default system prompt
+    for end in range(1, len(conversation) + 1):
+        assert counter.count_messages(conversation[:end]) == _template_len(
+            smollm2_tokenizer, conversation[:end])
