@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+SERVICES := scripts/test-services.sh
 
 .PHONY: demo test bench clean
 
@@ -20,8 +21,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/contextwindow demo
 
+# The store tests need Redis and PostgreSQL: the script installs them if missing (Debian
+# packages), starts throwaway servers on loopback for this run, and stops them afterwards.
 test: $(STAMP)
-	$(PY) -m pytest
+	PYTHON=$(abspath $(PY)) bash $(SERVICES) run -- $(PY) -m pytest
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -65,6 +65,139 @@ def parse_trials(default: int, spec: str) -> dict[int, int]:
     return out
 
 
+def summarize(result: dict[str, Any], bucket: int, trained: int, t0: float) -> dict[str, Any]:
+    ppl = result["perplexity"]
+    summary: dict[str, Any] = {}
+    if ppl:
+        summary["median_bucket_ppl"] = {m: statistics.median(e["ppl"]) for m, e in ppl.items()}
+        summary["last_over_first_bucket"] = {m: round(e["last_over_first"], 3) for m, e in ppl.items()}
+        if "none" in ppl:
+            in_range = [i for i, s in enumerate(ppl["none"]["starts"]) if s + bucket <= trained]
+            base_in = [ppl["none"]["ppl"][i] for i in in_range]
+            summary["in_range_ppl_ratio_vs_none"] = {
+                m: round(statistics.median([e["ppl"][i] / b for i, b in zip(in_range, base_in)]), 3)
+                for m, e in ppl.items()
+            }
+        targets = {}
+        if "none" in ppl:
+            targets["none_last_ge_5x_first"] = {
+                "value": round(ppl["none"]["last_over_first"], 3), "met": ppl["none"]["last_over_first"] >= 5,
+            }
+        for m in ("yarn", "dynamic"):
+            if m in ppl:
+                targets[f"{m}_last_within_1.5x_first"] = {
+                    "value": round(ppl[m]["last_over_first"], 3), "met": ppl[m]["last_over_first"] <= 1.5,
+                }
+        summary["targets"] = targets
+    if result["passkey"]:
+        summary["passkey_accuracy"] = {
+            m: {L: c.get("accuracy") for L, c in cells.items()} for m, cells in result["passkey"].items()
+        }
+        per_length: dict[str, list[float]] = {}
+        for cells in result["passkey"].values():
+            for L, c in cells.items():
+                if "s_per_trial" in c and "reused_from" not in c:
+                    per_length.setdefault(L, []).append(c["s_per_trial"])
+        summary["median_s_per_trial"] = {L: statistics.median(v) for L, v in sorted(per_length.items(), key=lambda kv: int(kv[0]))}
+    summary["median_ppl_wall_s"] = statistics.median(e["wall_s"] for e in ppl.values()) if ppl else None
+    summary["total_wall_s"] = round(time.time() - t0, 1)
+    return summary
+
+
+SAME_INPUTS = ("model", "text", "length", "bucket", "factor", "passkey_depth", "seed", "max_new_tokens")
+
+
+def load_previous(paths: list[Path], inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Finished perplexity entries and passkey cells of earlier runs with the same inputs."""
+    ppl: dict[str, Any] = {}
+    passkey: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        old = json.loads(path.read_text())
+        mismatch = [k for k in SAME_INPUTS if old["inputs"].get(k) != inputs.get(k)]
+        if mismatch:
+            raise SystemExit(f"{path}: different inputs ({', '.join(mismatch)}); cannot resume from it")
+        ppl.update(old.get("perplexity", {}))
+        for method, cells in old.get("passkey", {}).items():
+            for length, cell in cells.items():
+                if "accuracy" in cell:
+                    passkey.setdefault(method, {})[length] = cell
+    return ppl, passkey
+
+
+def make_plots(result: dict[str, Any], plot_dir: Path) -> None:
+    from contextwindow.cli.rope import plot_passkey, plot_perplexity
+
+    inputs = result["inputs"]
+    trained, factor, depth = inputs["trained_context"], inputs["factor"], inputs["passkey_depth"]
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    ppl = result["perplexity"]
+    if ppl:
+        plot_perplexity(
+            {m: (e["starts"], e["ppl"]) for m, e in ppl.items()},
+            plot_dir / "rope_ppl.png",
+            title=f"{inputs['model']} (trained {trained}), {inputs['text']}, factor {factor:g}",
+            trained=trained,
+        )
+    if result["passkey"]:
+        plot_passkey(
+            {
+                m: {int(L): c["accuracy"] for L, c in cells.items() if "accuracy" in c}
+                for m, cells in result["passkey"].items()
+            },
+            plot_dir / "passkey.png",
+            counts={
+                m: {int(L): (c["correct"], c["trials"]) for L, c in cells.items() if "accuracy" in c}
+                for m, cells in result["passkey"].items()
+            },
+            title=f"Passkey accuracy, {inputs['model']} (depth {depth:g}, factor {factor:g})",
+        )
+
+
+def run_two_workers(args: argparse.Namespace) -> int:
+    """Run the perplexity and the passkey halves as two child processes; merge their JSON."""
+    import subprocess
+
+    t0 = time.time()
+    base = [sys.executable, __file__, "--workers", "1", "--start-time", repr(t0)]
+    skip = {"--workers", "--plot-dir", "--partial", "--start-time"}
+    argv = sys.argv[1:]
+    passthrough: list[str] = []
+    i = 0
+    while i < len(argv):
+        flag = argv[i].split("=")[0]
+        takes_value = "=" not in argv[i] and flag not in ("--no-ppl", "--no-passkey")
+        if flag in skip:
+            i += 2 if takes_value else 1
+            continue
+        passthrough += argv[i : i + (2 if takes_value else 1)]
+        i += 2 if takes_value else 1
+    children = {}
+    for half, flag in (("ppl", "--no-passkey"), ("passkey", "--no-ppl")):
+        cmd = base + passthrough + [flag]
+        if args.partial:
+            cmd += ["--partial", f"{args.partial}.{half}"]
+        children[half] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    outputs = {half: json.loads(p.communicate()[0]) for half, p in children.items()}
+    if any(p.returncode for p in children.values()):
+        log("a worker failed")
+        return 1
+    result = outputs["ppl"]
+    result["passkey"] = outputs["passkey"]["passkey"]
+    for key in ("passkey_methods", "passkey_lengths", "passkey_trials"):
+        result["inputs"][key] = outputs["passkey"]["inputs"][key]
+    result["inputs"]["workers"] = 2
+    if "skipped" in outputs["passkey"]:
+        result["skipped"] = outputs["passkey"]["skipped"]
+    result["summary"] = summarize(result, args.bucket, result["inputs"]["trained_context"], t0)
+    if args.partial:
+        args.partial.write_text(json.dumps(result, indent=1))
+    if args.plot_dir:
+        make_plots(result, args.plot_dir)
+    print(json.dumps(result))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="local model dir (default: SmolLM2-135M-Instruct)")
@@ -86,7 +219,14 @@ def main() -> int:
                     help="start no new passkey cell after this many minutes (0 = no limit); skipped cells are listed")
     ap.add_argument("--partial", type=Path, default=None, help="rewrite the JSON here after each cell")
     ap.add_argument("--plot-dir", type=Path, default=None, help="write rope_ppl.png / passkey.png here")
+    ap.add_argument("--workers", type=int, default=1, choices=(1, 2),
+                    help="2: run perplexity and passkey in two processes of --threads threads each")
+    ap.add_argument("--start-time", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--resume", type=Path, action="append", default=[],
+                    help="reuse finished cells from an earlier run's JSON (same inputs); repeatable")
     args = ap.parse_args()
+    if args.workers == 2 and not args.no_ppl and not args.no_passkey:
+        return run_two_workers(args)
 
     import torch
 
@@ -95,7 +235,7 @@ def main() -> int:
     from contextwindow.rope import rope_length, scale_rope
 
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
+    t0 = args.start_time or time.time()
     model, tokenizer = load_model(args.model)
     trained = int(model.config.max_position_embeddings)
     text = args.text.read_text(encoding="utf-8")
@@ -130,47 +270,9 @@ def main() -> int:
         "passkey": {},
     }
 
-    def summarize() -> dict[str, Any]:
-        ppl = result["perplexity"]
-        summary: dict[str, Any] = {}
-        if ppl:
-            summary["median_bucket_ppl"] = {m: statistics.median(e["ppl"]) for m, e in ppl.items()}
-            summary["last_over_first_bucket"] = {m: round(e["last_over_first"], 3) for m, e in ppl.items()}
-            if "none" in ppl:
-                in_range = [i for i, s in enumerate(ppl["none"]["starts"]) if s + args.bucket <= trained]
-                base_in = [ppl["none"]["ppl"][i] for i in in_range]
-                summary["in_range_ppl_ratio_vs_none"] = {
-                    m: round(statistics.median([e["ppl"][i] / b for i, b in zip(in_range, base_in)]), 3)
-                    for m, e in ppl.items()
-                }
-            targets = {}
-            if "none" in ppl:
-                targets["none_last_ge_5x_first"] = {
-                    "value": round(ppl["none"]["last_over_first"], 3), "met": ppl["none"]["last_over_first"] >= 5,
-                }
-            for m in ("yarn", "dynamic"):
-                if m in ppl:
-                    targets[f"{m}_last_within_1.5x_first"] = {
-                        "value": round(ppl[m]["last_over_first"], 3), "met": ppl[m]["last_over_first"] <= 1.5,
-                    }
-            summary["targets"] = targets
-        if result["passkey"]:
-            summary["passkey_accuracy"] = {
-                m: {L: c.get("accuracy") for L, c in cells.items()} for m, cells in result["passkey"].items()
-            }
-            per_length: dict[str, list[float]] = {}
-            for cells in result["passkey"].values():
-                for L, c in cells.items():
-                    if "s_per_trial" in c and "reused_from" not in c:
-                        per_length.setdefault(L, []).append(c["s_per_trial"])
-            summary["median_s_per_trial"] = {L: statistics.median(v) for L, v in sorted(per_length.items(), key=lambda kv: int(kv[0]))}
-        summary["median_ppl_wall_s"] = statistics.median(e["wall_s"] for e in ppl.values()) if ppl else None
-        summary["total_wall_s"] = round(time.perf_counter() - t0, 1)
-        return summary
-
     def dump() -> None:
         if args.partial:
-            result["summary"] = summarize()
+            result["summary"] = summarize(result, args.bucket, trained, t0)
             args.partial.write_text(json.dumps(result, indent=1))
 
     def apply(method: str) -> dict[str, Any]:
@@ -179,7 +281,17 @@ def main() -> int:
         return scale_rope(model, method, args.factor)
 
     # ---- perplexity per position bucket -------------------------------------------------
+    previous_ppl, previous_pk = load_previous(args.resume, result["inputs"])
     for method in ppl_methods:
+        if method in previous_ppl:
+            result["perplexity"][method] = dict(previous_ppl[method], resumed=True)
+            log(f"perplexity {method}: reused from an earlier run")
+            dump()
+            continue
+        if args.deadline_min and (time.time() - t0) / 60 > args.deadline_min:
+            result.setdefault("skipped", []).append(f"perplexity {method}")
+            log(f"perplexity {method}: skipped, past the deadline")
+            continue
         params = apply(method)
         log(f"perplexity {method} x{args.factor} at {args.length} tokens ...")
         start = time.perf_counter()
@@ -211,8 +323,16 @@ def main() -> int:
     for length in pk_lengths:
         n = trials_at.get(length, args.trials)
         for method in pk_methods:
-            apply(method)
             cell = result["passkey"].setdefault(method, {})
+            earlier = previous_pk.get(method, {}).get(str(length))
+            if earlier is not None and earlier.get("trials") == n and "reused_from" not in earlier:
+                cell[str(length)] = dict(earlier, resumed=True)
+                log(f"passkey {method} {length}: reused from an earlier run")
+                apply(method)
+                done[(length, fingerprint(length + max_new_tokens))] = method
+                dump()
+                continue
+            apply(method)
             fp = fingerprint(length + max_new_tokens)
             if (length, fp) in done:
                 # same frequencies at every position this cell reaches: the run would be identical
@@ -221,7 +341,7 @@ def main() -> int:
                 log(f"passkey {method} {length}: identical RoPE state to {src}, result reused")
                 dump()
                 continue
-            elapsed_min = (time.perf_counter() - t0) / 60
+            elapsed_min = (time.time() - t0) / 60
             if args.deadline_min and elapsed_min > args.deadline_min:
                 cell[str(length)] = {"skipped": f"deadline ({args.deadline_min:g} min) passed"}
                 result.setdefault("skipped", []).append(f"passkey {method} {length}")
@@ -244,31 +364,18 @@ def main() -> int:
     scale_rope(model, "none")
 
     scale_rope(model, "none")
-    result["summary"] = summarize()
+    result["summary"] = summarize(result, args.bucket, trained, t0)
     dump()
 
     if args.plot_dir:
-        from contextwindow.cli.rope import plot_passkey, plot_perplexity
-
-        args.plot_dir.mkdir(parents=True, exist_ok=True)
-        if ppl:
-            plot_perplexity(
-                {m: (e["starts"], e["ppl"]) for m, e in ppl.items()},
-                args.plot_dir / "rope_ppl.png",
-                title=f"SmolLM2-135M (trained {trained}), Emma, factor {args.factor:g}",
-                trained=trained,
-            )
-        if result["passkey"]:
-            plot_passkey(
-                {
-                    m: {int(L): c["accuracy"] for L, c in cells.items() if "accuracy" in c}
-                    for m, cells in result["passkey"].items()
-                },
-                args.plot_dir / "passkey.png",
-                title=f"Passkey accuracy (depth {args.depth:g}, factor {args.factor:g})",
-            )
+        make_plots(result, args.plot_dir)
     print(json.dumps(result))
     return 0
+
+
+def replot(json_path: Path, plot_dir: Path) -> None:
+    """Redraw the plots from a saved result JSON."""
+    make_plots(json.loads(json_path.read_text()), plot_dir)
 
 
 if __name__ == "__main__":

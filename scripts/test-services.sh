@@ -33,7 +33,8 @@ can_be_root() {
 redis_bin() { command -v redis-server 2>/dev/null || { [ -x /usr/bin/redis-server ] && echo /usr/bin/redis-server; }; }
 pg_bindir() {
     local d
-    d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    d=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null |
+        sort -V | tail -n 1)
     [ -n "$d" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/initdb" ] && echo "$d"
 }
 
@@ -53,7 +54,7 @@ install_packages() {
     fi
     log "installing $* (Debian packages)..."
     # Keep the packages' own system services from starting: this run starts its own servers.
-    local policy=/usr/sbin/policy-rc.d added= rc out
+    local policy=/usr/sbin/policy-rc.d added='' rc out
     if [ ! -e "$policy" ]; then
         $SUDO sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy" && added=1
     fi
@@ -77,17 +78,16 @@ free_port() {
 
 # start_redis STATE: prints the URL, or returns 1 with the reason on stderr's last line.
 start_redis() {
-    local state=$1 bin port dir=$1/redis attempt
+    local state=$1 bin port dir=$1/redis _
     bin=$(redis_bin) || { echo "redis-server not found" >&2; return 1; }
     mkdir -p "$dir"
-    for attempt in 1 2 3; do
+    for _ in 1 2 3; do
         port=$(free_port) || { echo "cannot pick a free port ($PYTHON)" >&2; return 1; }
         rm -f "$dir/redis.pid"
         if "$bin" --bind 127.0.0.1 --port "$port" --dir "$dir" --daemonize yes \
             --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-            --appendonly yes --appendfsync always --save '' >/dev/null 2>&1; then
-            local i
-            for i in $(seq 1 100); do
+            --appendonly yes --appendfsync always --save '' >"$dir/start.log" 2>&1; then
+            for _ in $(seq 1 100); do
                 if [ -f "$dir/redis.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
                     echo "$port" >"$dir/port"
                     echo "redis://127.0.0.1:$port/0"
@@ -98,16 +98,17 @@ start_redis() {
             stop_redis "$state"
         fi
     done
-    echo "redis-server did not start: $(tail -n 2 "$dir/redis.log" 2>/dev/null | tr '\n' ' ')" >&2
+    echo "redis-server did not start: $(tail -q -n 2 "$dir/start.log" "$dir/redis.log" 2>/dev/null |
+        tr '\n' ' ')" >&2
     return 1
 }
 
 stop_redis() {
-    local pidfile=$1/redis/redis.pid pid i
+    local pidfile=$1/redis/redis.pid pid _
     [ -f "$pidfile" ] || return 0
     pid=$(cat "$pidfile")
     if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
-        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null
     fi
     rm -f "$pidfile"
@@ -119,7 +120,7 @@ pg_as() {
 }
 
 start_postgres() {
-    local state=$1 bindir port dir=$1/postgres attempt
+    local state=$1 bindir port dir=$1/postgres _
     bindir=$(pg_bindir) || { echo "PostgreSQL server binaries not found" >&2; return 1; }
     if [ "$(id -u)" = 0 ]; then
         id -u postgres >/dev/null 2>&1 || { echo "no 'postgres' user to run the server as" >&2; return 1; }
@@ -128,13 +129,16 @@ start_postgres() {
     mkdir -p "$dir"
     echo "$bindir" >"$dir/bindir"
     chmod 755 "$state"
-    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres "$dir"
+        pg_as test -w "$dir" || { echo "the postgres user cannot write to $dir (set TMPDIR)" >&2; return 1; }
+    fi
     if ! pg_as "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 \
         --no-locale --no-sync >"$dir/initdb.log" 2>&1; then
         echo "initdb failed: $(tail -n 2 "$dir/initdb.log" | tr '\n' ' ')" >&2
         return 1
     fi
-    for attempt in 1 2 3; do
+    for _ in 1 2 3; do
         port=$(free_port) || { echo "cannot pick a free port ($PYTHON)" >&2; return 1; }
         if pg_as "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
             -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir" \
@@ -162,7 +166,7 @@ stop_postgres() {
 
 # start_all STATE: exports the variables into this shell and prints them as KEY=VALUE lines.
 start_all() {
-    local state=$1 want_redis= want_pg= missing=() url err
+    local state=$1 want_redis='' want_pg='' missing=() url err
     mkdir -p "$state" || return 1
     unset CONTEXTWINDOW_TEST_REDIS_UNAVAILABLE CONTEXTWINDOW_TEST_POSTGRES_UNAVAILABLE
     [ -z "${CONTEXTWINDOW_TEST_REDIS_URL:-}" ] && want_redis=1

@@ -3,10 +3,11 @@
 The Redis and PostgreSQL servers come from ``scripts/test-services.sh``: ``make test`` runs the
 suite under it and passes ``CONTEXTWINDOW_TEST_REDIS_URL`` / ``CONTEXTWINDOW_TEST_POSTGRES_DSN``
 (or ``..._UNAVAILABLE`` with the reason a server could not start). Run without them, the
-``services`` fixture starts the servers itself through the same script (installing nothing).
+``store_services`` fixture starts the servers itself through the same script (installing nothing).
 Each test gets its own namespace: a SQLite file, a Redis key prefix, a PostgreSQL schema.
 
-Run as a program, this file is a writer process (see :func:`main`).
+Run as ``store_fixtures.py serve``, this file is the launcher of writer processes
+(see :func:`serve`).
 """
 
 from __future__ import annotations
@@ -197,8 +198,8 @@ def concurrent_work(store: Any, writer: int, count: int, dups: int) -> list[int]
     for i in range(dups):
         try:
             store.append("dups", Message(role="user", content=f"won by {writer}", id=f"dup-{i}"))
-        except StoreError as exc:
-            if "already stored" not in str(exc):
+        except StoreError as exc:  # the loser's error names the duplicate
+            if not any(why in str(exc) for why in ("already stored", "UNIQUE constraint")):
                 raise
         else:
             won.append(i)
@@ -227,46 +228,164 @@ def run_threads(store: Any, writers: int, count: int, dups: int) -> list[list[in
     return results  # type: ignore[return-value]
 
 
-def main(argv: list[str]) -> int:
-    """Writer processes. Each opens its store, prints ``ready``, waits for a line on stdin.
+def crash_writer(spec: dict[str, Any], session: str, tag: str, acks: str) -> None:
+    """Add ``message_for(tag, i)`` for i = 0, 1, ... through a memory, recording each id in
+    the file ``acks`` only after ``add`` returned; runs until killed."""
+    from contextwindow.memory import BufferMemory
+    from contextwindow.tokens import TokenCounter
 
-    ``crash SPEC SESSION TAG``: appends ``message_for(TAG, i)`` for i = 0, 1, ... through a
-    memory's ``add``, printing each id only after ``add`` returned, until killed.
-    ``concurrent SPEC WRITER COUNT DUPS``: :func:`concurrent_work`, then prints the won ids.
-    """
-    mode, spec = argv[0], json.loads(argv[1])
     store = open_store(spec)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    if mode == "crash":
-        from contextwindow.memory import BufferMemory
-        from contextwindow.tokens import TokenCounter
-
-        session, tag = argv[2], argv[3]
-        memory = BufferMemory(counter=TokenCounter.approximate(), store=store, session=session)
+    memory = BufferMemory(counter=TokenCounter.approximate(), store=store, session=session)
+    with open(acks, "a", encoding="utf-8") as out:
         i = 0
         while True:
             message = message_for(tag, i)
             memory.add(message.role, message.content, id=message.id)
-            sys.stdout.write(message.id + "\n")
-            sys.stdout.flush()
+            out.write(message.id + "\n")
+            out.flush()  # in the kernel now: a SIGKILL cannot take it back
             i += 1
-    if mode == "concurrent":
-        won = concurrent_work(store, int(argv[2]), int(argv[3]), int(argv[4]))
-        print(json.dumps(won), flush=True)
-        store.close()
-        return 0
-    raise SystemExit(f"unknown mode {mode!r}")
+
+
+def concurrent_writer(spec: dict[str, Any], writer: int, count: int, dups: int,
+                      results: str, gate: int) -> None:
+    """Open the store, wait at the gate for the other writers, run :func:`concurrent_work`,
+    and write the won ids to ``results/<writer>.json``."""
+    store = open_store(spec)
+    os.read(gate, 1)  # EOF once every writer is forked: they all start together
+    won = concurrent_work(store, writer, count, dups)
+    store.close()
+    Path(results, f"{writer}.json").write_text(json.dumps(won))
+
+
+def _child(work: Any, *args: Any) -> None:
+    """Run ``work(*args)`` in a forked child and leave with its status, never returning."""
+    code = 1
+    try:
+        work(*args)
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve() -> None:
+    """The writer launcher: imports everything once, then forks writer processes on request,
+    so each killed writer costs a fork rather than an interpreter start. One JSON command per
+    line on stdin, one JSON reply per line on stdout:
+
+    - ``{"op": "crash", "spec", "session", "tag", "acks"}``: fork a :func:`crash_writer`;
+      reply ``{"pid"}``.
+    - ``{"op": "concurrent", "spec", "writers", "count", "dups", "results"}``: fork the writers,
+      each opens its store and waits for the others, then runs :func:`concurrent_work` and
+      writes its won ids to ``results/<k>.json``; reply ``{"pids"}``.
+    - ``{"op": "wait", "pid"}``: reap it; reply ``{"signal"}`` (or null) and ``{"code"}``.
+    """
+    import importlib
+
+    for module in ("contextwindow.memory", "contextwindow.tokens", "contextwindow.stores",
+                   "contextwindow.stores.redis_store", "contextwindow.stores.postgres_store",
+                   "redis", "psycopg"):  # imported before forking: the children start warm
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        op = command["op"]
+        if op == "crash":
+            pid = os.fork()
+            if pid == 0:
+                _child(crash_writer, command["spec"], command["session"], command["tag"],
+                       command["acks"])
+            reply: dict[str, Any] = {"pid": pid}
+        elif op == "concurrent":
+            gate_read, gate_write = os.pipe()
+            pids = []
+            for k in range(command["writers"]):
+                pid = os.fork()
+                if pid == 0:
+                    os.close(gate_write)
+                    _child(concurrent_writer, command["spec"], k, command["count"],
+                           command["dups"], command["results"], gate_read)
+                pids.append(pid)
+            os.close(gate_read)
+            os.close(gate_write)
+            reply = {"pids": pids}
+        elif op == "wait":
+            _, status = os.waitpid(command["pid"], 0)
+            reply = {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                     "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
+        else:
+            raise SystemExit(f"unknown op {op!r}")
+        print(json.dumps(reply), flush=True)
+
+
+class Writers:
+    """The test side of :func:`serve`: one launcher process for the whole test run."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen([sys.executable, str(WRITER), "serve"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._lock = threading.Lock()
+        reply = self._read()
+        if reply != {"ready": True}:
+            raise RuntimeError(f"the writer launcher did not start: {reply!r}")
+
+    def _read(self) -> Any:
+        line = self._proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"the writer launcher died ({self._proc.wait()})")
+        return json.loads(line)
+
+    def _ask(self, **command: Any) -> Any:
+        with self._lock:
+            self._proc.stdin.write(json.dumps(command) + "\n")  # type: ignore[union-attr]
+            self._proc.stdin.flush()  # type: ignore[union-attr]
+            return self._read()
+
+    def crash_writer(self, spec: dict[str, Any], session: str, tag: str, acks: Path) -> int:
+        return self._ask(op="crash", spec=spec, session=session, tag=tag, acks=str(acks))["pid"]
+
+    def concurrent(self, spec: dict[str, Any], writers: int, count: int, dups: int,
+                   results: Path) -> list[int]:
+        return self._ask(op="concurrent", spec=spec, writers=writers, count=count, dups=dups,
+                         results=str(results))["pids"]
+
+    def wait(self, pid: int) -> tuple[int | None, int | None]:
+        """(signal, exit code) of a finished writer."""
+        reply = self._ask(op="wait", pid=pid)
+        return reply["signal"], reply["code"]
+
+    def close(self) -> None:
+        self._proc.stdin.close()  # type: ignore[union-attr]
+        self._proc.wait(timeout=30)
+        self._proc.stdout.close()  # type: ignore[union-attr]
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if sys.argv[1:] != ["serve"]:
+        raise SystemExit(f"usage: {sys.argv[0]} serve")
+    serve()
 else:  # the pytest fixtures (writer processes start faster without importing pytest)
     import pytest
 
     @pytest.fixture(scope="session")
-    def services() -> Iterator[dict[str, str]]:
+    def store_services() -> Iterator[dict[str, str]]:
         yield from start_services()
+
+    @pytest.fixture(scope="session")
+    def store_writers() -> Iterator[Writers]:
+        """Starts writer processes (forked from one warm launcher) for the reliability tests."""
+        launcher = Writers()
+        try:
+            yield launcher
+        finally:
+            launcher.close()
 
     def _backend(kind: str, services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
         server, reason = server_for(kind, services)
@@ -279,20 +398,21 @@ else:  # the pytest fixtures (writer processes start faster without importing py
             backend.cleanup()
 
     @pytest.fixture(params=KINDS)
-    def backend(request: Any, services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
+    def store_backend(request: Any, store_services: dict[str, str],
+                      tmp_path: Path) -> Iterator[Backend]:
         """Each test runs once per store kind."""
-        yield from _backend(request.param, services, tmp_path)
+        yield from _backend(request.param, store_services, tmp_path)
 
     @pytest.fixture(params=DURABLE_KINDS)
-    def durable_backend(request: Any, services: dict[str, str],
-                        tmp_path: Path) -> Iterator[Backend]:
+    def durable_store_backend(request: Any, store_services: dict[str, str],
+                              tmp_path: Path) -> Iterator[Backend]:
         """The stores that outlive their process."""
-        yield from _backend(request.param, services, tmp_path)
+        yield from _backend(request.param, store_services, tmp_path)
 
     @pytest.fixture
-    def redis_backend(services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
-        yield from _backend("redis", services, tmp_path)
+    def redis_backend(store_services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
+        yield from _backend("redis", store_services, tmp_path)
 
     @pytest.fixture
-    def postgres_backend(services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
-        yield from _backend("postgres", services, tmp_path)
+    def postgres_backend(store_services: dict[str, str], tmp_path: Path) -> Iterator[Backend]:
+        yield from _backend("postgres", store_services, tmp_path)

@@ -54,7 +54,11 @@ def tiny_phi(**overrides: Any) -> Any:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.5,
+        },
     )
     params.update(overrides)
     torch.manual_seed(0)
@@ -128,7 +132,10 @@ def test_sinks_are_never_evicted_or_modified(tiny_llama: Any) -> None:
     ids = torch.randint(0, 128, (80,), generator=torch.Generator().manual_seed(1))
     cache = SinkCache(tiny_llama, sinks=SINKS, window=WINDOW)
     stream(tiny_llama, cache, ids, [5])
-    sinks = [(layer.keys[..., :SINKS, :].clone(), layer.values[..., :SINKS, :].clone()) for layer in cache.layers]
+    sinks = [
+        (layer.keys[..., :SINKS, :].clone(), layer.values[..., :SINKS, :].clone())
+        for layer in cache.layers
+    ]
     stream(tiny_llama, cache, ids[5:], [1] * 30 + [20, 3, 22])
     for layer, (keys, values) in zip(cache.layers, sinks):
         assert torch.equal(layer.keys[..., :SINKS, :], keys)
@@ -196,14 +203,18 @@ def test_explicit_stream_positions_give_the_same_logits_as_positions_left_to_the
 ) -> None:
     # generate() numbers tokens from the start of the stream; the cache must compensate.
     ids = torch.randint(0, 128, (40,), generator=torch.Generator().manual_seed(6))
-    left = stream(tiny_llama, SinkCache(tiny_llama, sinks=SINKS, window=WINDOW), ids, [3] + [1] * 37)
+    left = stream(
+        tiny_llama, SinkCache(tiny_llama, sinks=SINKS, window=WINDOW), ids, [3] + [1] * 37
+    )
     cache = SinkCache(tiny_llama, sinks=SINKS, window=WINDOW)
     explicit, start = [], 0
     with torch.no_grad():
         for size in [3] + [1] * 37:
             positions = torch.arange(start, start + size)[None]
             piece = ids[start : start + size][None]
-            explicit.append(tiny_llama(input_ids=piece, position_ids=positions, cache=cache).logits[0])
+            explicit.append(
+                tiny_llama(input_ids=piece, position_ids=positions, cache=cache).logits[0]
+            )
             start += size
     for a, b in zip(left, explicit):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
@@ -213,7 +224,9 @@ def test_generate_runs_far_past_the_window_and_starts_like_dynamic_cache(tiny_ll
     prompt = torch.randint(0, 128, (1, 4), generator=torch.Generator().manual_seed(7))
     new = 3 * CAPACITY
     cache = SinkCache(tiny_llama, sinks=SINKS, window=WINDOW)
-    sink = tiny_llama.generate(prompt, cache=cache, max_new_tokens=new, do_sample=False, min_new_tokens=new)
+    sink = tiny_llama.generate(
+        prompt, cache=cache, max_new_tokens=new, do_sample=False, min_new_tokens=new
+    )
     dense = tiny_llama.generate(prompt, max_new_tokens=new, do_sample=False, min_new_tokens=new)
     assert sink.shape == dense.shape == (1, 4 + new)
     # The token generated from a context of n tokens only sees evictions once n > capacity.
@@ -252,12 +265,14 @@ def test_without_reposition_the_kept_keys_keep_their_old_rotation(tiny_llama: An
     new_key = fresh_keys(tiny_llama, ids)[..., -1:, :]  # layer 0, written at slot/position 10
     for layer, old in zip(cache.layers, before):
         assert torch.equal(layer.keys[..., :SINKS, :], old[..., :SINKS, :])
-        assert torch.equal(layer.keys[..., SINKS:CAPACITY - 1, :], old[..., SINKS + 1 :, :])
+        assert torch.equal(layer.keys[..., SINKS : CAPACITY - 1, :], old[..., SINKS + 1 :, :])
     torch.testing.assert_close(cache.layers[0].keys[..., -1:, :], new_key, atol=1e-6, rtol=0)
     # ...whereas the repositioning cache moved them back by one position
     moved = SinkCache(tiny_llama, sinks=SINKS, window=WINDOW)
     stream(tiny_llama, moved, ids, [CAPACITY, 1])
-    assert not torch.allclose(moved.layers[0].keys[..., SINKS:, :], cache.layers[0].keys[..., SINKS:, :])
+    assert not torch.allclose(
+        moved.layers[0].keys[..., SINKS:, :], cache.layers[0].keys[..., SINKS:, :]
+    )
     torch.testing.assert_close(
         moved.layers[0].keys, fresh_keys(tiny_llama, ids[kept_ids(CAPACITY + 1)]), atol=1e-5, rtol=0
     )
@@ -269,7 +284,9 @@ def test_without_reposition_the_kept_keys_keep_their_old_rotation(tiny_llama: An
 def test_model_without_rope_is_rejected() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=64))
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    )
     with pytest.raises(ModelError, match="RoPE"):
         SinkCache(gpt2)
 

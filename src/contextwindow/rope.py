@@ -375,9 +375,18 @@ def _rotary_modules(model: Any) -> list[Any]:
     return [m for m in model.modules() if hasattr(m, "inv_freq") and hasattr(m, "rope_type")]
 
 
+def _clone(t: Any) -> Any:
+    """A normal (not inference-mode) copy, so saved state stays usable outside ``inference_mode``."""
+    import torch
+
+    if t is None:
+        return None
+    with torch.inference_mode(False):
+        return t.detach().clone()
+
+
 def _snapshot(module: Any) -> _ModuleState:
-    def clone(t: Any) -> Any:
-        return None if t is None else t.detach().clone()
+    clone = _clone
 
     return _ModuleState(
         inv_freq=clone(module.inv_freq),
@@ -394,7 +403,7 @@ def _set_buffer(module: Any, name: str, value: Any) -> None:
     current = getattr(module, name, None)
     if current is not None:
         value = value.to(device=current.device, dtype=current.dtype)
-    module.register_buffer(name, value.clone(), persistent=False)
+    module.register_buffer(name, _clone(value), persistent=False)
 
 
 def _restore(module: Any, state: _ModuleState) -> None:
@@ -408,7 +417,7 @@ def _restore(module: Any, state: _ModuleState) -> None:
     if state.original_max_seq_len is not None:
         module.original_max_seq_len = state.original_max_seq_len
     if state.long_inv_freq is not None:
-        module.long_inv_freq = state.long_inv_freq.to(module.inv_freq.device)
+        module.long_inv_freq = _clone(state.long_inv_freq).to(module.inv_freq.device)
     elif "long_inv_freq" in module.__dict__:
         del module.__dict__["long_inv_freq"]
 
@@ -485,7 +494,7 @@ def scale_rope(
         config.max_position_embeddings = saved.max_position_embeddings
         for module, state in zip(modules, saved.modules):
             _restore(module, state)
-            if module.config is not config:
+            if getattr(module, "config", config) is not config:
                 module.config.rope_parameters = copy.deepcopy(saved.rope_parameters)
                 module.config.max_position_embeddings = saved.max_position_embeddings
         object.__setattr__(model, _APPLIED_ATTR, None)
@@ -497,15 +506,11 @@ def scale_rope(
     trained = original_length or saved.rope_parameters.get("original_max_position_embeddings")
     trained = int(trained or saved.max_position_embeddings)
     dim = _rotary_dim(model, saved)
-    inputs = RopeInputs(dim=dim, base=base, factor=factor, original_length=trained, params=params)
     frozen = spec.length_dependent and seq_len is not None
-    if frozen:
-        inputs = RopeInputs(dim, base, factor, trained, seq_len, params)
+    inputs = RopeInputs(dim, base, factor, trained, seq_len if frozen else None, params)
     inv_freq, attention_scaling = compute(method, inputs)
 
-    extra = {
-        k: v for k, v in saved.rope_parameters.items() if k == "partial_rotary_factor"
-    }
+    extra = {k: v for k, v in saved.rope_parameters.items() if k == "partial_rotary_factor"}
     if method == "ntk":
         rope_parameters = {"rope_type": "default", "rope_theta": ntk_base(base, factor, dim)}
     elif method == "dynamic" and frozen:

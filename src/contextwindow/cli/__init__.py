@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
-_COMMAND_MODULES = ("text",)
+_COMMAND_MODULES = ("text", "chat", "serve", "demo", "rope", "stream", "recall")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

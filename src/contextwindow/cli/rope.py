@@ -75,17 +75,24 @@ def plot_perplexity(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import ScalarFormatter
+
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    end = 0.0
     for method, (starts, ppl) in series.items():
         if not starts:
             continue
-        width = starts[1] - starts[0] if len(starts) > 1 else starts[0] or 1
+        width = starts[1] - starts[0] if len(starts) > 1 else 2 * (starts[0] or 1)
         mids = [(s + width / 2) / 1000 for s in starts]
+        end = max(end, (starts[-1] + width) / 1000)
         ax.plot(mids, ppl, marker="o", label=method)
-    if trained:
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    if trained and trained / 1000 < end:
         ax.axvline(trained / 1000, color="grey", linestyle="--", linewidth=1)
         ax.text(trained / 1000, ax.get_ylim()[1], " trained length", va="top", fontsize=8, color="grey")
-    ax.set_yscale("log")
     ax.set_xlabel("position (k tokens, bucket centre)")
     ax.set_ylabel("perplexity (log scale)")
     ax.set_title(title)
@@ -98,8 +105,15 @@ def plot_perplexity(
     return path
 
 
-def plot_passkey(accuracy: dict[str, dict[int, float]], path: Path | str, *, title: str = "") -> Path:
-    """Heat map of passkey accuracy: methods (rows) x lengths (columns)."""
+def plot_passkey(
+    accuracy: dict[str, dict[int, float]],
+    path: Path | str,
+    *,
+    title: str = "",
+    counts: dict[str, dict[int, tuple[int, int]]] | None = None,
+) -> Path:
+    """Heat map of passkey accuracy: methods (rows) x lengths (columns); ``counts`` (correct,
+    trials) per cell, when given, is printed in each cell; missing cells stay blank."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +130,13 @@ def plot_passkey(accuracy: dict[str, dict[int, float]], path: Path | str, *, tit
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             if v == v:  # not NaN
-                ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=9)
+                label = f"{v:.0%}"
+                if counts and lengths[j] in counts.get(methods[i], {}):
+                    k, n = counts[methods[i]][lengths[j]]
+                    label += f"\n{k}/{n}"
+                ax.text(j, i, label, ha="center", va="center", fontsize=9)
+            else:
+                ax.text(j, i, "not run", ha="center", va="center", fontsize=8, color="grey")
     fig.colorbar(im, ax=ax, label="accuracy")
     ax.set_title(title)
     fig.tight_layout()
@@ -243,7 +263,7 @@ def passkey_command(
                 )
     _apply(model, "none", factor)
 
-    table = Table(title=f"Passkey accuracy (depth {depth:g}, {trials} trials, factor {factor:g})")
+    table = Table(title=f"Passkey accuracy: depth {depth:g}, {trials} trials, factor {factor:g}", min_width=50)
     table.add_column("method")
     for length in length_list:
         table.add_column(str(length), justify="right")
@@ -255,6 +275,7 @@ def passkey_command(
             {m: {L: r.accuracy for L, r in per.items()} for m, per in results.items()},
             plot,
             title=f"Passkey accuracy (depth {depth:g}, {trials} trials, factor {factor:g})",
+            counts={m: {L: (r.correct, r.trials) for L, r in per.items()} for m, per in results.items()},
         )
         err_console.print(f"plot written to {plot}")
     if json_out:

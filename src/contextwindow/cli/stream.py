@@ -46,13 +46,24 @@ def stream(
     chunk: Annotated[int, typer.Option("--chunk", help="Tokens fed per forward pass.")] = 64,
     segment: Annotated[int, typer.Option("--segment", help="Segment size of the table.")] = 2048,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot here.")] = None,
-    recompute: Annotated[bool, typer.Option(
-        "--recompute", help="Add the sliding-window re-computation baseline (sampled).")] = False,
-    samples: Annotated[int, typer.Option(
-        "--samples", help="Re-computation blocks scored per segment.")] = 4,
-    model_name: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="A local transformers model directory (default: SmolLM2-135M).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary, not a table.")] = False,
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            "--recompute", help="Add the sliding-window re-computation baseline (sampled)."
+        ),
+    ] = False,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Re-computation blocks scored per segment.")
+    ] = 4,
+    model_name: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model", "-m", help="A local transformers model directory (default: SmolLM2-135M)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary, not a table.")
+    ] = False,
 ) -> None:
     """Stream a long text through dense attention, a plain window and sinks + window.
 
@@ -84,36 +95,67 @@ def stream(
     ]
     results = []
     with Progress(
-        TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err_console, transient=as_json,
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=as_json,
     ) as progress:
         for label, make_cache in runs:
             task = progress.add_task(label, total=len(ids))
-            results.append(streaming_perplexity(
-                model, None, ids, cache=make_cache() if make_cache else None, chunk=chunk,
-                label=label, progress=lambda done, total, t=task: progress.update(t, completed=done),
-            ))
+            results.append(
+                streaming_perplexity(
+                    model,
+                    None,
+                    ids,
+                    cache=make_cache() if make_cache else None,
+                    chunk=chunk,
+                    label=label,
+                    progress=lambda done, total, t=task: progress.update(
+                        t, completed=done, total=total
+                    ),
+                )
+            )
         if recompute:
             label = f"recompute {budget}"
             task = progress.add_task(label, total=None)
-            results.append(recompute_perplexity(
-                model, None, ids, window=budget, stride=chunk, segment=segment, samples=samples,
-                label=label,
-                progress=lambda done, total, t=task: progress.update(t, completed=done, total=total),
-            ))
+            results.append(
+                recompute_perplexity(
+                    model,
+                    None,
+                    ids,
+                    window=budget,
+                    stride=chunk,
+                    segment=segment,
+                    samples=samples,
+                    label=label,
+                    progress=lambda done, total, t=task: progress.update(
+                        t, completed=done, total=total
+                    ),
+                )
+            )
 
     trained = getattr(model.config, "max_position_embeddings", None)
     if plot is not None:
-        plot_streaming(results, plot, trained_length=trained,
-                       title=f"{text.name}: {len(ids)} tokens, chunks of {chunk}")
+        plot_streaming(
+            results,
+            plot,
+            trained_length=trained,
+            title=f"{text.name}: {len(ids)} tokens, chunks of {chunk}",
+        )
     if as_json:
         summary = {
             "tokens": len(ids),
             "trained_length": trained,
             "ppl": {res.label: round(res.ppl, 3) for res in results},
-            "segments": {res.label: [None if v is None else round(v, 3)
-                                     for v in res.segment_ppl(segment, total=len(ids))]
-                         for res in results},
+            "segments": {
+                res.label: [
+                    None if v is None else round(v, 3)
+                    for v in res.segment_ppl(segment, total=len(ids))
+                ]
+                for res in results
+            },
             "max_cache_tokens": {res.label: res.max_cache_tokens for res in results},
         }
         print(json.dumps(summary))

@@ -85,7 +85,8 @@ def estimate_memory(model: Any, length: int, *, chunk: int = 512, prefill_chunk:
     kv_cache = 2 * layers * kv_heads * head_dim * length * itemsize
     activations = q * (8 * hidden + 3 * inter + 2 * (heads + 2 * kv_heads) * head_dim) * itemsize
     rope_tables = 4 * q * head_dim * 4
-    mask = q * length  # a boolean causal mask, when one is built
+    # a boolean mask is built for chunks on top of a cache; a single causal forward with SDPA skips it
+    mask = 0 if (q == length and _efficient_attention(model)) else q * length
     if _efficient_attention(model):
         attention = 2 * heads * q * head_dim * itemsize
     else:

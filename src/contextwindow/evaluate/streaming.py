@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` after each forward pass (tokens or blocks)."""
+"""Called as ``progress(done, total)`` after each forward pass (tokens scored, or blocks)."""
 
 
 @dataclass
@@ -142,7 +142,7 @@ def streaming_perplexity(
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, total - 1, chunk):
-            piece = ids[start : start + chunk]
+            piece = ids[start : min(start + chunk, total - 1)]  # the last token is only a target
             tick = time.perf_counter()
             logits = model(input_ids=piece[None], cache=cache, use_cache=True).logits[0]
             result.chunk_seconds.append((start, time.perf_counter() - tick))
@@ -153,7 +153,7 @@ def streaming_perplexity(
             result.max_cache_tokens = max(result.max_cache_tokens, cache.get_seq_length())
             result.max_cache_bytes = max(result.max_cache_bytes, cache_nbytes(cache))
             if progress is not None:
-                progress(min(start + chunk, total), total)
+                progress(start + piece.numel(), total - 1)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -290,7 +290,8 @@ def plot_streaming(
             bx = [k + len(v) // 2 for k, v in blocks.items()]
             by = [sum(v) / len(v) for v in blocks.values()]
             ax.plot(bx, by, "o", markersize=4, label=f"{res.label} (ppl {res.ppl:.1f})")
-    if trained_length:
+    last = max((res.positions[-1] for res in results if res.positions), default=0)
+    if trained_length and trained_length <= last:
         ax.axvline(trained_length, color="grey", linestyle="--", linewidth=1)
         ax.text(trained_length, ax.get_ylim()[1], " trained length", va="top", fontsize=8)
     ax.set_xlabel("token position in the stream")

@@ -70,7 +70,7 @@ class SQLiteStore:
 
     def sessions(self) -> list[str]:
         with_messages = self._run("SELECT session FROM messages GROUP BY session ORDER BY MIN(seq)")
-        with_summaries = self._run("SELECT session FROM summaries")
+        with_summaries = self._run("SELECT session FROM summaries ORDER BY rowid")
         return list(dict.fromkeys(session for (session,) in [*with_messages, *with_summaries]))
 
     def delete(self, session: str) -> None:

@@ -1,0 +1,260 @@
+"""``contextwindow chat``: a terminal chat with the local model, inside a token budget.
+
+The conversation lives in a budgeted memory (token buffer, sinks + window, or summary + buffer)
+backed by SQLite, so ``--session NAME`` resumes it later. Interactive on a terminal (streamed
+replies, a status line after each); piped, it reads one user turn per input line and prints one
+reply per turn on stdout (status lines go to stderr).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import BudgetExceededError, ConfigError
+
+MEMORY_KINDS = ("token", "sinks", "summary")
+SUMMARIZERS = ("model", "keyfacts", "combined")
+
+
+def default_db() -> Path:
+    """The chat database under the user data dir (``CONTEXTWINDOW_DATA`` overrides it)."""
+    import os
+
+    from platformdirs import user_data_dir
+
+    root = Path(os.environ.get("CONTEXTWINDOW_DATA") or user_data_dir("contextwindow"))
+    return root / "chat.sqlite3"
+
+
+def quiet_transformers(threads: int | None = None) -> None:
+    """No per-load progress bars from transformers (the CLI shows its own status); and
+    ``threads`` CPU threads for torch if given."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    min=1, help="CPU threads for the model (default: torch's choice, one per core). Use 1 when "
+    "other processes share the cores: oversubscribed threads are much slower.")]
+
+
+def build_memory(kind: str, max_tokens: int, *, counter: Any, store: Any, session: str,
+                 keep_first: int | None = None, summarizer: Any = None) -> Any:
+    """A budgeted memory of the given kind (``token``, ``sinks`` or ``summary``)."""
+    from .. import memory as memories
+
+    if kind == "token":
+        return memories.TokenBufferMemory(max_tokens, keep_first=keep_first or 0, counter=counter,
+                                          store=store, session=session)
+    if kind == "sinks":
+        return memories.SinkWindowMemory(max_tokens, keep_first=2 if keep_first is None
+                                         else keep_first, counter=counter, store=store,
+                                         session=session)
+    if kind == "summary":
+        cls = getattr(memories, "SummaryBufferMemory", None)
+        if cls is None:
+            raise ConfigError("--memory summary needs SummaryBufferMemory, which this version "
+                              "of contextwindow does not have; use --memory token or sinks")
+        options: dict[str, Any] = dict(counter=counter, store=store, session=session)
+        if keep_first is not None and "keep_first" in inspect.signature(cls).parameters:
+            options["keep_first"] = keep_first
+        return cls(max_tokens, summarizer, **options)
+    raise ConfigError(f"unknown memory {kind!r}; expected one of {', '.join(MEMORY_KINDS)}")
+
+
+def build_summarizer(kind: str, model: Any, tokenizer: Any) -> Any:
+    """The summarizer for ``--memory summary``: the chat model itself, key facts, or both."""
+    from ..summarize import CombinedSummarizer, KeyFactsSummarizer, TransformersSummarizer
+
+    if kind == "keyfacts":
+        return KeyFactsSummarizer()
+    local = TransformersSummarizer(model, tokenizer)
+    if kind == "model":
+        return local
+    if kind == "combined":
+        return CombinedSummarizer(local, KeyFactsSummarizer())
+    raise ConfigError(f"unknown summarizer {kind!r}; expected one of {', '.join(SUMMARIZERS)}")
+
+
+def memory_status(memory: Any, budget: int | None = None) -> dict[str, int]:
+    """What a memory's view keeps: verbatim messages, tokens, pinned, dropped, summarized."""
+    view = memory.messages()
+    verbatim = [m for m in view if not m.id.startswith("summary-")]
+    summary = getattr(memory, "summary", None)
+    summarized = summary.end - summary.start if hasattr(summary, "end") else 0
+    return {
+        "kept": len(verbatim),
+        "total": len(memory),
+        "tokens": memory.token_count(),
+        "budget": budget if budget is not None else getattr(memory, "max_tokens", None) or 0,
+        "pinned": memory.plan().pinned,
+        "summarized": summarized,
+        "dropped": len(memory) - len(verbatim) - summarized,
+    }
+
+
+def status_line(status: dict[str, int]) -> str:
+    line = (f"tokens {status['tokens']}/{status['budget']} · "
+            f"{status['kept']} of {status['total']} messages in context · "
+            f"trimmed {status['dropped']}")
+    if status["summarized"]:
+        line += f" · summarized {status['summarized']}"
+    return line
+
+
+def chat(
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="A local transformers model directory (default SmolLM2-135M-Instruct).")] = None,
+    memory_kind: Annotated[str, typer.Option(
+        "--memory", help="token: newest turns that fit; sinks: also pin the first messages; "
+        "summary: fold old turns into a running summary.")] = "token",
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", "-n", min=16, help="Prompt-token budget of the conversation.")] = 2048,
+    keep_first: Annotated[Optional[int], typer.Option(
+        min=0, help="Messages after the system prompt that are never trimmed "
+        "(default 0, or 2 with --memory sinks).")] = None,
+    reply_tokens: Annotated[int, typer.Option(min=1, help="Longest reply, in tokens.")] = 256,
+    session: Annotated[Optional[str], typer.Option(
+        help="Session to resume or create (default: a new chat-YYYYMMDD-HHMMSS).")] = None,
+    db: Annotated[Optional[Path], typer.Option(
+        help="SQLite database of sessions (default: chat.sqlite3 in the user data dir).")] = None,
+    system: Annotated[Optional[str], typer.Option(
+        help="System prompt for a new session (default: the model's own).")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 is greedy.")] = 0.2,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.9,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (repeatable replies).")] = None,
+    context: Annotated[Optional[int], typer.Option(
+        min=16, help="The model's window (default: its trained length).")] = None,
+    summarizer_kind: Annotated[str, typer.Option(
+        "--summarizer", help="With --memory summary: model, keyfacts or combined.")] = "model",
+    sink_cache: Annotated[bool, typer.Option(help="Decode with the attention-sink KV cache.")] = True,
+    plain: Annotated[bool, typer.Option(
+        help="Line-by-line mode even on a terminal (automatic when stdin is piped).")] = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """Chat with the local model; the session is budgeted, persisted and resumable."""
+    from ..generation import Generator, SamplingParams
+    from ..stores import SQLiteStore
+
+    if memory_kind not in MEMORY_KINDS:
+        raise ConfigError(f"unknown memory {memory_kind!r}; expected one of {', '.join(MEMORY_KINDS)}")
+    interactive = sys.stdin.isatty() and not plain
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    note = out if interactive else err
+    params = SamplingParams(max_tokens=reply_tokens, temperature=temperature, top_p=top_p,
+                            seed=seed)
+
+    quiet_transformers(threads)
+    with note.status("loading the model...") if interactive else contextlib.nullcontext():
+        generator = Generator.load(model, context=context, policy="trim", sink_cache=sink_cache)
+    if max_tokens + generator.reserve_for(reply_tokens) > generator.context:
+        raise ConfigError(
+            f"--max-tokens {max_tokens} plus --reply-tokens {reply_tokens} exceed the model's "
+            f"window of {generator.context} tokens")
+    path = db or default_db()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(path)
+    try:
+        session = session or time.strftime("chat-%Y%m%d-%H%M%S")
+        summarizer = (build_summarizer(summarizer_kind, generator.model, generator.tokenizer)
+                      if memory_kind == "summary" else None)
+        memory = build_memory(memory_kind, max_tokens, counter=generator.counter, store=store,
+                              session=session, keep_first=keep_first, summarizer=summarizer)
+        if len(memory):
+            note.print(f"[dim]resumed session [bold]{session}[/] ({len(memory)} messages) "
+                       f"from {path}[/]")
+        else:
+            if system:
+                memory.add("system", system)
+            note.print(f"[dim]session [bold]{session}[/] in {path} · memory {memory_kind} · "
+                       f"budget {max_tokens} tokens · /quit to leave[/]")
+        _loop(memory, generator, params, interactive=interactive, out=out, err=err)
+    finally:
+        store.close()
+
+
+def _lines(interactive: bool, out: Console) -> Any:
+    """User turns: prompted on a terminal, one per line when piped."""
+    if not interactive:
+        for line in sys.stdin:
+            yield line.rstrip("\n")
+        return
+    while True:
+        try:
+            yield out.input("[bold green]you>[/] ")
+        except (EOFError, KeyboardInterrupt):
+            out.print()
+            return
+
+
+def memory_kind_is_summary(memory: Any) -> bool:
+    return hasattr(memory, "summarizer")
+
+
+def _loop(memory: Any, generator: Any, params: Any, *, interactive: bool, out: Console,
+          err: Console) -> None:
+    note = out if interactive else err
+    for line in _lines(interactive, out):
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/status":
+            note.print(f"[dim]{status_line(memory_status(memory))}[/]")
+            continue
+        with note.status("summarizing older turns...") if interactive \
+                and memory_kind_is_summary(memory) else contextlib.nullcontext():
+            memory.add("user", line)
+        try:
+            view = memory.messages()
+        except BudgetExceededError as exc:
+            if not interactive:
+                raise
+            note.print(f"[red]that message does not fit the budget:[/] {exc}")
+            continue
+        fit = generator.fit(view, params.max_tokens)
+        if interactive:
+            out.print("[bold cyan]assistant>[/] ", end="")
+
+            def show(piece: str) -> None:
+                out.print(piece, end="", markup=False, soft_wrap=True)
+        else:
+            def show(piece: str) -> None:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        try:
+            completion = generator.generate(fit, params, on_text=show)
+        except KeyboardInterrupt:
+            out.print("\n[yellow](interrupted; reply not saved)[/]")
+            continue
+        if interactive:
+            out.print()
+        else:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        memory.add("assistant", completion.text)
+        status = memory_status(memory)
+        extra = f" · reply {completion.completion_tokens} tokens ({completion.finish_reason})"
+        if fit.trimmed_messages:
+            extra += f" · {fit.trimmed_messages} more trimmed to fit the window"
+        note.print(f"[dim]{status_line(status)}{extra}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``chat``."""
+    app.command("chat")(chat)

@@ -1,0 +1,277 @@
+"""``contextwindow demo``: the end-to-end tour (what ``make demo`` runs).
+
+1. A long built-in conversation through every memory, with real token counts for gpt-4o and for
+   the local model's chat template: what each memory keeps, against the budget.
+2. The local model in a short scripted chat through a budgeted "sinks + window" memory.
+3. A long generation through the attention-sink KV cache: its size stays constant while a dense
+   cache would keep growing.
+4. Where the benchmarks, docs and plots are.
+
+``--quick`` shrinks every part (fewer turns, shorter replies) for tests and a first look.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .chat import ThreadsOption, memory_status, quiet_transformers
+
+SCRIPT = (
+    "Hi! I'm Ada, and I'm planning a three-day trip to Lisbon in May.",
+    "What are three things I should see there?",
+    "What food should I try?",
+    "Is it easy to get around by tram?",
+    "Thanks! What is my name, and which city am I visiting?",
+)
+STORY_PROMPT = "Tell me a long story about a lighthouse keeper and a winter storm."
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):,.2f} MiB"
+
+
+def memory_rows(conversation: list[Any], budget: int, counter: Any) -> list[dict[str, Any]]:
+    """Run ``conversation`` through each memory; what each keeps, counted with ``counter``."""
+    from .. import memory as memories
+
+    candidates: list[tuple[str, Any]] = [
+        ("Buffer", lambda: memories.BufferMemory(counter=counter)),
+        ("Window (k=4 turns)", lambda: memories.WindowMemory(4, counter=counter)),
+        ("TokenBuffer", lambda: memories.TokenBufferMemory(budget, counter=counter)),
+        ("SinkWindow (keep 2)",
+         lambda: memories.SinkWindowMemory(budget, keep_first=2, counter=counter)),
+    ]
+    summary_cls = getattr(memories, "SummaryBufferMemory", None)
+    if summary_cls is not None:
+        from ..summarize import KeyFactsSummarizer
+
+        candidates.append(("SummaryBuffer (key facts)",
+                           lambda: summary_cls(budget, KeyFactsSummarizer(), counter=counter)))
+    rows = []
+    for name, make in candidates:
+        memory = make()
+        for message in conversation:
+            memory.add_message(message)
+        rows.append({"memory": name, **memory_status(memory, budget)})
+    return rows
+
+
+def _memory_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("memory", "messages kept", "tokens / budget", "pinned", "dropped",
+                   "summarized"):
+        table.add_column(column, justify="left" if column == "memory" else "right",
+                         no_wrap=True)
+    for row in rows:
+        over = row["tokens"] > row["budget"]
+        tokens = f"{row['tokens']:,} / {row['budget']:,}"
+        table.add_row(row["memory"], f"{row['kept']} of {row['total']}",
+                      f"[red]{tokens} over[/]" if over else tokens, str(row["pinned"]),
+                      str(row["dropped"]), str(row["summarized"]))
+    return table
+
+
+def part_memories(console: Console, tokenizer: Any, *, quick: bool) -> None:
+    from ..samples import sample_conversation
+    from ..tokens import TokenCounter
+
+    turns, budget = (16, 384) if quick else (60, 1024)
+    conversation = sample_conversation(turns, seed=7)
+    console.rule("[bold]1. A long conversation through each memory")
+    console.print(f"{turns} user turns with tool calls every 5th turn: {len(conversation)} "
+                  f"messages. Budget {budget} prompt tokens, system prompt always kept.")
+    for label, counter in (("gpt-4o (o200k_base + chat framing)", TokenCounter.for_model("gpt-4o")),
+                           ("SmolLM2 chat template (exact)", TokenCounter.from_hf(tokenizer))):
+        rows = memory_rows(conversation, budget, counter)
+        console.print(_memory_table(f"counted for {label}", rows))
+
+
+def part_chat(console: Console, generator: Any, *, quick: bool) -> None:
+    from ..generation import SamplingParams
+    from ..memory import SinkWindowMemory
+
+    budget = 100 if quick else 192
+    reply = 8 if quick else 40
+    script = SCRIPT[:3] if quick else SCRIPT
+    console.rule("[bold]2. The local model, chatting inside a budget")
+    memory = SinkWindowMemory(budget, keep_first=2, counter=generator.counter)
+    memory.add("system", "You are a helpful travel assistant. Answer in two or three sentences.")
+    console.print(f"SinkWindowMemory: {budget} prompt tokens, the system prompt and the first "
+                  f"exchange pinned, greedy replies of up to {reply} tokens.")
+    params = SamplingParams(max_tokens=reply, temperature=0.0)
+    for turn in script:
+        memory.add("user", turn)
+        console.print(f"[bold green]you>[/] {turn}")
+        fit = generator.fit(memory.messages(), params.max_tokens)
+        status = console.status("thinking...")
+        status.start()
+        started = [False]
+
+        def show(piece: str) -> None:
+            if not started[0]:
+                status.stop()
+                console.print("[bold cyan]assistant>[/] ", end="")
+                started[0] = True
+            console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+
+        try:
+            completion = generator.generate(fit, params, on_text=show)
+        finally:
+            status.stop()
+        if not started[0]:
+            console.print("[bold cyan]assistant>[/] ", end="")
+        console.print()
+        memory.add("assistant", completion.text)
+        plan = memory.plan()
+        console.print(f"[dim]  context {memory.token_count()}/{budget} tokens · "
+                      f"{len(memory.messages())} of {len(memory)} messages · pinned {plan.pinned}"
+                      f" · dropped {plan.dropped} · prompt was {fit.prompt_tokens} tokens[/]",
+                      highlight=False)
+
+
+def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[str, Any]:
+    """Stream a long generation through a small sink cache; returns the checkpoints."""
+    import torch
+
+    from ..generation import IncrementalDecoder, SamplingParams
+    from ..kv import SinkCache, cache_nbytes
+
+    sinks, window, new_tokens, every = (4, 28, 48, 8) if quick else (4, 124, 256, 32)
+    console.rule("[bold]3. A long generation through the attention-sink KV cache")
+    console.print(f"SinkCache: {sinks} sink tokens + a {window}-token window. The middle is "
+                  "evicted and the kept keys are re-rotated, so the cache never grows. The "
+                  "dense column is what a full cache of the same tokens holds.")
+    model, tokenizer = generator.model, generator.tokenizer
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": STORY_PROMPT}],
+                                        tokenize=True, add_generation_prompt=True)
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    cache = SinkCache(model, sinks=sinks, window=window)
+    params = SamplingParams(max_tokens=new_tokens, temperature=0.8, top_p=0.95, seed=0)
+    rng = torch.Generator().manual_seed(0)
+    decoder = IncrementalDecoder(tokenizer)
+    table = Table(title="KV cache during the stream", title_justify="left")
+    for column in ("tokens streamed", "sink cache tokens", "sink cache KV", "dense cache tokens",
+                   "dense cache KV"):
+        table.add_column(column, justify="right")
+    text = Text()
+    checkpoints: list[dict[str, int]] = []
+    eos = generator.eos_ids
+
+    def render() -> Group:
+        shown = text.plain[-600:]
+        return Group(Panel(Text(shown), title="story (streaming)", title_align="left"), table)
+
+    with Live(render(), console=console, refresh_per_second=8, transient=False) as live, \
+            torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True, logits_to_keep=1)
+        streamed = len(ids)
+        for step in range(1, new_tokens + 1):
+            logits = out.logits[0, -1].clone()
+            logits[list(eos)] = float("-inf")  # no end of story: the point is a long stream
+            token = generator._sample(logits, params, rng)
+            text.append(decoder.push(token))
+            out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True,
+                        logits_to_keep=1)
+            streamed += 1
+            if step % every == 0 or step == new_tokens:
+                held, nbytes = cache.get_seq_length(), cache_nbytes(cache)
+                per_token = nbytes // held
+                checkpoints.append({"streamed": streamed, "sink_tokens": held,
+                                    "sink_bytes": nbytes, "dense_tokens": streamed,
+                                    "dense_bytes": per_token * streamed})
+                table.add_row(f"{streamed:,}", f"{held:,}", _kib(nbytes), f"{streamed:,}",
+                              _kib(per_token * streamed))
+            live.update(render())
+    console.print()
+    final = checkpoints[-1]
+    console.print(f"After {final['streamed']:,} tokens the sink cache holds "
+                  f"{final['sink_tokens']:,} ({_kib(final['sink_bytes'])}); a dense cache would "
+                  f"hold {final['dense_tokens']:,} ({_kib(final['dense_bytes'])}) "
+                  "and keep growing.")
+    return {"sinks": sinks, "window": window, "checkpoints": checkpoints}
+
+
+def part_pointers(console: Console) -> None:
+    root = Path(__file__).resolve().parents[3]
+    console.rule("[bold]4. Where to go next")
+    lines = [
+        "contextwindow chat --memory sinks --max-tokens 1024    a budgeted, resumable chat",
+        "contextwindow serve --port 8000                        an OpenAI-compatible server",
+    ]
+    if (root / "benchmarks").is_dir():
+        benches = sorted(p.name for p in (root / "benchmarks").glob("bench_*.py"))
+        lines.append(f"benchmarks/  {', '.join(benches) or '(none yet)'}  (make bench; each "
+                     "prints one JSON object)")
+    if (root / "docs").is_dir():
+        docs = sorted(p.name for p in (root / "docs").glob("*.md"))
+        lines.append(f"docs/        {', '.join(docs) or '(none yet)'}  (docs/serve.md: chat and "
+                     "serve)")
+        plots = sorted(p.name for p in (root / "docs" / "img").glob("*")) \
+            if (root / "docs" / "img").is_dir() else []
+        listed = (": " + ", ".join(plots[:6]) + (" ..." if len(plots) > 6 else "")) if plots else ""
+        lines.append(f"docs/img/    {len(plots)} plot(s){listed}")
+    lines.append("README.md    the overview and the measured numbers")
+    for line in lines:
+        console.print(f"  {line}", markup=False, highlight=False)
+
+
+def busy_machine() -> bool:
+    """True when the 1-minute load average exceeds the core count (other work is running)."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
+    except OSError:  # no load average on this platform
+        return False
+
+
+def demo(
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="A local transformers model directory (default SmolLM2-135M-Instruct).")] = None,
+    quick: Annotated[bool, typer.Option(
+        help="Smaller conversation, shorter replies and stream (a fast first look; used by tests).")] = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """The end-to-end tour: memories, a budgeted chat, the sink cache, and where to go next."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ..generation import Generator
+    from ..models import resolve
+
+    console = Console(highlight=False)
+    started = time.perf_counter()
+    if threads is None and busy_machine():
+        threads = 1
+        console.print(f"[dim]other processes keep the {os.cpu_count()} cores busy (load "
+                      f"{os.getloadavg()[0]:.1f}): running the model on one thread, which is "
+                      "faster on oversubscribed cores (--threads overrides)[/]")
+    previous_threads = torch.get_num_threads()
+    quiet_transformers(threads)
+    try:
+        with console.status("loading the tokenizer (the first run converts the model, ~25 s)..."):
+            tokenizer = AutoTokenizer.from_pretrained(resolve(model))
+        part_memories(console, tokenizer, quick=quick)
+        with console.status("loading the local model..."):
+            generator = Generator.load(model)
+        console.print(f"[dim]loaded {generator.model_id}: window {generator.context} tokens[/]")
+        part_chat(console, generator, quick=quick)
+        part_sink_stream(console, generator, quick=quick)
+        part_pointers(console)
+    finally:
+        torch.set_num_threads(previous_threads)  # when called in-process (tests)
+    console.print(f"[dim]demo finished in {time.perf_counter() - started:.0f} s[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo``."""
+    app.command("demo")(demo)

@@ -1,0 +1,412 @@
+"""Fact recall: which memories keep what the user said early in a long conversation.
+
+Plant ``N`` facts (a name, a number, a date, a code... each with one *key value*) as short user
+turns in the early part of a conversation, feed the whole conversation to each memory, and
+check which key values still appear, verbatim, in the final context the memory would send.
+The facts are generated at random from a seed and planted at random turn boundaries, so the
+measurement works on any conversation (a generated one by default, or your own).
+
+Nothing here imports torch: the model summarizer, when used, loads the model itself.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..messages import Message, as_messages
+from ..tokens import TokenCounter
+
+__all__ = [
+    "Fact",
+    "RecallReport",
+    "RecallRow",
+    "context_text",
+    "default_memories",
+    "fact_in_text",
+    "fact_recall",
+    "make_facts",
+    "plant_facts",
+    "plot_recall",
+    "recall_table",
+]
+
+_FIRST_NAMES = (
+    "Ingrid", "Tomasz", "Aiko", "Rafael", "Oluwaseun", "Margit", "Dmitri", "Priya", "Lucien",
+    "Saoirse", "Kwame", "Yolanda", "Henrik", "Mei", "Bartholomew", "Ximena", "Anselm", "Farida",
+    "Leopold", "Noor", "Casimir", "Thandiwe", "Evander", "Rosalind", "Ignatius", "Zofia",
+    "Osvaldo", "Hyun-woo", "Marisol", "Fintan", "Ottilie", "Benedikt", "Anneliese", "Kofi",
+    "Wilhelmina", "Emrys", "Svetlana", "Dagny", "Cosimo", "Itzel",
+)
+_RELATIONS = (
+    "sister", "brother", "neighbour", "manager", "dentist", "landlord", "cat", "dog",
+    "accountant", "piano teacher", "cousin", "godmother", "physiotherapist", "flatmate",
+    "swimming coach", "travel agent",
+)
+_NUMBER_THINGS = (
+    "locker code", "door code of the office", "bike lock combination", "gate PIN",
+    "safe combination", "garage code", "alarm code", "mailbox number", "parking permit number",
+    "library card PIN",
+)
+_AMOUNT_THINGS = (
+    "deposit for the flat", "quote for the roof repair", "budget for the wedding",
+    "price of the used car", "fee for the language course", "insurance excess",
+)
+_EVENTS = (
+    "flight", "dentist appointment", "wedding", "contract renewal", "driving test",
+    "visa interview", "concert", "court hearing", "move to the new flat", "product launch",
+    "family reunion", "knee surgery",
+)
+_CODE_THINGS = (
+    "booking reference", "ticket number", "order number", "tracking code", "membership ID",
+    "claim reference",
+)
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+_ACKS = ("Noted.", "Got it, I will remember that.", "Thanks, noted.", "Understood.", "Okay.")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One planted fact: the user ``statement`` and its key ``value`` (what recall looks for)."""
+
+    kind: str  # name, number, amount, date, code
+    subject: str  # e.g. "my sister's name"
+    value: str  # e.g. "Ingrid": matched verbatim in the final context
+    statement: str  # e.g. "By the way, my sister's name is Ingrid."
+
+
+def _fact(kind: str, rng: random.Random) -> tuple[str, str, str]:
+    if kind == "name":
+        relation = rng.choice(_RELATIONS)
+        value = rng.choice(_FIRST_NAMES)
+        return f"my {relation}'s name", value, f"My {relation}'s name is {value}."
+    if kind == "number":
+        thing = rng.choice(_NUMBER_THINGS)
+        digits = rng.choice((4, 5, 6))
+        value = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+        return f"the {thing}", value, f"The {thing} is {value}."
+    if kind == "amount":
+        thing = rng.choice(_AMOUNT_THINGS)
+        value = f"{rng.randint(1, 98)},{rng.randint(0, 999):03d}"
+        currency = rng.choice(("euros", "dollars", "pounds", "francs"))
+        return f"the {thing}", value, f"The {thing} is {value} {currency}."
+    if kind == "date":
+        event = rng.choice(_EVENTS)
+        month = rng.randrange(12)
+        day = rng.randint(1, 28)
+        value = f"{day} {_MONTHS[month]} {rng.randint(2025, 2031)}"
+        return f"the {event}", value, f"The {event} is on {value}."
+    if kind == "code":
+        thing = rng.choice(_CODE_THINGS)
+        while True:
+            value = "".join(rng.choice(_CODE_ALPHABET) for _ in range(6))
+            if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
+                break
+        return f"my {thing}", value, f"My {thing} is {value}."
+    raise ConfigError(f"unknown fact kind {kind!r}")
+
+
+FACT_KINDS = ("name", "number", "date", "code", "amount")
+_OPENERS = ("", "By the way, ", "Before I forget: ", "For the record, ", "Note this: ")
+
+
+def make_facts(n: int, *, seed: int = 0, kinds: Sequence[str] = FACT_KINDS,
+               avoid: str = "") -> list[Fact]:
+    """``n`` random facts (kinds in rotation), with distinct subjects and distinct values that
+    do not occur in ``avoid`` (pass the conversation's text so a match can only come from the
+    planted fact)."""
+    if n < 1:
+        raise ConfigError(f"the number of facts must be >= 1, not {n}")
+    if not kinds:
+        raise ConfigError("give at least one fact kind")
+    rng = random.Random(seed)
+    facts: list[Fact] = []
+    subjects: set[str] = set()
+    values: set[str] = set()
+    attempts = 0
+    while len(facts) < n:
+        attempts += 1
+        if attempts > 200 * n:
+            raise ConfigError(f"cannot generate {n} distinct facts of kinds {list(kinds)}; "
+                              "ask for fewer")
+        kind = kinds[len(facts) % len(kinds)]
+        subject, value, sentence = _fact(kind, rng)
+        if subject in subjects or any(value in v or v in value for v in values) \
+                or fact_in_text(value, avoid):
+            continue
+        opener = rng.choice(_OPENERS)
+        statement = opener + (sentence[0].lower() + sentence[1:] if opener else sentence)
+        facts.append(Fact(kind, subject, value, statement))
+        subjects.add(subject)
+        values.add(value)
+    return facts
+
+
+def plant_facts(conversation: Sequence[Any], facts: Sequence[Fact], *, within: float = 0.25,
+                seed: int = 0) -> tuple[list[Message], list[int]]:
+    """Insert each fact as a user turn plus a short assistant acknowledgement (which does not
+    repeat the value) at random turn boundaries in the first ``within`` of the conversation.
+
+    Facts go in before user messages only, so a tool call is never separated from its results.
+    Returns the new conversation and the index of each fact's user message in it.
+    """
+    if not 0 < within <= 1:
+        raise ConfigError(f"within must be in (0, 1], not {within}")
+    messages = as_messages(conversation)
+    starts = [i for i, m in enumerate(messages) if m.role == "user"]
+    if not starts:  # no user turns: plant after the leading system messages
+        lead = 0
+        while lead < len(messages) and messages[lead].role in ("system", "developer"):
+            lead += 1
+        starts = [lead]
+    early = starts[: max(1, round(len(starts) * within))]
+    rng = random.Random(seed)
+    slots = sorted(rng.choice(early) for _ in facts)
+    by_slot: dict[int, list[Fact]] = {}
+    for slot, fact in zip(slots, facts):
+        by_slot.setdefault(slot, []).append(fact)
+    out: list[Message] = []
+    positions: dict[int, int] = {}
+    order = {id(fact): k for k, fact in enumerate(facts)}
+    for index in range(len(messages) + 1):
+        for fact in by_slot.get(index, ()):
+            positions[order[id(fact)]] = len(out)
+            out.append(Message(role="user", content=fact.statement))
+            out.append(Message(role="assistant", content=rng.choice(_ACKS)))
+        if index < len(messages):
+            out.append(messages[index])
+    return out, [positions[k] for k in range(len(facts))]
+
+
+def fact_in_text(value: str, text: str) -> bool:
+    """Exact, case-sensitive match of ``value`` not glued to a longer word or number
+    ("4817" does not match inside "48170")."""
+    if not value:
+        return False
+    return re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", text) is not None
+
+
+def context_text(messages: Sequence[Message]) -> str:
+    """Everything a model would read in ``messages``: contents and tool-call arguments."""
+    parts = []
+    for message in messages:
+        if message.content:
+            parts.append(message.content)
+        parts.extend(f"{call.name}({call.arguments})" for call in message.tool_calls)
+    return "\n".join(parts)
+
+
+@dataclass(slots=True)
+class RecallRow:
+    """One memory's result."""
+
+    name: str
+    found: tuple[bool, ...]
+    tokens: int  # prompt tokens of the final context (counter of the memory)
+    messages: int  # messages in the final context
+    seconds: float  # wall time to feed the conversation
+    summarizations: int | None = None  # summarizer calls (summary memories only)
+    error: str | None = None  # set if the memory could not produce a context
+    fold_seconds: tuple[float, ...] = ()  # wall time of each add that ran the summarizer
+    summary: str | None = None  # the final summary text (summary memories only)
+
+    @property
+    def recalled(self) -> int:
+        return sum(self.found)
+
+    @property
+    def recall(self) -> float:
+        return self.recalled / len(self.found) if self.found else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memory": self.name, "recalled": self.recalled, "facts": len(self.found),
+                "recall": round(self.recall, 4), "tokens": self.tokens,
+                "messages": self.messages, "seconds": round(self.seconds, 2),
+                "summarizations": self.summarizations, "found": list(self.found),
+                "fold_seconds": [round(s, 3) for s in self.fold_seconds],
+                "summary": self.summary,
+                **({"error": self.error} if self.error else {})}
+
+
+@dataclass(slots=True)
+class RecallReport:
+    """Facts, where they were planted, and one row per memory."""
+
+    facts: list[Fact]
+    positions: list[int]
+    conversation_messages: int
+    conversation_tokens: int
+    budget: int | None
+    counter: str
+    rows: list[RecallRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"facts": [{"kind": f.kind, "value": f.value, "statement": f.statement,
+                           "position": p} for f, p in zip(self.facts, self.positions)],
+                "conversation_messages": self.conversation_messages,
+                "conversation_tokens": self.conversation_tokens, "budget": self.budget,
+                "counter": self.counter, "rows": [row.to_dict() for row in self.rows]}
+
+
+MemoryFactory = Callable[[], Any]
+
+
+def default_memories(budget: int, *, counter: TokenCounter | None = None,
+                     model_summarizer: Any = None, window_k: int = 4,
+                     max_summary_tokens: int | None = None, keep_first: int = 2,
+                     low_water: float = 0.6) -> dict[str, MemoryFactory]:
+    """The standard line-up at one budget: Buffer, Window(k), TokenBuffer, SinkWindow, and
+    SummaryBuffer with KeyFacts -- plus, if ``model_summarizer`` is given, SummaryBuffer with
+    the model and with the model combined with KeyFacts."""
+    from ..memory import (BufferMemory, SinkWindowMemory, SummaryBufferMemory,
+                          TokenBufferMemory, WindowMemory)
+    from ..summarize import CombinedSummarizer, KeyFactsSummarizer
+
+    options: dict[str, Any] = {"counter": counter} if counter is not None else {}
+    summary_options = dict(max_summary_tokens=max_summary_tokens, low_water=low_water,
+                           **options)
+    memories: dict[str, MemoryFactory] = {
+        "Buffer": lambda: BufferMemory(**options),
+        f"Window(k={window_k})": lambda: WindowMemory(window_k, **options),
+        "TokenBuffer": lambda: TokenBufferMemory(budget, **options),
+        f"SinkWindow(keep_first={keep_first})":
+            lambda: SinkWindowMemory(budget, keep_first=keep_first, **options),
+    }
+    if model_summarizer is not None:
+        memories["SummaryBuffer(model)"] = lambda: SummaryBufferMemory(
+            budget, model_summarizer, **summary_options)
+    memories["SummaryBuffer(KeyFacts)"] = lambda: SummaryBufferMemory(
+        budget, KeyFactsSummarizer(), **summary_options)
+    if model_summarizer is not None:
+        memories["SummaryBuffer(model+KeyFacts)"] = lambda: SummaryBufferMemory(
+            budget, CombinedSummarizer(model_summarizer, KeyFactsSummarizer()),
+            **summary_options)
+    return memories
+
+
+def fact_recall(
+    memories: Mapping[str, MemoryFactory] | None = None,
+    *,
+    conversation: Sequence[Any] | None = None,
+    facts: Sequence[Fact] | None = None,
+    n_facts: int = 8,
+    turns: int = 60,
+    seed: int = 0,
+    within: float = 0.25,
+    budget: int = 1024,
+    counter: TokenCounter | None = None,
+    model_summarizer: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RecallReport:
+    """Plant facts in a conversation, feed it to each memory, and count the facts whose key
+    value is still in the final context.
+
+    ``memories`` maps a label to a zero-argument factory returning a fresh, empty memory
+    (default: :func:`default_memories` at ``budget``). ``conversation`` defaults to
+    ``sample_conversation(turns, seed=seed)``; ``facts`` to ``make_facts(n_facts, seed=seed)``.
+    ``progress(name, done, total)`` is called as messages are fed.
+    """
+    from ..memory import default_counter
+    from ..samples import sample_conversation
+
+    counter = counter or default_counter()
+    base = as_messages(conversation) if conversation is not None else \
+        sample_conversation(turns, seed=seed)
+    base_text = context_text(base)
+    if facts is None:
+        facts = make_facts(n_facts, seed=seed, avoid=base_text)
+    else:
+        facts = list(facts)
+        for fact in facts:
+            if fact_in_text(fact.value, base_text):
+                raise ConfigError(f"the value {fact.value!r} already occurs in the conversation; "
+                                  "recall of it could not be measured")
+    planted, positions = plant_facts(base, facts, within=within, seed=seed)
+    if memories is None:
+        memories = default_memories(budget, counter=counter, model_summarizer=model_summarizer)
+    report = RecallReport(list(facts), positions, len(planted), counter.count_messages(planted),
+                          budget, counter.name)
+    for name, factory in memories.items():
+        memory = factory()
+        began = time.perf_counter()
+        error = None
+        folds: list[float] = []
+        for done, message in enumerate(planted, 1):
+            before = getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0)
+            started = time.perf_counter()
+            memory.add_message(message)
+            if getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0) > before:
+                folds.append(time.perf_counter() - started)
+            if progress is not None:
+                progress(name, done, len(planted))
+        seconds = time.perf_counter() - began
+        try:
+            context = memory.messages()
+            tokens = memory.token_count()
+        except Exception as exc:  # e.g. BudgetExceededError: report it, keep measuring others
+            context, tokens, error = [], 0, f"{type(exc).__name__}: {exc}"
+        text = context_text(context)
+        summary = getattr(memory, "summary", None)
+        report.rows.append(RecallRow(
+            name=name, found=tuple(fact_in_text(f.value, text) for f in facts), tokens=tokens,
+            messages=len(context), seconds=seconds,
+            summarizations=getattr(memory, "summarizations", None), error=error,
+            fold_seconds=tuple(folds), summary=getattr(summary, "text", None)))
+    return report
+
+
+def recall_table(report: RecallReport) -> Any:
+    """A rich ``Table`` of the report."""
+    from rich.table import Table
+
+    table = Table(title=f"Fact recall: {len(report.facts)} facts planted early in a "
+                        f"{report.conversation_messages}-message conversation "
+                        f"({report.conversation_tokens} tokens, {report.counter}); "
+                        f"budget {report.budget}")
+    table.add_column("memory", no_wrap=True)
+    for column in ("kept", "recall", "tokens", "msgs", "summaries", "seconds"):
+        table.add_column(column, justify="right")
+    for row in report.rows:
+        table.add_row(row.name, f"{row.recalled}/{len(row.found)}", f"{row.recall:.0%}",
+                      str(row.tokens) if not row.error else row.error,
+                      str(row.messages), "-" if row.summarizations is None else
+                      str(row.summarizations), f"{row.seconds:.1f}")
+    return table
+
+
+def plot_recall(report: RecallReport, path: str | Path) -> Path:
+    """A bar chart: recall per memory, with its context size in tokens on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [row.name for row in report.rows]
+    recall = [100 * row.recall for row in report.rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(names)), 4.2))
+    bars = ax.bar(range(len(names)), recall, color="#4C72B0")
+    for bar, row in zip(bars, report.rows):
+        ax.annotate(f"{row.recalled}/{len(row.found)}\n{row.tokens} tok",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                    textcoords="offset points")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+    ax.set_ylim(0, 118)
+    ax.set_ylabel("facts still in context (%)")
+    ax.set_title(f"Fact recall, {len(report.facts)} facts, budget {report.budget} tokens "
+                 f"({report.conversation_tokens}-token conversation)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,483 @@
+"""The generation engine behind ``contextwindow chat`` and ``contextwindow serve``.
+
+A :class:`Generator` owns one local causal LM and does two things:
+
+* :meth:`Generator.fit` turns a conversation into a prompt that fits the model's window. The
+  window (``context`` tokens) is shared by the prompt and the reply: the prompt gets
+  ``context - reserve`` tokens, where ``reserve`` is the reply's ``max_tokens``. The policy says
+  what happens to a conversation that is too long: ``"trim"`` keeps the system prompt and the
+  newest turns that fit (:func:`contextwindow.trim.trim`), ``"sinks"`` also pins the
+  conversation's first messages (like :class:`~contextwindow.memory.SinkWindowMemory`), and
+  ``"none"`` refuses with :class:`~contextwindow.errors.BudgetExceededError`. Counts come from
+  the model's own chat template, so the budget is exact.
+* :meth:`Generator.generate` prefills the prompt and decodes token by token, streaming text
+  through a callback, with temperature / top-p sampling from a per-request seeded RNG (the same
+  request with the same seed gives the same text), stop strings and EOS. The KV cache is an
+  attention-sink cache (:class:`contextwindow.kv.SinkCache`) of ``context`` tokens, so a reply
+  longer than the window keeps going at constant memory: the first ``sinks`` tokens and the most
+  recent ones stay, the middle is evicted. With the sink cache the reply reserve is capped at
+  half the window (a long ``max_tokens`` does not starve the prompt); without it (dense cache)
+  prompt plus reply must fit the window.
+
+One model, one request at a time: both methods hold the generator's lock, so concurrent
+callers are serialised and never share a cache. Batch size is 1.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BudgetExceededError, ConfigError, InvalidMessageError
+from .messages import Message, as_messages
+from .tokens import TokenCounter
+from .trim import trim
+
+POLICIES = ("trim", "sinks", "none")
+#: ``keep_first`` used by the ``"sinks"`` policy unless given (as SinkWindowMemory).
+SINKS_KEEP_FIRST = 2
+MAX_STOP_STRINGS = 4
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode one reply. ``temperature=0`` is greedy; ``seed`` makes sampling repeatable."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
+                or self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be an integer >= 1, not {self.max_tokens!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not math.isfinite(self.temperature) or not 0 <= self.temperature <= 2:
+            raise ConfigError(f"temperature must be a number in [0, 2], not {self.temperature!r}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) \
+                or not math.isfinite(self.top_p) or not 0 <= self.top_p <= 1:
+            raise ConfigError(f"top_p must be a number in [0, 1], not {self.top_p!r}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        stop = tuple(self.stop)
+        if len(stop) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in stop):
+            raise ConfigError(
+                f"stop must be up to {MAX_STOP_STRINGS} non-empty strings, not {self.stop!r}")
+        object.__setattr__(self, "stop", stop)
+        if self.seed is not None and (isinstance(self.seed, bool)
+                                      or not isinstance(self.seed, int)):
+            raise ConfigError(f"seed must be an integer, not {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A conversation fitted to the window: what the model will read, and what was left out."""
+
+    messages: list[Message]  # the messages the prompt is built from (after trimming)
+    prompt_ids: list[int]  # the templated prompt, generation prompt included
+    original_tokens: int  # prompt tokens the whole conversation would have taken
+    original_messages: int
+    budget: int  # prompt tokens allowed (context - reserve)
+    reserve: int  # tokens set aside for the reply
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def trimmed_messages(self) -> int:
+        return self.original_messages - len(self.messages)
+
+    @property
+    def trimmed_tokens(self) -> int:
+        return max(0, self.original_tokens - self.prompt_tokens)
+
+
+@dataclass
+class Completion:
+    """One generated reply and what it cost."""
+
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string), "length" or "cancelled"
+    token_ids: list[int] = field(default_factory=list)
+    kv_cache_tokens: int = 0  # the most tokens the KV cache held at once
+    kv_cache_bytes: int = 0  # ... and the most bytes
+    kv_evicted_tokens: int = 0  # tokens the sink cache evicted (0 with a dense cache)
+    time_to_first_token: float = 0.0  # seconds from the start of the prefill
+    seconds: float = 0.0
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class IncrementalDecoder:
+    """Token ids in, text deltas out, never splitting a multi-byte character.
+
+    Decodes a short sliding span (the previous read offset onwards), so the cost per token is
+    constant however long the reply is; the concatenated deltas equal ``decode(all ids)`` for
+    byte-level BPE tokenizers.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0
+        self.read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False)
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        before = self._decode(self.ids[self.prefix:self.read])
+        after = self._decode(self.ids[self.prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before):]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        before = self._decode(self.ids[self.prefix:self.read])
+        after = self._decode(self.ids[self.prefix:])
+        self.prefix = self.read = len(self.ids)
+        return after[len(before):] if after.startswith(before) else ""
+
+
+class StopMatcher:
+    """Holds back text that could be the start of a stop string; cuts at the first stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stops)
+        self.longest = max((len(s) for s in self.stops), default=0)
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def feed(self, delta: str) -> str:
+        """Add ``delta``; return the text now safe to show (``stopped`` turns True at a stop)."""
+        if self.stopped:
+            return ""
+        self.text += delta
+        if not self.stops:
+            out, self.emitted = self.text[self.emitted:], len(self.text)
+            return out
+        search_from = max(0, self.emitted - self.longest + 1)
+        hits = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
+        if hits:
+            cut = min(hits)
+            self.stopped = True
+            self.text = self.text[:cut]
+            out, self.emitted = self.text[self.emitted:], cut
+            return out
+        hold = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(stop[:k]):
+                    hold = max(hold, k)
+                    break
+        safe = max(self.emitted, len(self.text) - hold)
+        out, self.emitted = self.text[self.emitted:safe], safe
+        return out
+
+    def finish(self) -> str:
+        """The held-back tail once generation ended without a stop string."""
+        out, self.emitted = self.text[self.emitted:], len(self.text)
+        return out
+
+
+def _render(message: Message) -> dict[str, Any]:
+    """The dict a chat template sees (templates concatenate content, so never ``None``)."""
+    return {**message.to_openai(), "content": message.content or ""}
+
+
+def _as_system(message: Message) -> Message:
+    """Local chat templates know "system", not OpenAI's newer "developer" role."""
+    if message.role != "developer":
+        return message
+    return Message(role="system", content=message.content, name=message.name, id=message.id)
+
+
+class Generator:
+    """A local model plus the policy that keeps its prompts inside the window.
+
+    Args:
+        model, tokenizer: a transformers causal LM (RoPE, for the sink cache) and its tokenizer,
+            which needs a chat template.
+        model_id: the name it is served under.
+        context: the window in tokens (prompt + reply); defaults to the model's
+            ``max_position_embeddings`` (after any RoPE scaling).
+        policy: ``"trim"``, ``"sinks"`` or ``"none"`` (see the module docstring).
+        keep_first: messages after the system prompt that are never trimmed
+            (default 0, or 2 with ``"sinks"``).
+        sink_cache: decode with the attention-sink cache (bounded memory) instead of a dense one.
+        sinks: tokens the sink cache never evicts.
+        prefill_chunk: prompt tokens per forward pass during prefill (bounds activation memory).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str = "local",
+        context: int | None = None,
+        policy: str = "trim",
+        keep_first: int | None = None,
+        sink_cache: bool = True,
+        sinks: int = 4,
+        prefill_chunk: int = 2048,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+        if context is None:
+            context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        if isinstance(context, bool) or not isinstance(context, int) or context < 16:
+            raise ConfigError(f"context must be an integer >= 16, not {context!r}")
+        if keep_first is None:
+            keep_first = SINKS_KEEP_FIRST if policy == "sinks" else 0
+        if keep_first < 0:
+            raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
+        if sinks < 0 or sinks >= context // 2:
+            raise ConfigError(f"sinks must be in [0, {context // 2}), not {sinks}")
+        if prefill_chunk < 1:
+            raise ConfigError(f"prefill_chunk must be >= 1, not {prefill_chunk}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.context = context
+        self.policy = policy
+        self.keep_first = keep_first
+        self.sink_cache = sink_cache
+        self.sinks = sinks
+        self.prefill_chunk = prefill_chunk
+        self.counter = TokenCounter.from_hf(tokenizer)
+        eos: set[int] = set()
+        for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                       getattr(tokenizer, "eos_token_id", None)):
+            if isinstance(source, int):
+                eos.add(source)
+            elif isinstance(source, Iterable):
+                eos.update(int(t) for t in source)
+        self.eos_ids = frozenset(eos)
+        self.lock = threading.RLock()
+        if sink_cache:  # fail at start-up, not on the first request, if the model has no RoPE
+            from .models import rotary_embedding
+
+            rotary_embedding(model)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        *,
+        rope: str | None = None,
+        rope_factor: float | None = None,
+        model_id: str | None = None,
+        **options: Any,
+    ) -> Generator:
+        """Load a local model (default SmolLM2-135M-Instruct), optionally RoPE-scale it."""
+        from .models import DEFAULT_MODEL, load_model, resolve
+
+        loaded, tokenizer = load_model(model)
+        if rope and rope not in ("none", "default"):
+            from .rope import scale_rope
+
+            scale_rope(loaded, rope, rope_factor)
+        if model_id is None:
+            model_id = DEFAULT_MODEL if model in (None, DEFAULT_MODEL) else resolve(model).name
+        return cls(loaded, tokenizer, model_id=model_id, **options)
+
+    # -- fitting ------------------------------------------------------------------------------
+    def reserve_for(self, max_tokens: int) -> int:
+        """Tokens of the window set aside for a reply of up to ``max_tokens``."""
+        if self.sink_cache:
+            return min(max_tokens, self.context // 2)
+        if max_tokens >= self.context:
+            raise BudgetExceededError(
+                f"max_tokens ({max_tokens}) must be smaller than the context window "
+                f"({self.context} tokens) without the sink cache",
+                budget=self.context, required=max_tokens, pinned=0)
+        return max_tokens
+
+    def prepare(self, messages: Iterable[Any]) -> list[Message]:
+        """Validate and normalise a conversation (OpenAI dicts, Messages or LangChain messages)."""
+        converted = [_as_system(m) for m in as_messages(messages)]
+        if not converted:
+            raise InvalidMessageError("a conversation needs at least one message")
+        return converted
+
+    def _template_ids(self, messages: Sequence[Message]) -> list[int]:
+        try:
+            ids = self.tokenizer.apply_chat_template([_render(m) for m in messages],
+                                                     tokenize=True, add_generation_prompt=True)
+        except Exception as exc:  # jinja errors for orders or roles a template refuses
+            raise InvalidMessageError(f"the chat template rejected the messages: {exc}") from exc
+        if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def fit(self, messages: Iterable[Any], max_tokens: int) -> FitResult:
+        """The prompt for ``messages`` within ``context - reserve_for(max_tokens)`` tokens.
+
+        Raises :class:`BudgetExceededError` when the policy is ``"none"`` and the conversation
+        is too long, or when not even the newest user turn fits.
+        """
+        with self.lock:
+            conversation = self.prepare(messages)
+            reserve = self.reserve_for(max_tokens)
+            budget = self.context - reserve
+            original = self.counter.count_messages(conversation)
+            if self.policy == "none":
+                if original > budget:
+                    raise BudgetExceededError(
+                        f"This model's maximum context length is {self.context} tokens. However, "
+                        f"you requested {original + reserve} tokens ({original} in the messages, "
+                        f"{reserve} for the completion). Please reduce the length of the "
+                        "messages or completion.",
+                        budget=budget, required=original, pinned=0)
+                kept = conversation
+            else:
+                kept = trim(conversation, budget, self.counter, keep_first=self.keep_first)
+            ids = self._template_ids(kept)
+            # The counter is exact for additive templates; for any other, shrink until it fits.
+            target = budget
+            while len(ids) > budget:
+                if self.policy == "none":
+                    raise BudgetExceededError(
+                        f"This model's maximum context length is {self.context} tokens; the "
+                        f"messages take {len(ids)} and the completion {reserve}.",
+                        budget=budget, required=len(ids), pinned=0)
+                target -= len(ids) - budget
+                if target < 1:
+                    raise BudgetExceededError(
+                        f"the prompt does not fit in {budget} tokens", budget=budget,
+                        required=len(ids), pinned=0)
+                kept = trim(conversation, target, self.counter, keep_first=self.keep_first)
+                ids = self._template_ids(kept)
+            return FitResult(messages=list(kept), prompt_ids=ids, original_tokens=original,
+                             original_messages=len(conversation), budget=budget, reserve=reserve)
+
+    # -- generation ---------------------------------------------------------------------------
+    def new_cache(self) -> Any:
+        """A fresh KV cache for one request: sinks + window = ``context`` tokens, or dense."""
+        if self.sink_cache:
+            from .kv import SinkCache
+
+            return SinkCache(self.model, sinks=self.sinks, window=self.context - self.sinks)
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    @staticmethod
+    def _sample(logits: Any, params: SamplingParams, rng: Any) -> int:
+        import torch
+
+        if params.temperature == 0:
+            return int(torch.argmax(logits))
+        logits = logits.float() / params.temperature
+        if params.top_p < 1:
+            ordered, order = torch.sort(logits, descending=True)
+            probs = torch.softmax(ordered, dim=-1)
+            outside = torch.cumsum(probs, dim=-1) - probs > params.top_p
+            ordered = ordered.masked_fill(outside, float("-inf"))
+            pick = torch.multinomial(torch.softmax(ordered, dim=-1), 1, generator=rng)
+            return int(order[pick])
+        return int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=rng))
+
+    def generate(
+        self,
+        fit: FitResult,
+        params: SamplingParams,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """Decode a reply to a fitted prompt, calling ``on_text`` with each new piece of text."""
+        import torch
+
+        from .kv import cache_nbytes
+
+        with self.lock, torch.inference_mode():
+            started = time.perf_counter()
+            cache = self.new_cache()
+            prompt = torch.tensor([fit.prompt_ids], dtype=torch.long)
+            peak_tokens = peak_bytes = fed = 0
+
+            def forward(ids: Any) -> Any:
+                nonlocal peak_tokens, peak_bytes, fed
+                out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+                fed += ids.shape[-1]
+                peak_tokens = max(peak_tokens, cache.get_seq_length())
+                peak_bytes = max(peak_bytes, cache_nbytes(cache))
+                return out.logits[0, -1]
+
+            logits = None
+            for start in range(0, prompt.shape[-1], self.prefill_chunk):
+                if cancel is not None and cancel.is_set():
+                    return Completion("", "cancelled", seconds=time.perf_counter() - started)
+                logits = forward(prompt[:, start:start + self.prefill_chunk])
+            seed = params.seed if params.seed is not None else random.SystemRandom().getrandbits(63)
+            rng = torch.Generator().manual_seed(seed)
+            decoder, stopper = IncrementalDecoder(self.tokenizer), StopMatcher(params.stop)
+            tokens: list[int] = []
+            first_token_at = 0.0
+            finish = "length"
+
+            def emit(text: str) -> None:
+                if text and on_text is not None:
+                    on_text(text)
+
+            while True:
+                token = self._sample(logits, params, rng)
+                tokens.append(token)
+                if len(tokens) == 1:
+                    first_token_at = time.perf_counter() - started
+                if token in self.eos_ids:
+                    finish = "stop"
+                    break
+                emit(stopper.feed(decoder.push(token)))
+                if stopper.stopped:
+                    finish = "stop"
+                    break
+                if len(tokens) >= params.max_tokens:
+                    break
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                logits = forward(torch.tensor([[token]], dtype=torch.long))
+            if not stopper.stopped:
+                emit(stopper.feed(decoder.flush()))
+                emit(stopper.finish())
+            return Completion(
+                text=stopper.text,
+                finish_reason=finish,
+                token_ids=tokens,
+                kv_cache_tokens=peak_tokens,
+                kv_cache_bytes=peak_bytes,
+                kv_evicted_tokens=max(0, fed - cache.get_seq_length()),
+                time_to_first_token=first_token_at,
+                seconds=time.perf_counter() - started,
+            )
+
+    def chat(
+        self,
+        messages: Iterable[Any],
+        params: SamplingParams | None = None,
+        *,
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[FitResult, Completion]:
+        """Fit and generate in one call (holding the lock across both)."""
+        params = params or SamplingParams()
+        with self.lock:
+            fit = self.fit(messages, params.max_tokens)
+            return fit, self.generate(fit, params, on_text=on_text)

@@ -1,0 +1,197 @@
+"""``contextwindow chat`` piped: one user turn per line, one reply per turn, a SQLite session.
+
+Uses a tiny random-init Llama with SmolLM2's vocabulary, saved to a directory so the command
+loads it like any local model. Expected replies are recomputed with :class:`Generator` on the
+view the memory gives, so the test checks what the model was shown, not just that it ran.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+import pytest
+
+from contextwindow.cli import main
+from contextwindow.generation import Generator, SamplingParams
+from contextwindow.memory import SinkWindowMemory, TokenBufferMemory
+from contextwindow.messages import Message
+from contextwindow.stores import SQLiteStore
+
+CONTEXT = 256
+REPLY = 6
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoTokenizer
+
+    from conftest import make_tiny_llama
+    from contextwindow.models import resolve
+
+    path = tmp_path_factory.mktemp("models") / "tiny-chat"
+    model = make_tiny_llama(0, vocab_size=49152, hidden_size=32, intermediate_size=64,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                            max_position_embeddings=8192, tie_word_embeddings=True,
+                            initializer_range=0.2, bos_token_id=1, eos_token_id=2,
+                            pad_token_id=2)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_dir: Path) -> Generator:
+    return Generator.load(str(tiny_dir), context=CONTEXT)
+
+
+def run_chat(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], lines: str,
+             *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
+    monkeypatch.setenv("COLUMNS", "200")
+    code = main(["chat", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def chat_args(tiny_dir: Path, db: Path, session: str, *extra: str) -> list[str]:
+    return ["--model", str(tiny_dir), "--db", str(db), "--session", session,
+            "--temperature", "0", "--reply-tokens", str(REPLY), "--context", str(CONTEXT),
+            *extra]
+
+
+def expected_reply(generator: Generator, view: list[Message]) -> str:
+    _, completion = generator.chat(view, SamplingParams(max_tokens=REPLY, temperature=0))
+    return completion.text
+
+
+def test_piped_chat_answers_each_line_and_persists(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_dir: Path, generator: Generator) -> None:
+    db = tmp_path / "chat.sqlite3"
+    code, out, err = run_chat(monkeypatch, capsys, "hello there\n\n   \nhow are you?\n",
+                              *chat_args(tiny_dir, db, "s1", "--max-tokens", "200",
+                                         "--system", "Be brief."))
+    assert code == 0, err
+    store = SQLiteStore(db)
+    history = store.load("s1")
+    store.close()
+    assert [(m.role, m.content) for m in history[:2]] == [("system", "Be brief."),
+                                                          ("user", "hello there")]
+    assert [m.role for m in history] == ["system", "user", "assistant", "user", "assistant"]
+    first = expected_reply(generator, history[:2])
+    second = expected_reply(generator, history[:4])
+    assert [history[2].content, history[4].content] == [first, second]
+    assert out == f"{first}\n{second}\n"  # stdout carries the replies only
+    # The status line reports the memory exactly.
+    memory = TokenBufferMemory(200, counter=generator.counter)
+    for message in history:
+        memory.add_message(message)
+    assert (f"tokens {memory.token_count()}/200 · 5 of 5 messages in context · trimmed 0 "
+            f"· reply {REPLY} tokens (length)") in err
+    assert "session s1" in err
+
+
+def test_resuming_a_session_continues_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_dir: Path, generator: Generator) -> None:
+    db = tmp_path / "chat.sqlite3"
+    args = chat_args(tiny_dir, db, "trip", "--max-tokens", "200")
+    assert run_chat(monkeypatch, capsys, "first question\n", *args)[0] == 0
+    code, out, err = run_chat(monkeypatch, capsys, "second question\n/quit\nnever sent\n",
+                              *args)
+    assert code == 0, err
+    assert "resumed session trip (2 messages)" in err
+    store = SQLiteStore(db)
+    history = store.load("trip")
+    store.close()
+    assert [m.content for m in history if m.role == "user"] == ["first question",
+                                                                 "second question"]
+    assert len(history) == 4  # "/quit" stopped before "never sent"
+    assert out == expected_reply(generator, history[:3]) + "\n"
+
+
+@pytest.mark.parametrize("memory_kind", ["token", "sinks"])
+def test_a_small_budget_trims_what_the_model_sees(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_dir: Path, generator: Generator, memory_kind: str) -> None:
+    db = tmp_path / "chat.sqlite3"
+    turns = ["my name is Ada", "I like trams", "what should I pack", "where is the museum",
+             "what is my name"]
+    code, out, err = run_chat(monkeypatch, capsys, "\n".join(turns) + "\n",
+                              *chat_args(tiny_dir, db, "small", "--max-tokens", "90",
+                                         "--memory", memory_kind))
+    assert code == 0, err
+    store = SQLiteStore(db)
+    history = store.load("small")
+    store.close()
+    assert [m.content for m in history if m.role == "user"] == turns
+    make = (lambda: TokenBufferMemory(90, counter=generator.counter)) if memory_kind == "token" \
+        else (lambda: SinkWindowMemory(90, keep_first=2, counter=generator.counter))
+    # Replay: each reply must be the one generated from that memory's view at that turn.
+    memory = make()
+    replies = []
+    for message in history:
+        if message.role == "assistant":
+            assert message.content == expected_reply(generator, memory.messages())
+            replies.append(message.content)
+        memory.add_message(message)
+    assert out == "".join(f"{r}\n" for r in replies)
+    plan = memory.plan()
+    assert plan.dropped > 0 and memory.token_count() <= 90
+    kept = len(memory.messages())
+    assert (f"tokens {memory.token_count()}/90 · {kept} of {len(history)} messages in context "
+            f"· trimmed {len(history) - kept}") in err.splitlines()[-1]
+    if memory_kind == "sinks":  # the first exchange is pinned
+        assert memory.messages()[:2] == history[:2]
+
+
+def test_summary_memory_with_key_facts(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_dir: Path, generator: Generator) -> None:
+    memory_module = pytest.importorskip("contextwindow.memory")
+    if not hasattr(memory_module, "SummaryBufferMemory"):
+        pytest.skip("SummaryBufferMemory is not available")
+    from contextwindow.summarize import KeyFactsSummarizer
+
+    db = tmp_path / "chat.sqlite3"
+    turns = [f"fact {k}: flight LX{100 + k} leaves at {k}:30 from Zurich" for k in range(6)]
+    code, out, err = run_chat(monkeypatch, capsys, "\n".join(turns) + "\n",
+                              *chat_args(tiny_dir, db, "sum", "--max-tokens", "160",
+                                         "--memory", "summary", "--summarizer", "keyfacts"))
+    assert code == 0, err
+    store = SQLiteStore(db)
+    history = store.load("sum")
+    summary = store.load_summary("sum")
+    store.close()
+    assert summary is not None and "LX100" in summary.text
+    memory = memory_module.SummaryBufferMemory(160, KeyFactsSummarizer(),
+                                               counter=generator.counter)
+    for message in history:
+        memory.add_message(message)
+    assert memory.summary == summary
+    assert f"summarized {summary.end - summary.start}" in err.splitlines()[-1]
+    assert out == "".join(f"{m.content}\n" for m in history if m.role == "assistant")
+
+
+def test_a_turn_larger_than_the_budget_exits_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_dir: Path) -> None:
+    code, out, err = run_chat(monkeypatch, capsys, "word " * 200 + "\n",
+                              *chat_args(tiny_dir, tmp_path / "c.db", "big", "--max-tokens", "50"))
+    assert code == 2
+    assert out == ""
+    assert "budget of 50 tokens is too small" in err
+
+
+def test_inconsistent_budget_is_a_config_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_dir: Path) -> None:
+    code, _, err = run_chat(monkeypatch, capsys, "hi\n",
+                            *chat_args(tiny_dir, tmp_path / "c.db", "x", "--max-tokens", "252",
+                                       "--no-sink-cache"))
+    assert code == 2
+    assert "exceed the model's window of 256 tokens" in err
+    code, _, err = run_chat(monkeypatch, capsys, "hi\n",
+                            *chat_args(tiny_dir, tmp_path / "c.db", "x", "--memory", "window"))
+    assert code == 2 and "unknown memory 'window'" in err
