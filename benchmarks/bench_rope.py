@@ -104,23 +104,23 @@ def summarize(result: dict[str, Any], bucket: int, trained: int, t0: float) -> d
     return summary
 
 
-SAME_INPUTS = ("model", "text", "length", "bucket", "factor", "passkey_depth", "seed", "max_new_tokens")
+PPL_INPUTS = ("model", "text", "length", "bucket", "factor")
+PASSKEY_INPUTS = ("model", "factor", "passkey_depth", "seed", "max_new_tokens")
 
 
 def load_previous(paths: list[Path], inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Finished perplexity entries and passkey cells of earlier runs with the same inputs."""
+    """Finished perplexity entries and passkey cells of earlier runs whose inputs match each half."""
     ppl: dict[str, Any] = {}
     passkey: dict[str, dict[str, Any]] = {}
     for path in paths:
         old = json.loads(path.read_text())
-        mismatch = [k for k in SAME_INPUTS if old["inputs"].get(k) != inputs.get(k)]
-        if mismatch:
-            raise SystemExit(f"{path}: different inputs ({', '.join(mismatch)}); cannot resume from it")
-        ppl.update(old.get("perplexity", {}))
-        for method, cells in old.get("passkey", {}).items():
-            for length, cell in cells.items():
-                if "accuracy" in cell:
-                    passkey.setdefault(method, {})[length] = cell
+        if all(old["inputs"].get(k) == inputs.get(k) for k in PPL_INPUTS):
+            ppl.update(old.get("perplexity", {}))
+        if all(old["inputs"].get(k) == inputs.get(k) for k in PASSKEY_INPUTS):
+            for method, cells in old.get("passkey", {}).items():
+                for length, cell in cells.items():
+                    if "accuracy" in cell:
+                        passkey.setdefault(method, {})[length] = cell
     return ppl, passkey
 
 
@@ -362,8 +362,6 @@ def main() -> int:
             log(f"  {method} {length}: {r.correct}/{n} ({wall:.0f} s) answers={list(r.answers)[:3]}")
             dump()
     scale_rope(model, "none")
-
-    scale_rope(model, "none")
     result["summary"] = summarize(result, args.bucket, trained, t0)
     dump()
 
@@ -371,11 +369,6 @@ def main() -> int:
         make_plots(result, args.plot_dir)
     print(json.dumps(result))
     return 0
-
-
-def replot(json_path: Path, plot_dir: Path) -> None:
-    """Redraw the plots from a saved result JSON."""
-    make_plots(json.loads(json_path.read_text()), plot_dir)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,27 @@ def corpus_text(name: str = "austen_emma.txt") -> str:
     return path.read_text(encoding="utf-8")
 
 
+# The sizes every tiny test model shares (Llama here, Phi in test_kv): 2 layers, GQA with 4 heads
+# over 2 KV heads, head_dim 64 / 4 = 16, vocab 128, so a forward pass is fast on CPU.
+TINY_DIMS: dict[str, Any] = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
+
+
 def make_tiny_llama(seed: int = 0, **overrides: Any) -> Any:
     """A 2-layer Llama with GQA (4 heads / 2 KV heads), head_dim 16, vocab 128: fast on CPU."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     params: dict[str, Any] = dict(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        TINY_DIMS,
         head_dim=16,
-        max_position_embeddings=256,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         tie_word_embeddings=False,
     )
@@ -41,9 +48,36 @@ def make_tiny_llama(seed: int = 0, **overrides: Any) -> Any:
     return model.eval()
 
 
+def make_tiny_chat_llama(seed: int = 0) -> Any:
+    """A 2-layer Llama with SmolLM2's vocabulary (49,152), to pair with the real SmolLM2
+    tokenizer in chat, demo and server tests.
+
+    ``initializer_range=0.2`` gives logits varied enough that greedy text depends on the prompt.
+    """
+    return make_tiny_llama(seed, vocab_size=49152, hidden_size=32, intermediate_size=64,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                           max_position_embeddings=8192, tie_word_embeddings=True,
+                           initializer_range=0.2, bos_token_id=1, eos_token_id=2,
+                           pad_token_id=2)
+
+
 @pytest.fixture
 def tiny_llama() -> Any:
     return make_tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`make_tiny_chat_llama` and the SmolLM2 tokenizer saved as a local model directory,
+    so CLI commands load it like any model (read-only, so one copy serves every test)."""
+    from transformers import AutoTokenizer
+
+    from contextwindow.models import resolve
+
+    path = tmp_path_factory.mktemp("models") / "tiny-chat"
+    make_tiny_chat_llama().save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve()).save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -16,24 +16,6 @@ from contextwindow.samples import sample_conversation
 from contextwindow.tokens import TokenCounter
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer
-
-    from conftest import make_tiny_llama
-    from contextwindow.models import resolve
-
-    path = tmp_path_factory.mktemp("models") / "tiny-demo"
-    model = make_tiny_llama(0, vocab_size=49152, hidden_size=32, intermediate_size=64,
-                            num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                            max_position_embeddings=8192, tie_word_embeddings=True,
-                            initializer_range=0.2, bos_token_id=1, eos_token_id=2,
-                            pad_token_id=2)
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(resolve()).save_pretrained(path)
-    return path
-
-
 def table_row(output: str, label: str, after: int = 0) -> list[str]:
     """The cells of the first table row starting with ``label`` after offset ``after``."""
     for line in output[after:].splitlines():
@@ -44,11 +26,12 @@ def table_row(output: str, label: str, after: int = 0) -> list[str]:
 
 
 def test_quick_demo_runs_every_part(monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str], tiny_dir: Path) -> None:
+                                    capsys: pytest.CaptureFixture[str],
+                                    tiny_chat_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     monkeypatch.setenv("COLUMNS", "200")
-    assert main(["demo", "--model", str(tiny_dir), "--quick"]) == 0
+    assert main(["demo", "--model", str(tiny_chat_dir), "--quick"]) == 0
     out = capsys.readouterr().out
     for heading in ("1. A long conversation through each memory",
                     "2. The local model, chatting inside a budget",
@@ -58,7 +41,7 @@ def test_quick_demo_runs_every_part(monkeypatch: pytest.MonkeyPatch,
 
     # Part 1: both tables show exactly what each memory keeps (16 turns, budget 384).
     conversation = sample_conversation(16, seed=7)
-    local = TokenCounter.from_hf(AutoTokenizer.from_pretrained(tiny_dir))
+    local = TokenCounter.from_hf(AutoTokenizer.from_pretrained(tiny_chat_dir))
     for title, counter in (("counted for gpt-4o", TokenCounter.for_model("gpt-4o")),
                            ("counted for SmolLM2 chat template", local)):
         start = out.index(title)
@@ -96,10 +79,10 @@ def test_quick_demo_runs_every_part(monkeypatch: pytest.MonkeyPatch,
     assert re.search(r"demo finished in \d+ s", out)
 
 
-def test_sink_stream_checkpoints_are_exact(tiny_dir: Path) -> None:
+def test_sink_stream_checkpoints_are_exact(tiny_chat_dir: Path) -> None:
     from contextwindow.generation import Generator
 
-    generator = Generator.load(str(tiny_dir))
+    generator = Generator.load(str(tiny_chat_dir))
     console = Console(file=io.StringIO(), width=120)
     result = part_sink_stream(console, generator, quick=True)
     capacity = result["sinks"] + result["window"]

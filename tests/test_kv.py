@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_tiny_llama
+from conftest import TINY_DIMS, make_tiny_llama
 from transformers import DynamicCache
 
 from contextwindow.errors import ConfigError, ModelError
@@ -47,13 +47,7 @@ def tiny_phi(**overrides: Any) -> Any:
     from transformers import PhiConfig, PhiForCausalLM
 
     params: dict[str, Any] = dict(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+        TINY_DIMS,
         rope_parameters={
             "rope_type": "default",
             "rope_theta": 10000.0,

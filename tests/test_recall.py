@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from rich.console import Console
 
 from contextwindow.cli import main
 from contextwindow.errors import ConfigError
@@ -120,7 +122,9 @@ def test_fact_recall_report_without_model():
     # the sink window keeps the system prompt and the first two messages, nothing else early
     assert rows["SinkWindow(keep_first=2)"].found == tuple(p < 3 for p in report.positions)
     keyfacts = rows["SummaryBuffer(KeyFacts)"]
-    assert keyfacts.found == (True,) * 8  # KeyFacts carries every value verbatim
+    # KeyFacts carries the values verbatim; its 256-token block is full by the end, so it
+    # drops its oldest lines first: the facts it lost are the earliest planted
+    assert keyfacts.found == (False,) + (True,) * 7
     assert keyfacts.summarizations == len(keyfacts.fold_seconds) > 0
     for name in ("TokenBuffer", "SinkWindow(keep_first=2)", "SummaryBuffer(KeyFacts)"):
         assert rows[name].tokens <= 1024
@@ -153,6 +157,64 @@ def test_default_memories_with_a_model_summarizer_label_set():
     assert list(memories)[-3:] == ["SummaryBuffer(model)", "SummaryBuffer(KeyFacts)",
                                    "SummaryBuffer(model+KeyFacts)"]
     assert isinstance(memories["SummaryBuffer(model+KeyFacts)"](), SummaryBufferMemory)
+
+
+class Flaky:
+    """A model summarizer whose first call returns an empty summary and second call raises."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def summarize(self, previous, messages):
+        self.calls += 1
+        if self.calls == 1:
+            return ""
+        if self.calls == 2:
+            raise RuntimeError("model server is down")
+        return f"notes {self.calls}"
+
+
+def test_fact_recall_survives_summarizer_failures():
+    flaky = Flaky()
+    report = fact_recall(n_facts=4, turns=30, seed=2, budget=600, counter=COUNTER,
+                         model_summarizer=flaky)
+    rows = {row.name: row for row in report.rows}
+    model, combined = rows["SummaryBuffer(model)"], rows["SummaryBuffer(model+KeyFacts)"]
+    assert model.error is None and model.failures == 2 and model.summarizations > 0
+    assert "empty summary" in model.last_failure or "model server is down" in model.last_failure
+    assert combined.failures == 0 and rows["SummaryBuffer(KeyFacts)"].failures == 0
+    assert rows["Buffer"].failures is None  # not a summary memory
+    assert flaky.calls == 2 + model.summarizations + combined.summarizations
+    for row in (model, combined):
+        assert 0 < row.tokens <= 600
+    data = report.to_dict()["rows"]
+    assert [row["failures"] for row in data][-3:] == [2, 0, 0]
+    assert "last_failure" in data[-3] and "last_failure" not in data[-1]
+    console = Console(file=io.StringIO(), width=200)
+    console.print(recall_table(report))
+    assert "(2 failed)" in console.file.getvalue()
+
+
+def test_fact_recall_always_failing_summarizer_degrades_to_trimming():
+    def broken(previous, messages):
+        raise RuntimeError("no model")
+
+    from contextwindow.summarize import FunctionSummarizer
+
+    memories = default_memories(600, counter=COUNTER, model_summarizer=FunctionSummarizer(broken))
+    memories["raising"] = lambda: SummaryBufferMemory(600, FunctionSummarizer(broken),
+                                                      counter=COUNTER)  # on_error="raise"
+    report = fact_recall(memories, n_facts=4, turns=30, seed=2, budget=600, counter=COUNTER)
+    rows = {row.name: row for row in report.rows}
+    model = rows["SummaryBuffer(model)"]
+    assert model.error is None and model.summarizations == 0 and model.failures > 0
+    assert model.summary is None and model.found == rows["TokenBuffer"].found
+    assert "RuntimeError: no model" in model.last_failure
+    assert rows["SummaryBuffer(KeyFacts)"].failures == 0
+    # a memory left on on_error="raise" stops being fed; the evaluation goes on
+    raising = rows["raising"]
+    assert raising.error.startswith("SummarizerError after ") and raising.failures == 1
+    assert list(rows)[-1] == "raising"
 
 
 def test_plot_recall_writes_png(tmp_path):

@@ -40,22 +40,13 @@ MODEL_ID = "tiny"
 
 
 def build_tiny_chat_model(seed: int = 0) -> tuple[Any, Any]:
-    """A 2-layer Llama with SmolLM2's vocabulary (49,152) and the real SmolLM2 tokenizer.
-
-    ``initializer_range=0.2`` gives logits varied enough that greedy text depends on the prompt.
-    """
+    """:func:`conftest.make_tiny_chat_llama` and the real SmolLM2 tokenizer."""
     from transformers import AutoTokenizer
 
-    from conftest import make_tiny_llama
+    from conftest import make_tiny_chat_llama
     from contextwindow.models import resolve
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve())
-    model = make_tiny_llama(seed, vocab_size=49152, hidden_size=32, intermediate_size=64,
-                            num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                            max_position_embeddings=8192, tie_word_embeddings=True,
-                            initializer_range=0.2, bos_token_id=1, eos_token_id=2,
-                            pad_token_id=2)
-    return model, tokenizer
+    return make_tiny_chat_llama(seed), AutoTokenizer.from_pretrained(resolve())
 
 
 @pytest.fixture(scope="module")

@@ -195,3 +195,25 @@ def test_stream_command_prints_a_table_and_writes_a_plot(smollm2: Any, tmp_path:
     assert summary["tokens"] == 300
     assert len(summary["segments"]["dense"]) == 3
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sinks", "-1"], "sinks must be an integer >= 0"),
+        (["--window", "0"], "window must be an integer >= 1"),
+        (["--recompute", "--segment", "8", "--chunk", "64"], "--segment (8) must be >= --chunk"),
+        (["--tokens", "1"], "--tokens must be >= 2"),
+    ],
+)
+def test_stream_command_rejects_bad_sizes_before_loading_a_model(
+    tmp_path: Any, capsys: Any, extra: list[str], message: str
+) -> None:
+    from contextwindow.cli import main
+
+    text = tmp_path / "t.txt"
+    text.write_text("some text", encoding="utf-8")
+    # a model directory that does not exist: reaching load_model would be a different error
+    argv = ["stream", "--text", str(text), "--model", str(tmp_path / "no-model"), *extra]
+    assert main(argv) == 2
+    assert message in " ".join(capsys.readouterr().err.split())

@@ -89,6 +89,15 @@ def feed(memory, messages):
         memory.add_message(message)
 
 
+def capped_memory(reply: str, max_summary_tokens: int) -> SummaryBufferMemory:
+    """A 400-token memory after 20 turns whose summarizer always answers ``reply``: its stored
+    summary shows how ``max_summary_tokens`` cuts (or keeps) that reply."""
+    memory = SummaryBufferMemory(400, FunctionSummarizer(lambda prev, msgs: reply),
+                                 max_summary_tokens=max_summary_tokens, counter=COUNTER)
+    feed(memory, sample_conversation(20, seed=1))
+    return memory
+
+
 def sqlite_dump(path) -> tuple[list, list]:
     conn = sqlite3.connect(path)
     try:
@@ -221,9 +230,7 @@ def test_no_system_prompt_and_tools_are_counted_exactly():
 
 def test_max_summary_tokens_cut_is_token_exact():
     words = " ".join(f"word{k}" for k in range(400))
-    memory = SummaryBufferMemory(400, FunctionSummarizer(lambda prev, msgs: words),
-                                 max_summary_tokens=60, counter=COUNTER)
-    feed(memory, sample_conversation(20, seed=1))
+    memory = capped_memory(words, max_summary_tokens=60)
     text = memory.summary.text
     assert words.startswith(text) and text and len(text) < len(words)
 
@@ -237,10 +244,7 @@ def test_max_summary_tokens_cut_is_token_exact():
 
 
 def test_summary_not_cut_when_it_fits():
-    memory = SummaryBufferMemory(400, FunctionSummarizer(lambda prev, msgs: "short summary"),
-                                 max_summary_tokens=60, counter=COUNTER)
-    feed(memory, sample_conversation(20, seed=1))
-    assert memory.summary.text == "short summary"
+    assert capped_memory("short summary", max_summary_tokens=60).summary.text == "short summary"
 
 
 def test_sqlite_reopen_restores_exact_state(tmp_path):
@@ -623,6 +627,70 @@ def test_combined_summarizer_splits_previous():
         CombinedSummarizer(FunctionSummarizer(failing)).summarize(None, [])
 
 
+def summary_cost(text: str) -> int:
+    return COUNTER.count_message(Summary(text, 0, 0).as_message())
+
+
+def code_turns(n: int) -> list[Message]:
+    """``n`` user turns, each stating one distinct code, each acknowledged."""
+    out = []
+    for k in range(n):
+        out.append(Message(role="user", content=f"Locker {k} has the code {1000 + k}."))
+        out.append(Message(role="assistant", content="Noted."))
+    return out
+
+
+def test_drop_oldest_facts_keeps_the_newest_lines():
+    lines = [f"- user: The code of locker {k} is {1000 + k}." for k in range(40)]
+    block = "\n".join(["Key facts (verbatim):", *lines])
+    facts = KeyFactsSummarizer()
+    cap = 120
+
+    def fits(text):
+        return summary_cost(text) <= cap
+
+    kept = facts.fit_summary(block, fits)
+    assert fits(kept) and kept.startswith("Key facts (verbatim):\n")
+    body = kept.split("\n")[1:]
+    assert body == lines[-len(body):] and 1 < len(body) < len(lines)  # a suffix: the newest
+    assert not fits("\n".join(["Key facts (verbatim):", *lines[-len(body) - 1:]]))
+    assert facts.fit_summary(block, lambda text: True) == block  # fits: unchanged
+    # Combined: the model's summary stays, the block loses its oldest lines
+    combined = CombinedSummarizer(FunctionSummarizer(lambda prev, msgs: "x"), facts)
+    kept = combined.fit_summary("The user is moving flat.\n\n" + block, fits)
+    assert fits(kept) and kept.startswith("The user is moving flat.\n\nKey facts (verbatim):\n")
+    assert kept.endswith(lines[-1]) and lines[0] not in kept
+    # not even one line fits beside the model's summary: the block goes, the summary stays
+    assert combined.fit_summary("The user is moving flat.\n\n" + block,
+                                lambda text: "Key facts" not in text) == "The user is moving flat."
+
+
+@pytest.mark.parametrize("combined", [False, True])
+def test_keyfacts_memory_drops_oldest_facts_when_full(combined):
+    facts = KeyFactsSummarizer()
+    summarizer = (CombinedSummarizer(FunctionSummarizer(lambda prev, msgs: "Lockers and codes."),
+                                     facts) if combined else facts)
+    memory = SummaryBufferMemory(300, summarizer, max_summary_tokens=80, counter=COUNTER)
+    turns = code_turns(60)
+    for message in turns:
+        memory.add_message(message)
+        if memory.summary is not None:  # the cap holds after every fold, token-exact
+            assert summary_cost(memory.summary.text) <= 80
+            check_view(memory)
+    summary = memory.summary
+    assert summary is not None and memory.summarizations > 3
+    # what the view shows is exactly the stored summary
+    view = memory.messages()[memory.plan().pinned]
+    assert view.content == Summary(summary.text, 0, 0).as_message().content
+    folded = [m.content for m in turns[: summary.end] if m.role == "user"]
+    codes = [str(1000 + k) for k in range(len(folded))]
+    kept = [code for code in codes if code in summary.text]
+    assert 2 < len(kept) < len(codes)
+    assert kept == codes[-len(kept):]  # the newest folded facts survive, the oldest went
+    assert (summary.text.startswith("Lockers and codes.\n\nKey facts (verbatim):\n")
+            if combined else summary.text.startswith("Key facts (verbatim):\n"))
+
+
 # -- OpenAI-compatible endpoint -----------------------------------------------------------------
 
 def _reply(content):
@@ -825,10 +893,7 @@ def test_clean_summary():
 
 def test_max_summary_tokens_cut_ends_at_a_line():
     lines = "\n".join(f"- user: fact number {k} is {1000 + k}." for k in range(100))
-    memory = SummaryBufferMemory(400, FunctionSummarizer(lambda prev, msgs: lines),
-                                 max_summary_tokens=80, counter=COUNTER)
-    feed(memory, sample_conversation(20, seed=1))
-    text = memory.summary.text
+    text = capped_memory(lines, max_summary_tokens=80).summary.text
     kept = text.split("\n")
     assert kept == lines.split("\n")[: len(kept)]  # whole lines only
     assert COUNTER.count_message(Summary(text, 0, 0).as_message()) <= 80

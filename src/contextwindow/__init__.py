@@ -3,6 +3,10 @@
 The text side is importable without torch::
 
     from contextwindow import TokenCounter, TokenBufferMemory, SQLiteStore, trim
+    from contextwindow import SummaryBufferMemory, KeyFactsSummarizer
+
+The summarizers are importable here too; torch and openai are imported only when a model
+summarizer is first used.
 
 The model side lives in ``contextwindow.kv``, ``contextwindow.rope``, ``contextwindow.models``
 and ``contextwindow.evaluate`` (install the ``model`` extra).
@@ -19,17 +23,37 @@ from .errors import (
     SummarizerError,
     UnknownModelError,
 )
-from .memory import BufferMemory, Memory, SinkWindowMemory, TokenBufferMemory, WindowMemory
+from .memory import (
+    BufferMemory,
+    Memory,
+    SinkWindowMemory,
+    SummaryBufferMemory,
+    SummaryMemory,
+    TokenBufferMemory,
+    WindowMemory,
+)
 from .messages import Message, Summary, ToolCall
 from .stores import InMemoryStore, SQLiteStore, Store
+from .summarize import (
+    CombinedSummarizer,
+    FunctionSummarizer,
+    KeyFactsSummarizer,
+    OpenAISummarizer,
+    Summarizer,
+    SummarizerWarning,
+    TransformersSummarizer,
+)
 from .tokens import TokenCounter
 from .trim import trim
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BudgetExceededError", "BufferMemory", "ConfigError", "ContextWindowError", "InMemoryStore",
-    "InvalidMessageError", "Memory", "Message", "ModelError", "ResourceError", "SQLiteStore",
-    "SinkWindowMemory", "Store", "StoreError", "Summary", "SummarizerError", "TokenBufferMemory",
-    "TokenCounter", "ToolCall", "UnknownModelError", "WindowMemory", "trim",
+    "BudgetExceededError", "BufferMemory", "CombinedSummarizer", "ConfigError",
+    "ContextWindowError", "FunctionSummarizer", "InMemoryStore", "InvalidMessageError",
+    "KeyFactsSummarizer", "Memory", "Message", "ModelError", "OpenAISummarizer", "ResourceError",
+    "SQLiteStore", "SinkWindowMemory", "Store", "StoreError", "Summarizer", "SummarizerError",
+    "SummarizerWarning", "Summary", "SummaryBufferMemory", "SummaryMemory", "TokenBufferMemory",
+    "TokenCounter", "ToolCall", "TransformersSummarizer", "UnknownModelError", "WindowMemory",
+    "trim",
 ]

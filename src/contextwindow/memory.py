@@ -355,8 +355,10 @@ class _SummarizingMemory(Memory):
 
     # -- summarizing ------------------------------------------------------------------------
     def _fit_text(self, text: str) -> str:
-        """The longest prefix of ``text`` whose summary message costs at most
-        ``max_summary_tokens`` with this memory's counter, cut back to the end of a line (if
+        """``text`` cut so that its summary message costs at most ``max_summary_tokens`` with
+        this memory's counter. A summarizer with ``fit_summary(text, fits)`` (KeyFacts,
+        Combined) shortens it first: the oldest fact lines go, the newest stay. Whatever still
+        does not fit is cut to its longest fitting prefix, cut back to the end of a line (if
         that keeps at least half) or of a word, so no fact is left half-written."""
         limit = self.max_summary_tokens
 
@@ -365,6 +367,13 @@ class _SummarizingMemory(Memory):
 
         if cost(text) <= limit:
             return text
+        fit_summary = getattr(self.summarizer, "fit_summary", None)
+        if callable(fit_summary):
+            shorter = fit_summary(text, lambda candidate: cost(candidate) <= limit)
+            if isinstance(shorter, str):
+                text = shorter.strip()
+                if cost(text) <= limit:
+                    return text
         lo, hi = 0, len(text)  # cost(text[:lo]) <= limit holds throughout
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -413,6 +422,19 @@ class _SummarizingMemory(Memory):
             return None
         return pinned, base, end
 
+    def _plan(self, message: Message | Mapping[str, Any] | Any
+              ) -> tuple[Message, tuple[int, int, int] | None]:
+        """The checked message and the fold adding it needs (see :meth:`_prepare`); shared by
+        :meth:`add_message` and :meth:`aadd_message`, which differ only in how they summarize."""
+        message = as_message(message)
+        self._check_order(message)
+        return message, self._prepare(message)
+
+    def _fold_input(self, fold: tuple[int, int, int]) -> tuple[str | None, list[Message]]:
+        """The summarizer's arguments for ``fold``: the previous summary and the turns to fold."""
+        previous = self._summary.text if self._summary else None
+        return previous, self._history[fold[1]:fold[2]]
+
     def _failed(self, exc: SummarizerError) -> None:
         self.failures += 1
         self.last_error = exc
@@ -438,15 +460,12 @@ class _SummarizingMemory(Memory):
         """Append a message; if the view would then exceed the budget, first fold the oldest
         turns into the summary. Atomic: if the summarizer fails (``on_error="raise"``), the
         message is not added and nothing changes."""
-        message = as_message(message)
-        self._check_order(message)
-        fold = self._prepare(message)
+        message, fold = self._plan(message)
         text = None
         if fold is not None:
-            previous = self._summary.text if self._summary else None
             try:
-                text = run_summarizer(self.summarizer, previous,
-                                      self._history[fold[1]:fold[2]], timeout=self.timeout)
+                text = run_summarizer(self.summarizer, *self._fold_input(fold),
+                                      timeout=self.timeout)
             except SummarizerError as exc:
                 self._failed(exc)
         self._commit(message, fold, text)
@@ -462,15 +481,11 @@ class _SummarizingMemory(Memory):
         if self._async_lock is None or self._async_lock[0] is not loop:
             self._async_lock = (loop, asyncio.Lock())
         async with self._async_lock[1]:
-            message = as_message(message)
-            self._check_order(message)
-            fold = self._prepare(message)
+            message, fold = self._plan(message)
             text = None
             if fold is not None:
-                previous = self._summary.text if self._summary else None
                 try:
-                    text = await arun_summarizer(self.summarizer, previous,
-                                                 self._history[fold[1]:fold[2]],
+                    text = await arun_summarizer(self.summarizer, *self._fold_input(fold),
                                                  timeout=self.timeout)
                 except SummarizerError as exc:
                     self._failed(exc)

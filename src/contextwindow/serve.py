@@ -94,6 +94,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _sampling_number(payload: Mapping[str, Any], name: str, high: int) -> float:
+    """``payload[name]`` checked to lie in ``[0, high]``, or OpenAI's default 1 when absent or
+    null; ``temperature`` and ``top_p`` follow this one rule."""
+    value = payload.get(name)
+    if value is None:
+        return 1.0
+    if not _is_number(value) or not 0 <= value <= high:
+        raise ApiError(400, f"{name} must be a number between 0 and {high}, not {value!r}",
+                       param=name, code="invalid_value")
+    return value
+
+
 def parse_chat_request(payload: Any, *, models: tuple[str, ...], default_max_tokens: int,
                        prepare: Any = None) -> ChatRequest:
     """Validate a decoded JSON body; raise :class:`ApiError` (400 / 404) on any problem."""
@@ -139,18 +151,8 @@ def parse_chat_request(payload: Any, *, models: tuple[str, ...], default_max_tok
         raise ApiError(400, f"{param} must be an integer >= 1, not {max_tokens!r}", param=param,
                        code="invalid_value")
 
-    temperature = payload.get("temperature")
-    if temperature is None:
-        temperature = 1.0
-    elif not _is_number(temperature) or not 0 <= temperature <= 2:
-        raise ApiError(400, f"temperature must be a number between 0 and 2, not {temperature!r}",
-                       param="temperature", code="invalid_value")
-    top_p = payload.get("top_p")
-    if top_p is None:
-        top_p = 1.0
-    elif not _is_number(top_p) or not 0 <= top_p <= 1:
-        raise ApiError(400, f"top_p must be a number between 0 and 1, not {top_p!r}",
-                       param="top_p", code="invalid_value")
+    temperature = _sampling_number(payload, "temperature", 2)
+    top_p = _sampling_number(payload, "top_p", 1)
 
     stop = payload.get("stop")
     if stop is None:
@@ -407,6 +409,18 @@ def create_app(
                     job.cancel.set()
                     raise ApiError(499, "client disconnected", type="server_error") from None
 
+    async def next_result(job: _Job, request: Request) -> Any:
+        """The job's next result (its fit, then its completion): an error event is raised, and
+        any failure while waiting (client gone, request cancelled) cancels the job first."""
+        try:
+            kind, value = await next_event(job, request)
+        except BaseException:
+            job.cancel.set()
+            raise
+        if kind == "error":
+            raise value
+        return value
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         body = await request.body()
@@ -418,27 +432,13 @@ def create_app(
         chat = parse_chat_request(payload, models=models, default_max_tokens=default_max_tokens,
                                   prepare=generator.prepare)
         job = worker.submit(chat, asyncio.get_running_loop())
-        try:
-            kind, value = await next_event(job, request)
-        except BaseException:
-            job.cancel.set()
-            raise
-        if kind == "error":
-            raise value
-        fit: FitResult = value
+        fit: FitResult = await next_result(job, request)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         stamp = int(time.time())
         headers = _fit_headers(fit)
 
         if not chat.stream:
-            try:
-                kind, value = await next_event(job, request)
-            except BaseException:
-                job.cancel.set()
-                raise
-            if kind == "error":
-                raise value
-            completion: Completion = value
+            completion: Completion = await next_result(job, request)
             return JSONResponse({
                 "id": completion_id,
                 "object": "chat.completion",

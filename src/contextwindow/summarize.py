@@ -24,12 +24,13 @@ openai; they are imported when a summarizer that needs them is first used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
 import re
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigError, SummarizerError
@@ -48,6 +49,7 @@ __all__ = [
     "TransformersSummarizer",
     "arun_summarizer",
     "clean_summary",
+    "drop_oldest_facts",
     "extract_facts",
     "render_prompt",
     "render_transcript",
@@ -177,6 +179,16 @@ def _validate(result: Any, summarizer: Any) -> str:
     return result.strip()
 
 
+def _crashed(summarizer: Summarizer, exc: BaseException) -> SummarizerError:
+    """A summarizer's unexpected error as the SummarizerError memories handle, worded the same
+    whichever way (sync, threaded, async) the summarizer was called."""
+    return SummarizerError(f"{type(summarizer).__name__} failed: {type(exc).__name__}: {exc}")
+
+
+def _timed_out(summarizer: Summarizer, timeout: float) -> SummarizerError:
+    return SummarizerError(f"{type(summarizer).__name__} timed out after {timeout:g} s")
+
+
 def run_summarizer(summarizer: Summarizer, previous: str | None, messages: Sequence[Message],
                    *, timeout: float | None = None) -> str:
     """Call ``summarizer.summarize``; any exception, a non-string or empty result, or running
@@ -191,8 +203,7 @@ def run_summarizer(summarizer: Summarizer, previous: str | None, messages: Seque
         except SummarizerError:
             raise
         except Exception as exc:
-            raise SummarizerError(
-                f"{type(summarizer).__name__} failed: {type(exc).__name__}: {exc}") from exc
+            raise _crashed(summarizer, exc) from exc
         return _validate(result, summarizer)
     if timeout <= 0:
         raise ConfigError(f"timeout must be positive, not {timeout}")
@@ -208,13 +219,12 @@ def run_summarizer(summarizer: Summarizer, previous: str | None, messages: Seque
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise SummarizerError(f"{type(summarizer).__name__} timed out after {timeout:g} s")
+        raise _timed_out(summarizer, timeout)
     if "error" in box:
         exc = box["error"]
         if isinstance(exc, SummarizerError):
             raise exc
-        raise SummarizerError(
-            f"{type(summarizer).__name__} failed: {type(exc).__name__}: {exc}") from exc
+        raise _crashed(summarizer, exc) from exc
     return _validate(box.get("result"), summarizer)
 
 
@@ -232,13 +242,11 @@ async def arun_summarizer(summarizer: Summarizer, previous: str | None,
     try:
         result = await asyncio.wait_for(call, timeout)
     except asyncio.TimeoutError:
-        raise SummarizerError(
-            f"{type(summarizer).__name__} timed out after {timeout:g} s") from None
+        raise _timed_out(summarizer, timeout) from None
     except SummarizerError:
         raise
     except Exception as exc:
-        raise SummarizerError(
-            f"{type(summarizer).__name__} failed: {type(exc).__name__}: {exc}") from exc
+        raise _crashed(summarizer, exc) from exc
     return _validate(result, summarizer)
 
 
@@ -427,16 +435,33 @@ class OpenAISummarizer(BaseSummarizer):
             key = "not-needed"  # local OpenAI-compatible servers ignore it, the client wants one
         return {"base_url": self.base_url, "api_key": key}
 
+    def _new_client(self, asynchronous: bool = False) -> Any:
+        """An ``openai.OpenAI`` (or ``AsyncOpenAI``) for this endpoint, built the same way for
+        both APIs; a ConfigError when openai rejects the options."""
+        import openai
+
+        factory = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        try:
+            return factory(**self._client_options())
+        except openai.OpenAIError as exc:
+            raise ConfigError(f"cannot create the OpenAI client: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _request_errors(self) -> Iterator[None]:
+        """Report an openai failure inside the block (sync or awaited request) as a
+        SummarizerError, which memories know how to handle."""
+        import openai
+
+        try:
+            yield
+        except openai.OpenAIError as exc:
+            raise SummarizerError(f"summary request to {self.model!r} failed: {exc}") from exc
+
     @property
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import openai
-
-                try:
-                    self._client = openai.OpenAI(**self._client_options())
-                except openai.OpenAIError as exc:
-                    raise ConfigError(f"cannot create the OpenAI client: {exc}") from exc
+                self._client = self._new_client()
             return self._client
 
     def request(self, previous: str | None, messages: Sequence[Message]) -> dict[str, Any]:
@@ -463,30 +488,19 @@ class OpenAISummarizer(BaseSummarizer):
         return clean_summary(content)
 
     def summarize(self, previous: str | None, messages: Sequence[Message]) -> str:
-        import openai
-
-        try:
+        with self._request_errors():
             response = self.client.chat.completions.create(**self.request(previous, messages))
-        except openai.OpenAIError as exc:
-            raise SummarizerError(f"summary request to {self.model!r} failed: {exc}") from exc
         return self._reply(response)
 
     async def asummarize(self, previous: str | None, messages: Sequence[Message]) -> str:
-        import openai
-
         if self._async_client is None and self._client is not None:
             return await asyncio.to_thread(self.summarize, previous, messages)
         with self._lock:
             if self._async_client is None:
-                try:
-                    self._async_client = openai.AsyncOpenAI(**self._client_options())
-                except openai.OpenAIError as exc:
-                    raise ConfigError(f"cannot create the OpenAI client: {exc}") from exc
-        try:
+                self._async_client = self._new_client(asynchronous=True)
+        with self._request_errors():
             response = await self._async_client.chat.completions.create(
                 **self.request(previous, messages))
-        except openai.OpenAIError as exc:
-            raise SummarizerError(f"summary request to {self.model!r} failed: {exc}") from exc
         return self._reply(response)
 
 
@@ -608,6 +622,42 @@ def _json_texts(value: Any, key: str | None = None, *, quote: bool = False) -> l
     return [f"{key}: {value}" if key else str(value)]
 
 
+def drop_oldest_facts(text: str, header: str, fits: Callable[[str], bool]) -> str:
+    """``text`` with the oldest lines of its facts block (the lines after the last ``header``)
+    dropped until ``fits(text)`` holds, so the newest facts stay.
+
+    Whatever precedes the header (a model summary) is kept. If not even the newest line fits,
+    the block is dropped when there is such a part, else the header and the newest line are
+    returned; either way the result may still not fit and the caller cuts it further.
+    """
+    if fits(text):
+        return text
+    index = text.rfind(header)
+    if index < 0:
+        return text
+    head = text[:index].rstrip()
+    lines = [line.strip() for line in text[index + len(header):].splitlines() if line.strip()]
+    if not lines:
+        return head or text
+
+    def candidate(drop: int) -> str:
+        block = "\n".join([header, *lines[drop:]])
+        return f"{head}\n\n{block}" if head else block
+
+    # The fewest oldest lines to drop (at least one, keeping at least one): fewer lines cost
+    # fewer tokens, so a binary search; ``hi`` is only ever a count that was checked to fit.
+    lo, hi = 1, len(lines)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(candidate(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo < len(lines):
+        return candidate(lo)
+    return head or candidate(len(lines) - 1)
+
+
 class KeyFactsSummarizer(BaseSummarizer):
     """Carry names, numbers, dates, codes and quoted strings verbatim, no model needed.
 
@@ -616,6 +666,10 @@ class KeyFactsSummarizer(BaseSummarizer):
     fact, joined by " ... "). The block is the previous block plus the new lines, oldest first,
     under the ``header`` line; facts already present are not repeated, so a name mentioned in
     every turn costs one line. Deterministic and fast; it does not paraphrase anything.
+
+    When a summary memory's ``max_summary_tokens`` cannot hold the block, :meth:`fit_summary`
+    drops its *oldest* lines first, so new facts keep entering; what was said at the very
+    start is what a memory's ``keep_first`` pins verbatim.
     """
 
     header = "Key facts (verbatim):"
@@ -634,6 +688,12 @@ class KeyFactsSummarizer(BaseSummarizer):
 
     def __repr__(self) -> str:
         return f"KeyFactsSummarizer(kinds={list(self.kinds)})"
+
+    def fit_summary(self, text: str, fits: Callable[[str], bool]) -> str:
+        """Shorten ``text`` (a block this summarizer wrote) until ``fits(text)``, dropping the
+        oldest fact lines first (see :func:`drop_oldest_facts`). Summary memories call it
+        before their token-exact cut."""
+        return drop_oldest_facts(text, self.header, fits)
 
     # -- pieces ---------------------------------------------------------------------------
     def previous_lines(self, previous: str | None) -> list[str]:
@@ -741,6 +801,11 @@ class CombinedSummarizer(BaseSummarizer):
         if index < 0:
             return previous.strip() or None, None
         return previous[:index].strip() or None, previous[index:]
+
+    def fit_summary(self, text: str, fits: Callable[[str], bool]) -> str:
+        """Shorten ``text`` until ``fits(text)``: the oldest lines of the facts block go first,
+        then the whole block; the model's summary is kept (the memory cuts it if needed)."""
+        return drop_oldest_facts(text, self.facts.header, fits)
 
     def _join(self, summary: str, block: str) -> str:
         return f"{summary.strip()}\n\n{block.strip()}" if block.strip() else summary.strip()

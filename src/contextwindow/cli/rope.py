@@ -6,8 +6,9 @@ torch, transformers and matplotlib are imported inside the command bodies only.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -18,6 +19,16 @@ from ..errors import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
+
+# Options ``rope`` and ``passkey`` share.
+MethodsOption = Annotated[str, typer.Option(help="Comma-separated RoPE methods.")]
+FactorOption = Annotated[float, typer.Option(help="Context-extension factor (> 1).")]
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", help="Local model directory (default SmolLM2-135M).")]
+JsonOption = Annotated[Optional[Path], typer.Option(
+    "--json", help="Write all results as JSON here.")]
+ThreadsOption = Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default).")]
+DEFAULT_METHODS = "none,linear,ntk,dynamic,yarn"
 
 
 def _parse_lengths(value: str) -> list[int]:
@@ -49,6 +60,46 @@ def _apply(model: Any, method: str, factor: float) -> dict[str, Any]:
     if method in RESTORE_METHODS:
         return scale_rope(model, "none")
     return scale_rope(model, method, factor)
+
+
+def _load(model_path: str | None, threads: int) -> tuple[Any, Any]:
+    """Set torch's CPU threads (0 keeps its default), then load ``(model, tokenizer)``."""
+    import torch
+
+    from ..models import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    return load_model(model_path)
+
+
+def _sweep(model: Any, methods: list[str], lengths: list[int], factor: float
+           ) -> Iterator[tuple[str, int]]:
+    """Every ``(method, length)`` in turn, with the model's RoPE scaled for ``method`` while
+    its lengths run; plain RoPE is restored once the sweep is done."""
+    for method in methods:
+        _apply(model, method, factor)
+        for length in lengths:
+            yield method, length
+    _apply(model, "none", factor)
+
+
+def _length_table(title: str, results: dict[str, dict[int, Any]], methods: list[str],
+                  lengths: list[int], cell: Callable[[Any], str], **options: Any) -> Table:
+    """Methods (rows) x lengths (columns), each cell ``cell(result)``."""
+    table = Table(title=title, **options)
+    table.add_column("method")
+    for length in lengths:
+        table.add_column(str(length), justify="right")
+    for method in methods:
+        table.add_row(method, *(cell(results[method][L]) for L in lengths))
+    return table
+
+
+def _write_json(path: Path, results: dict[str, dict[int, Any]], **header: Any) -> None:
+    """``header`` fields, then every result's ``as_dict()`` keyed by method and length."""
+    data = {m: {str(L): r.as_dict() for L, r in per.items()} for m, per in results.items()}
+    path.write_text(json.dumps({**header, "results": data}, indent=1))
 
 
 def _progress() -> Progress:
@@ -147,15 +198,18 @@ def plot_passkey(
 
 
 def rope_command(
-    text: Path = typer.Option(..., "--text", exists=True, dir_okay=False, help="UTF-8 text file to score."),
-    lengths: str = typer.Option("4096,8192", help="Comma-separated sequence lengths (tokens)."),
-    methods: str = typer.Option("none,linear,ntk,dynamic,yarn", help="Comma-separated RoPE methods."),
-    factor: float = typer.Option(2.0, help="Context-extension factor (> 1)."),
-    bucket: int = typer.Option(2048, help="Positions per perplexity bucket."),
-    model_path: str = typer.Option(None, "--model", help="Local model directory (default SmolLM2-135M)."),
-    plot: Path = typer.Option(None, help="Write a perplexity-by-position plot (PNG) here."),
-    json_out: Path = typer.Option(None, "--json", help="Write all results as JSON here."),
-    threads: int = typer.Option(0, help="torch CPU threads (0 = torch's default)."),
+    text: Annotated[Path, typer.Option(
+        "--text", exists=True, dir_okay=False, help="UTF-8 text file to score.")],
+    lengths: Annotated[str, typer.Option(
+        help="Comma-separated sequence lengths (tokens).")] = "4096,8192",
+    methods: MethodsOption = DEFAULT_METHODS,
+    factor: FactorOption = 2.0,
+    bucket: Annotated[int, typer.Option(help="Positions per perplexity bucket.")] = 2048,
+    model_path: ModelOption = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Write a perplexity-by-position plot (PNG) here.")] = None,
+    json_out: JsonOption = None,
+    threads: ThreadsOption = 0,
 ) -> None:
     """Perplexity per position bucket past the trained length, for each RoPE scaling method."""
     length_list = _parse_lengths(lengths)
@@ -164,34 +218,22 @@ def rope_command(
         raise ConfigError(f"--bucket must be >= 1, got {bucket}")
     body = text.read_text(encoding="utf-8")
 
-    import torch
-
     from ..evaluate.positions import check_memory, perplexity_by_position
-    from ..models import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
-    model, tokenizer = load_model(model_path)
+    model, tokenizer = _load(model_path, threads)
     check_memory(model, max(length_list))  # fail before any work
     trained = int(model.config.max_position_embeddings)
     results: dict[str, dict[int, Any]] = {m: {} for m in method_list}
     with _progress() as progress:
         task = progress.add_task("perplexity", total=len(method_list) * len(length_list))
-        for method in method_list:
-            _apply(model, method, factor)
-            for length in length_list:
-                progress.update(task, description=f"{method} @ {length}")
-                results[method][length] = perplexity_by_position(model, tokenizer, body, length, bucket)
-                progress.advance(task)
-    _apply(model, "none", factor)
+        for method, length in _sweep(model, method_list, length_list, factor):
+            progress.update(task, description=f"{method} @ {length}")
+            results[method][length] = perplexity_by_position(model, tokenizer, body, length, bucket)
+            progress.advance(task)
 
-    table = Table(title=f"Perplexity by length (factor {factor:g}, trained {trained})")
-    table.add_column("method")
-    for length in length_list:
-        table.add_column(str(length), justify="right")
-    for method in method_list:
-        table.add_row(method, *(f"{results[method][L].overall_ppl:.2f}" for L in length_list))
-    console.print(table)
+    console.print(_length_table(f"Perplexity by length (factor {factor:g}, trained {trained})",
+                                results, method_list, length_list,
+                                lambda r: f"{r.overall_ppl:.2f}"))
 
     longest = max(length_list)
     first = results[method_list[0]][longest]
@@ -212,21 +254,23 @@ def rope_command(
         )
         err_console.print(f"plot written to {plot}")
     if json_out:
-        data = {m: {str(L): r.as_dict() for L, r in per.items()} for m, per in results.items()}
-        json_out.write_text(json.dumps({"factor": factor, "trained": trained, "results": data}, indent=1))
+        _write_json(json_out, results, factor=factor, trained=trained)
 
 
 def passkey_command(
-    lengths: str = typer.Option("4096,8192", help="Comma-separated prompt lengths (tokens)."),
-    methods: str = typer.Option("none,linear,ntk,dynamic,yarn", help="Comma-separated RoPE methods."),
-    factor: float = typer.Option(2.0, help="Context-extension factor (> 1)."),
-    trials: int = typer.Option(10, help="Random keys per (method, length)."),
-    depth: float = typer.Option(0.5, help="Where the key sits in the filler (0 = start, 1 = end)."),
-    seed: int = typer.Option(0, help="Seed for the random keys."),
-    model_path: str = typer.Option(None, "--model", help="Local model directory (default SmolLM2-135M)."),
-    plot: Path = typer.Option(None, help="Write an accuracy heat map (PNG) here."),
-    json_out: Path = typer.Option(None, "--json", help="Write all results as JSON here."),
-    threads: int = typer.Option(0, help="torch CPU threads (0 = torch's default)."),
+    lengths: Annotated[str, typer.Option(
+        help="Comma-separated prompt lengths (tokens).")] = "4096,8192",
+    methods: MethodsOption = DEFAULT_METHODS,
+    factor: FactorOption = 2.0,
+    trials: Annotated[int, typer.Option(help="Random keys per (method, length).")] = 10,
+    depth: Annotated[float, typer.Option(
+        help="Where the key sits in the filler (0 = start, 1 = end).")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed for the random keys.")] = 0,
+    model_path: ModelOption = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Write an accuracy heat map (PNG) here.")] = None,
+    json_out: JsonOption = None,
+    threads: ThreadsOption = 0,
 ) -> None:
     """Passkey retrieval accuracy (a 5-digit key hidden in filler) per RoPE method and length."""
     length_list = _parse_lengths(lengths)
@@ -236,40 +280,28 @@ def passkey_command(
     if not 0.0 <= depth <= 1.0:
         raise ConfigError(f"--depth must be between 0 and 1, got {depth}")
 
-    import torch
-
     from ..evaluate.positions import check_memory, passkey_retrieval
-    from ..models import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
-    model, tokenizer = load_model(model_path)
+    model, tokenizer = _load(model_path, threads)
     check_memory(model, max(length_list), prefill_chunk=2048)
     results: dict[str, dict[int, Any]] = {m: {} for m in method_list}
     with _progress() as progress:
         task = progress.add_task("passkey", total=len(method_list) * len(length_list) * trials)
-        for method in method_list:
-            _apply(model, method, factor)
-            for length in length_list:
-                progress.update(task, description=f"{method} @ {length}")
-                results[method][length] = passkey_retrieval(
-                    model,
-                    tokenizer,
-                    length,
-                    depth,
-                    trials,
-                    seed=seed,
-                    progress=lambda done, total: progress.advance(task),
-                )
-    _apply(model, "none", factor)
+        for method, length in _sweep(model, method_list, length_list, factor):
+            progress.update(task, description=f"{method} @ {length}")
+            results[method][length] = passkey_retrieval(
+                model,
+                tokenizer,
+                length,
+                depth,
+                trials,
+                seed=seed,
+                progress=lambda done, total: progress.advance(task),
+            )
 
-    table = Table(title=f"Passkey accuracy: depth {depth:g}, {trials} trials, factor {factor:g}", min_width=50)
-    table.add_column("method")
-    for length in length_list:
-        table.add_column(str(length), justify="right")
-    for method in method_list:
-        table.add_row(method, *(f"{results[method][L].accuracy:.0%}" for L in length_list))
-    console.print(table)
+    console.print(_length_table(
+        f"Passkey accuracy: depth {depth:g}, {trials} trials, factor {factor:g}", results,
+        method_list, length_list, lambda r: f"{r.accuracy:.0%}", min_width=50))
     if plot:
         plot_passkey(
             {m: {L: r.accuracy for L, r in per.items()} for m, per in results.items()},
@@ -279,8 +311,7 @@ def passkey_command(
         )
         err_console.print(f"plot written to {plot}")
     if json_out:
-        data = {m: {str(L): r.as_dict() for L, r in per.items()} for m, per in results.items()}
-        json_out.write_text(json.dumps({"factor": factor, "depth": depth, "results": data}, indent=1))
+        _write_json(json_out, results, factor=factor, depth=depth)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,11 @@ def stream(
         raise ConfigError(f"no such file: {text}")
     if tokens < 2 or chunk < 1 or segment < 1 or samples < 1:
         raise ConfigError("--tokens must be >= 2 and --chunk, --segment, --samples >= 1")
+    if recompute and segment < chunk:
+        raise ConfigError(f"--segment ({segment}) must be >= --chunk ({chunk}) with --recompute")
+    from ..kv import SinkCache, SinkPolicy
+
+    SinkPolicy(sinks=sinks, window=window)  # bad sizes fail here, before the model loads
 
     from ..evaluate.streaming import (
         encode_text,
@@ -82,7 +87,6 @@ def stream(
         recompute_perplexity,
         streaming_perplexity,
     )
-    from ..kv import SinkCache
     from ..models import load_model
 
     model, tokenizer = load_model(model_name)

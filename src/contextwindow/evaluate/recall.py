@@ -14,12 +14,13 @@ from __future__ import annotations
 import random
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SummarizerError
 from ..messages import Message, as_messages
 from ..tokens import TokenCounter
 
@@ -217,6 +218,8 @@ class RecallRow:
     error: str | None = None  # set if the memory could not produce a context
     fold_seconds: tuple[float, ...] = ()  # wall time of each add that ran the summarizer
     summary: str | None = None  # the final summary text (summary memories only)
+    failures: int | None = None  # failed summarizer calls (summary memories only)
+    last_failure: str | None = None  # the last summarizer error, if any
 
     @property
     def recalled(self) -> int:
@@ -230,9 +233,11 @@ class RecallRow:
         return {"memory": self.name, "recalled": self.recalled, "facts": len(self.found),
                 "recall": round(self.recall, 4), "tokens": self.tokens,
                 "messages": self.messages, "seconds": round(self.seconds, 2),
-                "summarizations": self.summarizations, "found": list(self.found),
+                "summarizations": self.summarizations, "failures": self.failures,
+                "found": list(self.found),
                 "fold_seconds": [round(s, 3) for s in self.fold_seconds],
                 "summary": self.summary,
+                **({"last_failure": self.last_failure} if self.last_failure else {}),
                 **({"error": self.error} if self.error else {})}
 
 
@@ -262,17 +267,21 @@ MemoryFactory = Callable[[], Any]
 def default_memories(budget: int, *, counter: TokenCounter | None = None,
                      model_summarizer: Any = None, window_k: int = 4,
                      max_summary_tokens: int | None = None, keep_first: int = 2,
-                     low_water: float = 0.6) -> dict[str, MemoryFactory]:
+                     low_water: float = 0.6, on_error: str = "trim") -> dict[str, MemoryFactory]:
     """The standard line-up at one budget: Buffer, Window(k), TokenBuffer, SinkWindow, and
     SummaryBuffer with KeyFacts -- plus, if ``model_summarizer`` is given, SummaryBuffer with
-    the model and with the model combined with KeyFacts."""
+    the model and with the model combined with KeyFacts.
+
+    The summary memories use ``on_error="trim"`` by default: a failing summarizer call (an
+    empty model summary, say) falls back to token-buffer trimming for that add instead of
+    ending the evaluation; :func:`fact_recall` counts the failures per row."""
     from ..memory import (BufferMemory, SinkWindowMemory, SummaryBufferMemory,
                           TokenBufferMemory, WindowMemory)
     from ..summarize import CombinedSummarizer, KeyFactsSummarizer
 
     options: dict[str, Any] = {"counter": counter} if counter is not None else {}
     summary_options = dict(max_summary_tokens=max_summary_tokens, low_water=low_water,
-                           **options)
+                           on_error=on_error, **options)
     memories: dict[str, MemoryFactory] = {
         "Buffer": lambda: BufferMemory(**options),
         f"Window(k={window_k})": lambda: WindowMemory(window_k, **options),
@@ -313,9 +322,15 @@ def fact_recall(
     (default: :func:`default_memories` at ``budget``). ``conversation`` defaults to
     ``sample_conversation(turns, seed=seed)``; ``facts`` to ``make_facts(n_facts, seed=seed)``.
     ``progress(name, done, total)`` is called as messages are fed.
+
+    A failing summarizer does not stop the evaluation: the default memories fall back to
+    trimming (each row's ``failures`` counts the failed calls, ``last_failure`` has the last
+    error); a memory that raises :class:`~contextwindow.errors.SummarizerError` anyway
+    (``on_error="raise"``) stops being fed and its row reports the ``error``.
     """
     from ..memory import default_counter
     from ..samples import sample_conversation
+    from ..summarize import SummarizerWarning
 
     counter = counter or default_counter()
     base = as_messages(conversation) if conversation is not None else \
@@ -339,28 +354,47 @@ def fact_recall(
         began = time.perf_counter()
         error = None
         folds: list[float] = []
-        for done, message in enumerate(planted, 1):
-            before = getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0)
-            started = time.perf_counter()
-            memory.add_message(message)
-            if getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0) > before:
-                folds.append(time.perf_counter() - started)
-            if progress is not None:
-                progress(name, done, len(planted))
+        with warnings.catch_warnings():
+            # on_error="trim" warns at each failed fold; the row counts them instead
+            warnings.simplefilter("ignore", SummarizerWarning)
+            for done, message in enumerate(planted, 1):
+                before = getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0)
+                started = time.perf_counter()
+                try:
+                    memory.add_message(message)
+                except SummarizerError as exc:  # on_error="raise": stop feeding this memory
+                    error = (f"SummarizerError after {done - 1} of {len(planted)} messages: "
+                             f"{exc}")
+                    break
+                if getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0) > before:
+                    folds.append(time.perf_counter() - started)
+                if progress is not None:
+                    progress(name, done, len(planted))
         seconds = time.perf_counter() - began
         try:
             context = memory.messages()
             tokens = memory.token_count()
         except Exception as exc:  # e.g. BudgetExceededError: report it, keep measuring others
-            context, tokens, error = [], 0, f"{type(exc).__name__}: {exc}"
+            context, tokens = [], 0
+            error = error or f"{type(exc).__name__}: {exc}"
+        last_failure = getattr(memory, "last_error", None)
         text = context_text(context)
         summary = getattr(memory, "summary", None)
         report.rows.append(RecallRow(
             name=name, found=tuple(fact_in_text(f.value, text) for f in facts), tokens=tokens,
             messages=len(context), seconds=seconds,
             summarizations=getattr(memory, "summarizations", None), error=error,
-            fold_seconds=tuple(folds), summary=getattr(summary, "text", None)))
+            fold_seconds=tuple(folds), summary=getattr(summary, "text", None),
+            failures=getattr(memory, "failures", None),
+            last_failure=str(last_failure) if last_failure is not None else None))
     return report
+
+
+def _summaries_cell(row: RecallRow) -> str:
+    if row.summarizations is None:
+        return "-"
+    return f"{row.summarizations} ({row.failures} failed)" if row.failures else \
+        str(row.summarizations)
 
 
 def recall_table(report: RecallReport) -> Any:
@@ -377,8 +411,7 @@ def recall_table(report: RecallReport) -> Any:
     for row in report.rows:
         table.add_row(row.name, f"{row.recalled}/{len(row.found)}", f"{row.recall:.0%}",
                       str(row.tokens) if not row.error else row.error,
-                      str(row.messages), "-" if row.summarizations is None else
-                      str(row.summarizations), f"{row.seconds:.1f}")
+                      str(row.messages), _summaries_cell(row), f"{row.seconds:.1f}")
     return table
 
 

@@ -7,7 +7,10 @@ and only ever append, so trimming and summarizing never delete stored history.
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
+from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 from ..errors import InvalidMessageError, StoreError
@@ -55,6 +58,17 @@ def check_session(session: object) -> str:
     if "\x00" in session:  # PostgreSQL text cannot hold NUL
         raise StoreError("a session id must not contain NUL characters")
     return session
+
+
+def import_driver(module: str, *, store: str, needs: str, extra: str) -> ModuleType:
+    """Import a backend's optional client library (``module`` may name a submodule; the top
+    package is returned) when the store is opened, or raise a StoreError naming the extra
+    that installs it, so ``import contextwindow.stores`` works without any driver."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise StoreError(f"{store} needs {needs}: pip install 'contextwindow[{extra}]'") from exc
+    return sys.modules[module.partition(".")[0]]
 
 
 def encode_message(message: Message) -> str:

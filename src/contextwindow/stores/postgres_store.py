@@ -19,21 +19,12 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import check_session, decode_message, decode_summary, encode_message, encode_summary
+from .base import (check_session, decode_message, decode_summary, encode_message, encode_summary,
+                   import_driver)
 
 MESSAGES_TABLE = "contextwindow_messages"
 SUMMARIES_TABLE = "contextwindow_summaries"
 _SCHEMA_LOCK = 0x636F6E74  # pg_advisory_xact_lock key: creating the tables is serialised
-
-
-def _import_psycopg() -> Any:
-    try:
-        import psycopg
-        import psycopg.sql
-    except ImportError as exc:
-        raise StoreError("PostgresStore needs psycopg 3: "
-                         "pip install 'contextwindow[postgres]'") from exc
-    return psycopg
 
 
 def _check_id(message: Message) -> None:
@@ -61,7 +52,8 @@ class PostgresStore:
 
     def __init__(self, dsn: str = "", *, schema: str | None = None,
                  connect_timeout: float = 10.0) -> None:
-        psycopg = _import_psycopg()
+        psycopg = import_driver("psycopg.sql", store="PostgresStore", needs="psycopg 3",
+                                extra="postgres")
         self._psycopg = psycopg
         sql = psycopg.sql
         self.dsn = dsn

@@ -24,7 +24,8 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import check_session, decode_message, decode_summary, encode_message, encode_summary
+from .base import (check_session, decode_message, decode_summary, encode_message, encode_summary,
+                   import_driver)
 
 DEFAULT_PREFIX = "contextwindow:"
 
@@ -53,15 +54,6 @@ return 1
 """
 
 
-def _import_redis() -> Any:
-    try:
-        import redis
-    except ImportError as exc:
-        raise StoreError("RedisStore needs the redis package: "
-                         "pip install 'contextwindow[redis]'") from exc
-    return redis
-
-
 class RedisStore:
     """All sessions in one Redis database, under a key prefix.
 
@@ -73,7 +65,8 @@ class RedisStore:
 
     def __init__(self, url: str = "redis://localhost:6379/0", *, prefix: str = DEFAULT_PREFIX,
                  client: Any = None, require_durable: bool = False) -> None:
-        redis = _import_redis()
+        redis = import_driver("redis", store="RedisStore", needs="the redis package",
+                              extra="redis")
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         if not isinstance(prefix, str):
             raise StoreError(f"prefix must be a string, not {type(prefix).__name__}")
