@@ -40,8 +40,10 @@ def recall(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a bar chart (PNG) here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON, not a table.")] = False,
 ) -> None:
-    """Plant facts (names, numbers, dates, codes) early in a long chat and measure how many
-    survive, verbatim, in each memory's final context, and at what size in tokens."""
+    """Plant facts early in a long chat; count how many each memory keeps, and at what size.
+
+    The facts are names, numbers, dates and codes; a fact counts when it survives verbatim in
+    the memory's final context."""
     from ..evaluate.recall import fact_recall, plot_recall, recall_table
     from ..messages import as_messages
 
