@@ -60,9 +60,9 @@ class Server:
                 break
             except httpx.TransportError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"the server exited: {self.process.stderr.read()}")
+                    raise RuntimeError(f"the server exited: {self.process.stderr.read()}") from None
                 if time.perf_counter() - started > 600:
-                    raise RuntimeError("the server did not start in 10 minutes")
+                    raise RuntimeError("the server did not start in 10 minutes") from None
                 time.sleep(0.2)
         self.startup_s = time.perf_counter() - started
 

@@ -68,7 +68,7 @@ def test_plant_facts_inserts_whole_turns_early():
     users = [i for i, m in enumerate(base) if m.role == "user"]
     cutoff = users[round(len(users) * 0.25) - 1]
     original_index = 0
-    for i, message in enumerate(planted):
+    for i in range(len(planted)):
         if i in inserted:
             assert base[original_index].role == "user" and original_index <= cutoff
         else:

@@ -25,7 +25,7 @@ from contextwindow.evaluate.positions import (
     perplexity_by_position,
     score_passkey,
 )
-from contextwindow.rope import rope_length, scale_rope
+from contextwindow.rope import scale_rope
 
 
 class CharTokenizer:
@@ -286,3 +286,36 @@ def test_smollm2_smoke(smollm2):
     passkey = passkey_retrieval(model, tokenizer, 768, 0.5, 2, seed=0)
     assert passkey.keys == tuple(passkey_keys(2, 0))
     assert list(passkey.answers) == [f" {k}." for k in passkey.keys] and passkey.correct == 2
+
+
+@pytest.mark.slow
+def test_smollm2_cli_rope_and_passkey(smollm2, tmp_path, capsys):
+    """Both commands end to end on the real model: JSON equal to the library, plots written."""
+    import json
+
+    from contextwindow.cli import main
+
+    model, tokenizer = smollm2
+    text = tmp_path / "emma.txt"
+    text.write_text(corpus_text("austen_emma.txt")[:20000], encoding="utf-8")
+    rope_json, rope_png = tmp_path / "rope.json", tmp_path / "rope.png"
+    argv = ["rope", "--text", str(text), "--lengths", "512", "--bucket", "256",
+            "--methods", "none,yarn", "--json", str(rope_json), "--plot", str(rope_png)]
+    assert main(argv) == 0
+    out = json.loads(rope_json.read_text())
+    assert out["trained"] == 8192 and set(out["results"]) == {"none", "yarn"}
+    expected = perplexity_by_position(model, tokenizer, text.read_text(), 512, 256)
+    assert out["results"]["none"]["512"]["ppl"] == pytest.approx(expected.ppl, rel=1e-4)
+    assert out["results"]["yarn"]["512"]["ppl"] != out["results"]["none"]["512"]["ppl"]
+    printed = capsys.readouterr().out
+    assert "256-512" in printed and f"{expected.ppl[1]:.1f}" in printed  # the bucket table
+    assert rope_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    pk_json, pk_png = tmp_path / "pk.json", tmp_path / "pk.png"
+    argv = ["passkey", "--lengths", "512", "--methods", "none", "--trials", "2",
+            "--json", str(pk_json), "--plot", str(pk_png)]
+    assert main(argv) == 0
+    cell = json.loads(pk_json.read_text())["results"]["none"]["512"]
+    assert cell["keys"] == passkey_keys(2, 0) and cell["correct"] == 2
+    assert "100%" in capsys.readouterr().out
+    assert pk_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
