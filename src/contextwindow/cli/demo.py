@@ -113,31 +113,36 @@ def part_chat(console: Console, generator: Any, *, quick: bool) -> None:
         memory.add("user", turn)
         console.print(f"[bold green]you>[/] {turn}")
         fit = generator.fit(memory.messages(), params.max_tokens)
-        status = console.status("thinking...")
-        status.start()
-        started = [False]
-
-        def show(piece: str) -> None:
-            if not started[0]:
-                status.stop()
-                console.print("[bold cyan]assistant>[/] ", end="")
-                started[0] = True
-            console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
-
-        try:
-            completion = generator.generate(fit, params, on_text=show)
-        finally:
-            status.stop()
-        if not started[0]:
-            console.print("[bold cyan]assistant>[/] ", end="")
-        console.print()
-        memory.add("assistant", completion.text)
+        memory.add("assistant", _stream_reply(console, generator, fit, params))
         plan = memory.plan()
         console.print(f"[dim]  context {memory.token_count()}/{budget} tokens · "
                       f"{len(memory.messages())} of {len(memory)} messages · pinned {plan.pinned}"
                       f" · dropped {plan.dropped} · prompt was {fit.prompt_tokens} tokens[/]",
                       highlight=False)
 
+
+def _stream_reply(console: Console, generator: Any, fit: Any, params: Any) -> str:
+    """Generate a reply: a spinner until the first piece of text arrives, then stream it."""
+    status = console.status("thinking...")
+    status.start()
+    started = False
+
+    def show(piece: str) -> None:
+        nonlocal started
+        if not started:
+            status.stop()
+            console.print("[bold cyan]assistant>[/] ", end="")
+            started = True
+        console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        completion = generator.generate(fit, params, on_text=show)
+    finally:
+        status.stop()
+    if not started:
+        console.print("[bold cyan]assistant>[/] ", end="")
+    console.print()
+    return completion.text
 
 def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[str, Any]:
     """Stream a long generation through a small sink cache; returns the checkpoints."""
