@@ -144,6 +144,7 @@ def _stream_reply(console: Console, generator: Any, fit: Any, params: Any) -> st
     console.print()
     return completion.text
 
+
 def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[str, Any]:
     """Stream a long generation through a small sink cache; returns the checkpoints."""
     import torch
