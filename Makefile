@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SERVICES := scripts/test-services.sh
 
-.PHONY: demo test bench clean
+.PHONY: demo lint test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/contextwindow demo
 
+# Style (ruff) and the text/model import boundary (import-linter, contract in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
 # The store tests need Redis and PostgreSQL: the script installs them if missing (Debian
 # packages), starts throwaway servers on loopback for this run, and stops them afterwards.
-test: $(STAMP)
+test: lint
 	PYTHON=$(abspath $(PY)) bash $(SERVICES) run -- $(PY) -m pytest
 
 bench: $(STAMP)

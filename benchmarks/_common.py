@@ -1,15 +1,22 @@
-"""Helpers shared by the benchmarks: timing, medians, machine facts, JSON output."""
+"""Helpers shared by the benchmarks: interleaved timing, medians and spread, machine facts, and
+the JSON every README table is generated from (``docs/results/<name>.json``)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def machine() -> dict[str, Any]:
@@ -17,21 +24,68 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "processor": platform.machine()}
 
 
-def median_seconds(fn: Callable[[], Any], runs: int) -> tuple[float, list[float]]:
-    """Median wall time of ``runs`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+def provenance() -> dict[str, Any]:
+    """The commit the benchmark ran at (``+dirty`` with local changes) and when."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                             check=False)
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--", "src", "benchmarks"))
+    return {"commit": commit + ("+dirty" if dirty else ""),
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": " ".join([".venv/bin/python", _relative(Path(sys.argv[0])), *sys.argv[1:]])}
 
 
-def emit(result: dict[str, Any]) -> None:
-    """Print the benchmark's one JSON object on stdout."""
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+def _relative(script: Path) -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(script.resolve().relative_to(root))
+    except ValueError:
+        return str(script)
+
+
+def spread(times: list[float], scale: float = 1.0, digits: int = 3) -> dict[str, Any]:
+    """Median, min and max of ``times`` (seconds) times ``scale``, and how many there were."""
+    return {"median": round(statistics.median(times) * scale, digits),
+            "min": round(min(times) * scale, digits), "max": round(max(times) * scale, digits),
+            "runs": len(times)}
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], rounds: int,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times of each contender over ``rounds`` rounds, one call each per round, the order
+    alternating (forward, then reversed), after ``warmup`` untimed calls each: slow phases of a
+    shared machine then hit every contender alike instead of whichever ran in that block."""
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def add_out_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--out", type=Path, default=RESULTS / f"{name}.json",
+                        help="where to write the JSON (default: %(default)s); '-' for stdout only")
+
+
+def emit(result: dict[str, Any], out: Path | str | None = None) -> None:
+    """Print the benchmark's one JSON object on stdout, and write it to ``out`` if given."""
+    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    sys.stdout.write(text)
+    if out is not None and str(out) != "-":
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+        log(f"wrote {out}")
 
 
 def log(message: str) -> None:

@@ -1,143 +1,198 @@
 """Append N messages to a 4,000-token buffer, reading the budgeted view after every append.
 
-contextwindow.TokenBufferMemory (in memory and on SQLite) against llama-index-core's
-ChatMemoryBuffer and the naive buffer (append; pop the oldest while the re-counted whole is over
-budget), all with the same chars/4 tokenizer. Totals at 1k / 10k / 50k messages show how each
-grows. Run: .venv/bin/python benchmarks/bench_memory.py
+contextwindow.TokenBufferMemory (in memory and on SQLite) against llama-index-core's current
+``Memory``, its deprecated ``ChatMemoryBuffer``, and the naive buffer (append; pop the oldest
+while the re-counted whole is over budget, then up to a user message). Every contender counts
+with the same rule, whitespace-separated words with no per-message overhead: it is additive, so
+llama-index's count of the joined history equals the sum of per-message counts, and every
+contender must return the very same view at each checkpoint (asserted in the first round).
+
+Each round feeds the whole conversation to every contender, the order alternating between
+rounds, after a warm-up; a contender is stopped once a round has run ``--limit`` seconds.
+Run: .venv/bin/python benchmarks/bench_memory.py (writes docs/results/bench_memory.json)
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import emit, log, machine
+from _common import add_out_argument, emit, log, machine, provenance
+
 from contextwindow.memory import TokenBufferMemory
 from contextwindow.messages import Message
 from contextwindow.samples import sample_conversation
 from contextwindow.stores import SQLiteStore
 from contextwindow.tokens import TokenCounter
 
+Step = Callable[[Message], list]  # add one message, return the view (as contents)
 
-def chars4(text: str) -> list[int]:
-    """A tokenizer function: ceil(len/4) pseudo-tokens (what llama-index's tokenizer_fn returns)."""
-    return [0] * math.ceil(len(text) / 4)
+
+def words(text: str) -> list[str]:
+    """The shared counting rule, as a tokenizer function (llama-index counts its length)."""
+    return text.split()
+
+
+WORDS = TokenCounter("words", lambda text: len(words(text)),
+                     lambda message: len(words(message.content or "")), reply_priming=0)
 
 
 class NaiveBuffer:
     """The simple token buffer: re-counts everything on each check and forgets what it pops."""
 
-    def __init__(self, max_tokens: int, counter: TokenCounter) -> None:
-        self.max_tokens, self.counter, self.buffer = max_tokens, counter, []
-
-    def _count(self) -> int:
-        return sum(len(chars4(m.content or "")) + 3 for m in self.buffer) + 3
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens, self.buffer = max_tokens, []
 
     def add(self, message: Message) -> None:
         self.buffer.append(message)
-        while self._count() > self.max_tokens:
+        while sum(len(words(m.content)) for m in self.buffer) > self.max_tokens:
+            self.buffer.pop(0)
+        while len(self.buffer) > 1 and self.buffer[0].role != "user":
             self.buffer.pop(0)
 
-    def messages(self) -> list[Message]:
-        return list(self.buffer)
+
+def contenders(budget: int, tmp: Path) -> dict[str, Callable[[], Step]]:
+    """Each name maps to a factory of a fresh contender."""
+    from llama_index.core.llms import ChatMessage
+    from llama_index.core.memory import ChatMemoryBuffer, Memory
+
+    def ours(store_path: Path | None) -> Callable[[], Step]:
+        def make() -> Step:
+            store = SQLiteStore(store_path) if store_path else None
+            if store_path:
+                store.delete("bench")
+            memory = TokenBufferMemory(budget, counter=WORDS, store=store, session="bench")
+
+            def step(message: Message) -> list:
+                memory.add_message(message)
+                return [m.content for m in memory.messages()]
+            return step
+        return make
+
+    def llama(make_memory: Callable[[], object]) -> Callable[[], Step]:
+        def make() -> Step:
+            memory = make_memory()
+
+            def step(message: Message) -> list:
+                memory.put(ChatMessage(role=message.role, content=message.content))
+                return [m.content for m in memory.get()]
+            return step
+        return make
+
+    def naive() -> Step:
+        buffer = NaiveBuffer(budget)
+
+        def step(message: Message) -> list:
+            buffer.add(message)
+            return [m.content for m in buffer.buffer]
+        return step
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return {
+            "contextwindow_in_memory": ours(None),
+            "contextwindow_sqlite": ours(tmp / "bench.db"),
+            "naive_recount_buffer": naive,
+            # Memory: history only (ratio 1.0), flushing one message at a time, so its queue is
+            # the same longest user-led suffix within the budget.
+            "llama_index_Memory": llama(lambda: Memory.from_defaults(
+                token_limit=budget, tokenizer_fn=words, chat_history_token_ratio=1.0,
+                token_flush_size=1)),
+            "llama_index_ChatMemoryBuffer_deprecated": llama(lambda: ChatMemoryBuffer.from_defaults(
+                token_limit=budget, tokenizer_fn=words)),
+        }
 
 
-def run(make: Callable[[], Callable[[Message], object]], conversation: list[Message],
-        checkpoints: list[int], limit_s: float) -> dict[str, float | None]:
-    """Cumulative seconds at each checkpoint; None for checkpoints not reached in ``limit_s``."""
-    step = make()
-    out: dict[str, float | None] = {str(c): None for c in checkpoints}
+def feed(step: Step, conversation: list[Message], checkpoints: list[int], limit_s: float
+         ) -> tuple[dict[int, float], dict[int, list], int]:
+    """Cumulative seconds at each checkpoint reached within ``limit_s``, the views there, and
+    how many messages were fed."""
+    seconds, views, done = {}, {}, 0
     start = time.perf_counter()
     for done, message in enumerate(conversation, start=1):
-        step(message)
-        if str(done) in out:
-            out[str(done)] = round(time.perf_counter() - start, 3)
+        view = step(message)
+        if done in checkpoints:
+            seconds[done] = time.perf_counter() - start
+            views[done] = view
         if time.perf_counter() - start > limit_s:
-            out["stopped_after_messages"] = done
             break
-    return out
+    return seconds, views, done
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoints", default="1000,10000,50000")
     parser.add_argument("--budget", type=int, default=4000)
-    parser.add_argument("--limit", type=float, default=120.0,
-                        help="stop a contender once it has run this many seconds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (>= 5)")
+    parser.add_argument("--limit", type=float, default=60.0,
+                        help="stop a contender's round once it has run this many seconds")
+    add_out_argument(parser, "bench_memory")
     args = parser.parse_args()
     checkpoints = [int(x) for x in args.checkpoints.split(",")]
-
-    conversation = sample_conversation(checkpoints[-1], seed=0, tool_every=0)[1:]
-    conversation = conversation[: checkpoints[-1]]
-    counter = TokenCounter.approximate()
+    conversation = sample_conversation(checkpoints[-1], seed=0, tool_every=0)[1:][:checkpoints[-1]]
     tmp = Path(tempfile.mkdtemp())
+    makers = contenders(args.budget, tmp)
+    names = list(makers)
 
-    def ours(store=None) -> Callable[[], Callable[[Message], object]]:
-        def make():
-            memory = TokenBufferMemory(args.budget, counter=counter, store=store)
+    for name in names:  # warm-up: imports, caches, the SQLite file
+        feed(makers[name](), conversation[:200], [], args.limit)
+    seconds: dict[str, dict[int, list[float]]] = {n: {c: [] for c in checkpoints} for n in names}
+    kept: dict[int, int] = {}
+    fed: dict[str, list[int]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            got, views, done = feed(makers[name](), conversation, checkpoints, args.limit)
+            fed[name].append(done)
+            for c, s in got.items():
+                seconds[name][c].append(s)
+            if r == 0:
+                check_same_views(name, views, kept)
+            log(f"round {r + 1}: {name} {({c: round(s, 3) for c, s in got.items()})}")
 
-            def step(message: Message):
-                memory.add_message(message)
-                return memory.messages()
-            return step
-        return make
-
-    def llama_index():
-        from llama_index.core.llms import ChatMessage
-        from llama_index.core.memory import ChatMemoryBuffer
-
-        memory = ChatMemoryBuffer.from_defaults(token_limit=args.budget, tokenizer_fn=chars4)
-
-        def step(message: Message):
-            memory.put(ChatMessage(role=message.role, content=message.content))
-            return memory.get()
-        return step
-
-    def naive():
-        buffer = NaiveBuffer(args.budget, counter)
-
-        def step(message: Message):
-            buffer.add(message)
-            return buffer.messages()
-        return step
-
-    results = {}
-    for name, make in [("contextwindow_in_memory", ours()),
-                       ("contextwindow_sqlite", ours(SQLiteStore(tmp / "bench.db"))),
-                       ("naive_recount_buffer", naive),
-                       ("llama_index_ChatMemoryBuffer", llama_index)]:
-        log(f"running {name} ...")
-        results[name] = run(make, conversation, checkpoints, args.limit)
-        log(f"  {results[name]}")
-
-    last = str(checkpoints[-1])
-    per_message_us = {name: (round(r[last] / int(last) * 1e6, 2) if r[last] else None)
-                      for name, r in results.items()}
-    ratios = {}
-    first = str(checkpoints[0])
-    for name, r in results.items():
-        later = [c for c in checkpoints[1:] if r.get(str(c)) is not None]
-        if later and r[first]:
-            c = later[-1]
-            ratios[name] = {f"time_{c}_over_time_{first}": round(r[str(c)] / r[first], 1),
-                            "linear_would_be": round(c / int(first), 1)}
+    table = {name: {str(c): summary(times) for c, times in by_c.items()}
+             for name, by_c in seconds.items()}
     import llama_index.core
 
     emit({
         "benchmark": "memory_append_and_read",
-        "inputs": {"budget": args.budget, "checkpoints": checkpoints,
-                   "read_after_every_append": True, "tokenizer": "chars/4 (all contenders)",
-                   "limit_s_per_contender": args.limit,
+        "inputs": {"budget": args.budget, "checkpoints": checkpoints, "rounds": args.rounds,
+                   "warmup_messages": 200, "timing": "interleaved, alternating order",
+                   "read_after_every_append": True,
+                   "counter": "whitespace words, no per-message overhead (all contenders)",
+                   "limit_s_per_round": args.limit,
                    "llama_index_core": llama_index.core.__version__},
-        "cumulative_seconds": results,
-        "seconds_per_message_at_end_us": per_message_us,
-        "growth": ratios,
-        "machine": machine(),
-    })
+        "kept_messages_at_checkpoint": {str(c): n for c, n in kept.items()},
+        "identical_views": True,  # asserted in round 1 at every checkpoint reached
+        "cumulative_seconds": table,
+        "messages_fed_per_round": fed,
+        "machine": machine(), **provenance(),
+    }, args.out)
+
+
+def check_same_views(name: str, views: dict[int, list], kept: dict[int, int]) -> None:
+    """Every contender must return the same view at a checkpoint: stop the run otherwise."""
+    for c, view in views.items():
+        reference = check_same_views.first.setdefault(c, (name, view))  # type: ignore[attr-defined]
+        if view != reference[1]:
+            raise SystemExit(f"{name} keeps {len(view)} messages at {c}, "
+                             f"{reference[0]} {len(reference[1])}: not the same work")
+        kept[c] = len(view)
+
+
+check_same_views.first = {}  # type: ignore[attr-defined]
+
+
+def summary(times: list[float]) -> dict[str, float | int] | None:
+    """Median / min / max over the rounds that reached a checkpoint (None if none did)."""
+    if not times:
+        return None
+    return {"median": round(statistics.median(times), 3), "min": round(min(times), 3),
+            "max": round(max(times), 3), "runs": len(times)}
 
 
 if __name__ == "__main__":

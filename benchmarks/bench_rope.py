@@ -125,7 +125,7 @@ def load_previous(paths: list[Path], inputs: dict[str, Any]) -> tuple[dict[str, 
 
 
 def make_plots(result: dict[str, Any], plot_dir: Path) -> None:
-    from contextwindow.cli.rope import plot_passkey, plot_perplexity
+    from contextwindow.evaluate.report import plot_passkey, plot_perplexity
 
     inputs = result["inputs"]
     trained, factor, depth = inputs["trained_context"], inputs["factor"], inputs["passkey_depth"]
@@ -232,7 +232,7 @@ def main() -> int:
 
     from contextwindow.evaluate.positions import passkey_retrieval, perplexity_by_position
     from contextwindow.models import load_model
-    from contextwindow.rope import rope_length, scale_rope
+    from contextwindow.rope import RESTORE_METHODS, rope_length, scale_rope
 
     torch.set_num_threads(args.threads)
     t0 = args.start_time or time.time()
@@ -276,7 +276,7 @@ def main() -> int:
             args.partial.write_text(json.dumps(result, indent=1))
 
     def apply(method: str) -> dict[str, Any]:
-        if method == "none":
+        if method in RESTORE_METHODS:
             return scale_rope(model, "none")
         return scale_rope(model, method, args.factor)
 

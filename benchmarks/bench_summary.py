@@ -4,7 +4,9 @@ an add that triggers summarization with the local model.
 Plants facts (names, numbers, dates, codes, amounts) in the first quarter of a generated chat,
 feeds it to Buffer, Window, TokenBuffer, SinkWindow and SummaryBuffer (local model, KeyFacts,
 both), and reports how many facts survive verbatim in each final context and its size in
-tokens (gpt-4o counting). Prints ONE JSON object on stdout; progress goes to stderr.
+tokens (gpt-4o counting). These are the fact shapes the key-facts extractor was written for;
+``bench_natural_recall.py`` measures facts phrased as people phrase them. Prints ONE JSON object
+on stdout (and writes it to docs/results/bench_summary.json); progress goes to stderr.
 
     .venv/bin/python benchmarks/bench_summary.py                     # ~6 min on 2 busy cores
     .venv/bin/python benchmarks/bench_summary.py --no-model          # seconds
@@ -18,8 +20,9 @@ import os
 import statistics
 import time
 
-from _common import emit, log, machine
-from contextwindow.evaluate.recall import default_memories, fact_recall, plot_recall
+from _common import add_out_argument, emit, log, machine, provenance
+from contextwindow.evaluate.recall import default_memories, fact_recall
+from contextwindow.evaluate.report import plot_recall
 from contextwindow.memory import SummaryBufferMemory, TokenBufferMemory, default_counter
 from contextwindow.samples import sample_conversation
 from contextwindow.summarize import KeyFactsSummarizer, TransformersSummarizer
@@ -78,6 +81,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-model", action="store_true", help="skip the local-model rows")
     parser.add_argument("--plot", help="also write the recall bar chart (PNG) here")
+    add_out_argument(parser, "bench_summary")
     args = parser.parse_args()
 
     counter = default_counter()
@@ -139,7 +143,8 @@ def main() -> None:
     }
     result["final_summaries"] = {row.name: row.summary for row in report.rows
                                  if row.summary is not None}
-    emit(result)
+    result.update(provenance())
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

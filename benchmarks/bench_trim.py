@@ -1,7 +1,9 @@
 """Trim a 10,000-message conversation to 4,000 tokens: contextwindow.trim vs langchain-core.
 
 Both get the same LangChain message objects and the same chars/4 counting rule, and must keep
-the same messages; the benchmark checks that before timing. Run: .venv/bin/python benchmarks/bench_trim.py
+the very same messages (checked before timing: the run stops otherwise). The contenders are
+timed interleaved, one call each per round over ``--rounds`` alternating rounds after a warm-up.
+Run: .venv/bin/python benchmarks/bench_trim.py (writes docs/results/bench_trim.json)
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import argparse
 import json
 import math
 
+from _common import add_out_argument, emit, interleaved, log, machine, provenance, spread
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import trim_messages
 
-from _common import emit, log, machine, median_seconds
 from contextwindow.messages import Message
 from contextwindow.samples import sample_conversation
 from contextwindow.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TokenCounter
@@ -29,7 +31,8 @@ def to_langchain(message: Message) -> BaseMessage:
         return HumanMessage(message.content)
     if message.role == "tool":
         return ToolMessage(message.content, tool_call_id=message.tool_call_id)
-    calls = [{"id": c.id, "name": c.name, "args": json.loads(c.arguments)} for c in message.tool_calls]
+    calls = [{"id": c.id, "name": c.name, "args": json.loads(c.arguments)}
+             for c in message.tool_calls]
     return AIMessage(message.content or "", tool_calls=calls)
 
 
@@ -51,28 +54,40 @@ def langchain_counter(messages: list[BaseMessage]) -> int:
     return sum(langchain_price(message) for message in messages)
 
 
+def conversation_of(size: int) -> list[Message]:
+    """The first ``size`` messages of a sample chat (a tool call every 5th turn), cut back to
+    end on a complete unit."""
+    conversation: list[Message] = []
+    turns = size // 2
+    while len(conversation) < size:
+        conversation = sample_conversation(turns, seed=0, tool_every=5)
+        turns += 100
+    conversation = conversation[:size]
+    while conversation[-1].role == "tool" or conversation[-1].tool_calls:
+        conversation.pop()
+    return conversation
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--budget", type=int, default=4_000)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (>= 5)")
+    add_out_argument(parser, "bench_trim")
     args = parser.parse_args()
 
-    conversation: list[Message] = []
-    turns = args.messages // 2
-    while len(conversation) < args.messages:
-        conversation = sample_conversation(turns, seed=0, tool_every=5)
-        turns += 100
-    conversation = conversation[: args.messages]
-    while conversation[-1].role == "tool" or conversation[-1].tool_calls:
-        conversation.pop()  # end on a complete unit
+    conversation = conversation_of(args.messages)
     lc_messages = [to_langchain(m) for m in conversation]
     dicts = [m.to_openai() for m in conversation]
     counter = TokenCounter.approximate()
 
-    def ours() -> list:
+    def ours_langchain() -> list:
         counter._count_message.cache_clear()  # no help from earlier runs
         return trim(lc_messages, args.budget, counter)
+
+    def ours_dicts() -> list:
+        counter._count_message.cache_clear()
+        return trim(dicts, args.budget, counter)
 
     def theirs() -> list:
         # LangChain does not count the reply priming; give it the same effective budget.
@@ -80,31 +95,36 @@ def main() -> None:
                              token_counter=langchain_counter, strategy="last",
                              include_system=True, start_on="human")
 
-    kept_ours, kept_theirs = ours(), theirs()
-    same = [id(m) for m in kept_ours] == [id(m) for m in kept_theirs]
-    log(f"kept {len(kept_ours)} (ours) / {len(kept_theirs)} (langchain); identical={same}")
+    kept_lc, kept_theirs, kept_dicts = ours_langchain(), theirs(), ours_dicts()
+    kept_tokens = counter.count_messages(kept_dicts)
+    # Equal work, asserted: the very same objects, and the same count under both rules.
+    if [id(m) for m in kept_lc] != [id(m) for m in kept_theirs]:
+        raise SystemExit(f"not the same result: {len(kept_lc)} kept by trim, "
+                         f"{len(kept_theirs)} by trim_messages")
+    if [dicts.index(d) for d in kept_dicts] != [lc_messages.index(m) for m in kept_lc]:
+        raise SystemExit("trim kept other messages from OpenAI dicts than from LangChain ones")
+    if langchain_counter(kept_theirs) + REPLY_PRIMING != kept_tokens:
+        raise SystemExit("the two counting rules disagree on the kept messages")
+    log(f"both keep the same {len(kept_lc)} messages ({kept_tokens} tokens); timing...")
 
-    ours_s, _ = median_seconds(ours, args.runs)
-    theirs_s, _ = median_seconds(theirs, args.runs)
-
-    def ours_dicts() -> list:
-        counter._count_message.cache_clear()
-        return trim(dicts, args.budget, counter)
-
-    dicts_s, _ = median_seconds(ours_dicts, args.runs)
+    times = interleaved({"contextwindow_openai_dicts": ours_dicts,
+                         "contextwindow_langchain_input": ours_langchain,
+                         "langchain_trim_messages": theirs}, rounds=args.rounds)
+    ms = {name: spread(t, 1e3) for name, t in times.items()}
+    base = ms["langchain_trim_messages"]["median"]
     emit({
         "benchmark": "trim",
         "inputs": {"messages": len(conversation), "tool_calls_every_n_turns": 5,
-                   "budget": args.budget, "runs": args.runs, "counter": "chars/4 (same rule both)",
+                   "budget": args.budget, "rounds": args.rounds, "warmup": 1,
+                   "timing": "interleaved, alternating order",
+                   "counter": "chars/4 (same rule both)",
                    "langchain_core": __import__("langchain_core").__version__},
-        "kept_messages": len(kept_ours), "identical_result": same,
-        "kept_tokens": counter.count_messages(trim(conversation, args.budget, counter)),
-        "median_ms": {"contextwindow_langchain_input": round(ours_s * 1e3, 3),
-                      "contextwindow_openai_dicts": round(dicts_s * 1e3, 3),
-                      "langchain_trim_messages": round(theirs_s * 1e3, 3)},
-        "speedup_vs_langchain": round(theirs_s / ours_s, 1),
-        "machine": machine(),
-    })
+        "kept_messages": len(kept_lc), "kept_tokens": kept_tokens,
+        "identical_result": True,  # asserted above
+        "ms": ms,
+        "speedup_vs_langchain": {name: round(base / m["median"], 1) for name, m in ms.items()},
+        "machine": machine(), **provenance(),
+    }, args.out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
 #
 # For each server that runs, CONTEXTWINDOW_TEST_REDIS_URL / CONTEXTWINDOW_TEST_POSTGRES_DSN is
 # set; for one that cannot be started, CONTEXTWINDOW_TEST_REDIS_UNAVAILABLE /
-# CONTEXTWINDOW_TEST_POSTGRES_UNAVAILABLE holds the reason (the tests then skip and print it).
+# CONTEXTWINDOW_TEST_POSTGRES_UNAVAILABLE holds the reason. `run` then exits 1 before running CMD
+# (under CI always; locally unless CONTEXTWINDOW_ALLOW_SKIPS=1, when the store tests skip with
+# the reason printed).
 # A URL already set in the environment is used as it is, and no server is started for it.
 #
 # Missing servers are installed from Debian's packages (redis-server, postgresql) when running
@@ -218,6 +220,10 @@ stop_all() {
 
 usage() { sed -n '2,10p' "$0" >&2; exit 2; }
 
+# The same rule as tests/conftest.py: a server that cannot start fails `run` unless the caller
+# opted out with CONTEXTWINDOW_ALLOW_SKIPS=1, and never allows it under CI.
+skips_allowed() { [ "${CONTEXTWINDOW_ALLOW_SKIPS:-}" = 1 ] && [ -z "${CI:-}" ]; }
+
 case "${1:-}" in
     run)
         shift
@@ -228,6 +234,12 @@ case "${1:-}" in
         trap 'exit 130' INT
         trap 'exit 143' TERM HUP
         start_all "$STATE" >/dev/null
+        if [ -n "${CONTEXTWINDOW_TEST_REDIS_UNAVAILABLE:-}${CONTEXTWINDOW_TEST_POSTGRES_UNAVAILABLE:-}" ] &&
+            ! skips_allowed; then
+            log "a test server did not start, so its store tests cannot run: failing now" \
+                "(CONTEXTWINDOW_ALLOW_SKIPS=1 runs them as skips, outside CI)"
+            exit 1
+        fi
         "$@"
         exit $?
         ;;

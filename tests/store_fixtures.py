@@ -154,7 +154,7 @@ def start_services() -> Iterator[dict[str, str]]:
     env = {**os.environ, "CONTEXTWINDOW_INSTALL_SERVICES": "0"}
     try:
         out = subprocess.run(["bash", str(SERVICES), "start", state], env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
+                             capture_output=True, timeout=180, check=False)
         for line in out.stdout.splitlines():
             var, _, value = line.partition("=")
             if var in found or not value:
@@ -214,7 +214,7 @@ def run_threads(store: Any, writers: int, count: int, dups: int) -> list[list[in
         try:
             barrier.wait()
             results[k] = concurrent_work(store, k, count, dups)
-        except BaseException as exc:  # reported by the caller
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the caller)
             results[k] = exc
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(writers)]
@@ -263,7 +263,7 @@ def _child(work: Any, *args: Any) -> None:
     try:
         work(*args)
         code = 0
-    except BaseException:
+    except BaseException:  # noqa: BLE001 (printed; the exit status reports it)
         import traceback
 
         traceback.print_exc()

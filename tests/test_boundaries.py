@@ -1,9 +1,18 @@
-"""The text side (tokens, messages, trim, memory, stores, text CLI) never imports torch."""
+"""The text side (tokens, messages, trim, memory, stores, text CLI) never imports torch.
+
+At run time (a subprocess imports it and looks at ``sys.modules``) and statically: the
+import-linter contract in pyproject.toml, which also sees imports inside functions.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def test_text_side_does_not_import_torch() -> None:
@@ -17,7 +26,7 @@ def test_text_side_does_not_import_torch() -> None:
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], input="hello", capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
 
@@ -36,6 +45,49 @@ def test_top_level_exports_summary_memories_without_torch_or_openai() -> None:
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
+
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """Run the import contract of ``root/pyproject.toml`` on the package in ``root/src``."""
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", str(root / "pyproject.toml")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_import_contract_holds_on_the_tree() -> None:
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 2 kept, 0 broken." in result.stdout
+
+
+@pytest.mark.parametrize("addition", [
+    "import torch\n",  # at module level
+    "\n\ndef _probe():\n    import torch\n\n    return torch\n",  # only inside a function
+])
+def test_import_contract_fails_when_trim_imports_torch(tmp_path: Path, addition: str) -> None:
+    """What `make lint` (so `make test`) does with a torch import on the text side."""
+    shutil.copytree(ROOT / "src" / "contextwindow", tmp_path / "src" / "contextwindow",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    trim = tmp_path / "src" / "contextwindow" / "trim.py"
+    source = trim.read_text(encoding="utf-8")
+    if addition.startswith("import"):  # after the module docstring and __future__ import
+        head, sep, tail = source.partition("from __future__ import annotations\n")
+        assert sep, "trim.py lost its __future__ import; update this test"
+        trim.write_text(head + sep + addition + tail, encoding="utf-8")
+    else:
+        trim.write_text(source + addition, encoding="utf-8")
+
+    result = _lint_imports(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Contracts: 1 kept, 1 broken." in result.stdout
+    assert "contextwindow.trim is not allowed to import torch" in result.stdout
+    assert "contextwindow.trim -> torch" in result.stdout

@@ -131,9 +131,7 @@ def test_a_small_budget_trims_what_the_model_sees(
 def test_summary_memory_with_key_facts(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         tiny_chat_dir: Path, generator: Generator) -> None:
-    memory_module = pytest.importorskip("contextwindow.memory")
-    if not hasattr(memory_module, "SummaryBufferMemory"):
-        pytest.skip("SummaryBufferMemory is not available")
+    from contextwindow.memory import SummaryBufferMemory
     from contextwindow.summarize import KeyFactsSummarizer
 
     db = tmp_path / "chat.sqlite3"
@@ -150,8 +148,7 @@ def test_summary_memory_with_key_facts(
     folded = [m.content for m in history[summary.start:summary.end] if m.role == "user"]
     newest_code = folded[-1].split("flight ")[1].split()[0]
     assert newest_code in summary.text  # the facts block keeps the newest facts
-    memory = memory_module.SummaryBufferMemory(160, KeyFactsSummarizer(),
-                                               counter=generator.counter)
+    memory = SummaryBufferMemory(160, KeyFactsSummarizer(), counter=generator.counter)
     for message in history:
         memory.add_message(message)
     assert memory.summary == summary

@@ -37,7 +37,7 @@ def test_trim_outputs_budgeted_json(tmp_path, capsys) -> None:
     path.write_text(json.dumps({"messages": conversation}))
     code, out, err = run(capsys, "trim", str(path), "--max-tokens", "500", "--keep-first", "1")
     assert code == 0
-    kept = json.loads(out)
+    kept = json.loads(out)["messages"]  # an object in, the same object out
     counter = TokenCounter.for_model("gpt-4o")
     assert counter.count_messages(kept) <= 500
     assert kept[:2] == conversation[:2] and kept[-1] == conversation[-1]

@@ -12,6 +12,7 @@ from conftest import make_tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+import contextwindow.rope as rope_mod
 from contextwindow.errors import ConfigError, ModelError
 from contextwindow.models import rotary_embedding
 from contextwindow.rope import (
@@ -27,7 +28,6 @@ from contextwindow.rope import (
     scale_rope,
     to_llamacpp_flags,
 )
-import contextwindow.rope as rope_mod
 
 # --------------------------------------------------------------------------------------------
 # registry vs transformers
@@ -46,7 +46,9 @@ def hf(rope_parameters: dict, head_dim: int, max_positions: int, seq_len=None):
     return ROPE_INIT_FUNCTIONS[rope_parameters["rope_type"]](config, None, seq_len=seq_len)
 
 
-def ours(method: str, head_dim: int, base: float, factor: float, original: int, seq_len=None, **params):
+def ours(
+    method: str, head_dim: int, base: float, factor: float, original: int, seq_len=None, **params
+):
     return compute(method, RopeInputs(head_dim, base, factor, original, seq_len, params))
 
 
@@ -58,7 +60,8 @@ def assert_same(a, b) -> None:
 
 
 @pytest.mark.parametrize(
-    "head_dim,base,factor", [(16, 10000.0, 2.0), (64, 100000.0, 4.0), (128, 500000.0, 1.5), (96, 1e6, 8.0)]
+    "head_dim,base,factor",
+    [(16, 10000.0, 2.0), (64, 100000.0, 4.0), (128, 500000.0, 1.5), (96, 1e6, 8.0)],
 )
 def test_linear_equals_transformers(head_dim, base, factor):
     expected = hf({"rope_type": "linear", "factor": factor, "rope_theta": base}, head_dim, 256)
@@ -79,7 +82,9 @@ def test_linear_equals_transformers(head_dim, base, factor):
     ],
 )
 def test_dynamic_equals_transformers(head_dim, base, factor, original, seq_len):
-    expected = hf({"rope_type": "dynamic", "factor": factor, "rope_theta": base}, head_dim, original, seq_len)
+    expected = hf(
+        {"rope_type": "dynamic", "factor": factor, "rope_theta": base}, head_dim, original, seq_len
+    )
     assert_same(ours("dynamic", head_dim, base, factor, original, seq_len), expected)
 
 
@@ -97,7 +102,12 @@ YARN_CASES = [
 
 @pytest.mark.parametrize("head_dim,base,factor,original,params", YARN_CASES)
 def test_yarn_equals_transformers(head_dim, base, factor, original, params):
-    rp = {"rope_type": "yarn", "factor": factor, "rope_theta": base, "original_max_position_embeddings": original}
+    rp = {
+        "rope_type": "yarn",
+        "factor": factor,
+        "rope_theta": base,
+        "original_max_position_embeddings": original,
+    }
     expected = hf({**rp, **params}, head_dim, int(original * factor))
     assert_same(ours("yarn", head_dim, base, factor, original, **params), expected)
 
@@ -121,7 +131,9 @@ def test_llama3_equals_transformers(head_dim, base, factor, original, low, high)
         "high_freq_factor": high,
     }
     expected = hf(rp, head_dim, int(original * factor))
-    got = ours("llama3", head_dim, base, factor, original, low_freq_factor=low, high_freq_factor=high)
+    got = ours(
+        "llama3", head_dim, base, factor, original, low_freq_factor=low, high_freq_factor=high
+    )
     assert_same(got, expected)
     # all three bands exist in the SmolLM2-like case: kept, smoothed and fully divided
     if (head_dim, base) == (64, 100000.0):
@@ -161,7 +173,9 @@ def test_longrope_equals_transformers(seq_len, attention_factor):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dim,base,factor", [(16, 10000.0, 2.0), (64, 100000.0, 2.0), (128, 500000.0, 4.0)])
+@pytest.mark.parametrize(
+    "dim,base,factor", [(16, 10000.0, 2.0), (64, 100000.0, 2.0), (128, 500000.0, 4.0)]
+)
 def test_ntk_closed_form(dim, base, factor):
     inv_freq, scale = ours("ntk", dim, base, factor, 8192)
     i = torch.arange(dim // 2, dtype=torch.float64)
@@ -177,10 +191,15 @@ def test_ntk_closed_form(dim, base, factor):
 def test_dynamic_is_ntk_with_an_effective_scale():
     dim, base, factor, original = 64, 100000.0, 2.0, 8192
     for seq_len in (None, 1, 4096, 8192):  # within the trained length: exactly the default RoPE
-        assert torch.equal(ours("dynamic", dim, base, factor, original, seq_len).inv_freq, default_inv_freq(dim, base))
+        assert torch.equal(
+            ours("dynamic", dim, base, factor, original, seq_len).inv_freq,
+            default_inv_freq(dim, base),
+        )
     for seq_len in (12288, 16384, 40000):
         effective = factor * seq_len / original - (factor - 1)
-        assert dynamic_ntk_base(base, factor, dim, original, seq_len) == ntk_base(base, effective, dim)
+        assert dynamic_ntk_base(base, factor, dim, original, seq_len) == ntk_base(
+            base, effective, dim
+        )
         assert torch.equal(
             ours("dynamic", dim, base, factor, original, seq_len).inv_freq,
             ours("ntk", dim, base, effective, original).inv_freq,
@@ -199,7 +218,14 @@ def test_linear_and_yarn_limits():
 
 def test_registry_contents_and_custom_method():
     assert available_methods() == ("linear", "ntk", "dynamic", "yarn", "llama3", "longrope")
-    assert get_method("yarn").params == ("beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate")
+    assert get_method("yarn").params == (
+        "beta_fast",
+        "beta_slow",
+        "attention_factor",
+        "mscale",
+        "mscale_all_dim",
+        "truncate",
+    )
     assert get_method("dynamic").length_dependent and not get_method("yarn").length_dependent
     assert get_method("ntk").rope_type == "default"
 
@@ -209,7 +235,10 @@ def test_registry_contents_and_custom_method():
 
     try:
         assert "half" in available_methods()
-        assert torch.equal(compute("half", RopeInputs(16, 10000.0, 2.0, 256)).inv_freq, default_inv_freq(16, 10000.0) / 2)
+        assert torch.equal(
+            compute("half", RopeInputs(16, 10000.0, 2.0, 256)).inv_freq,
+            default_inv_freq(16, 10000.0) / 2,
+        )
     finally:
         del rope_mod._REGISTRY["half"]
     with pytest.raises(ConfigError, match="reserved"):
@@ -222,8 +251,14 @@ def test_inputs_are_frozen_and_validated():
         inputs.factor = 3.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         inputs.params["beta_fast"] = 4  # type: ignore[index]
-    for bad in (dict(dim=15), dict(dim=2), dict(base=1.0), dict(original_length=0), dict(seq_len=0)):
-        kwargs = dict(dim=16, base=10000.0, factor=2.0, original_length=256) | bad
+    for bad in (
+        {"dim": 15},
+        {"dim": 2},
+        {"base": 1.0},
+        {"original_length": 0},
+        {"seq_len": 0},
+    ):
+        kwargs = {"dim": 16, "base": 10000.0, "factor": 2.0, "original_length": 256} | bad
         with pytest.raises(ConfigError):
             RopeInputs(**kwargs)
 
@@ -257,7 +292,10 @@ def test_pure_functions_reject_factor_one(method):
 
 
 def test_unknown_and_missing_parameters(tiny_llama):
-    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) beta for RoPE method 'yarn'; accepted: beta_fast"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown parameter\(s\) beta for RoPE method 'yarn'; accepted: beta_fast",
+    ):
         scale_rope(tiny_llama, "yarn", 2.0, beta=3)
     with pytest.raises(ConfigError, match="longrope needs short_factor: a list of 8"):
         scale_rope(tiny_llama, "longrope", 2.0)
@@ -276,12 +314,13 @@ def test_unknown_and_missing_parameters(tiny_llama):
 def test_model_without_rope_is_a_model_error():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=64))
+    model = GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=64)
+    )
     with pytest.raises(ModelError, match="no rotary position embedding"):
         scale_rope(model, "yarn", 2.0)
-    with pytest.raises(ModelError):
-        with rope_length(model, 100):
-            pass
+    with pytest.raises(ModelError), rope_length(model, 100):
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +328,10 @@ def test_model_without_rope_is_a_model_error():
 # --------------------------------------------------------------------------------------------
 
 IDS = torch.randint(0, 128, (1, 400), generator=torch.Generator().manual_seed(1))
-LONGROPE = {"short_factor": [1.0 + i / 16 for i in range(8)], "long_factor": [1.0 + i / 2 for i in range(8)]}
+LONGROPE = {
+    "short_factor": [1.0 + i / 16 for i in range(8)],
+    "long_factor": [1.0 + i / 2 for i in range(8)],
+}
 METHODS = [
     ("linear", {}),
     ("ntk", {}),
@@ -350,13 +392,20 @@ def test_none_restores_identical_logits():
     model = make_tiny_llama()
     before = logits(model)
     rotary = rotary_embedding(model)
-    state = (rotary.inv_freq.clone(), rotary.original_inv_freq.clone(), rotary.attention_scaling, rotary.rope_type)
+    state = (
+        rotary.inv_freq.clone(),
+        rotary.original_inv_freq.clone(),
+        rotary.attention_scaling,
+        rotary.rope_type,
+    )
     for method, params in METHODS:
         scale_rope(model, method, 3.0, **params)
         logits(model)  # a long forward mutates dynamic/longrope state
     assert scale_rope(model, "none") == {"rope_type": "default", "rope_theta": 10000.0}
     assert torch.equal(logits(model), before)
-    assert torch.equal(rotary.inv_freq, state[0]) and torch.equal(rotary.original_inv_freq, state[1])
+    assert torch.equal(rotary.inv_freq, state[0]) and torch.equal(
+        rotary.original_inv_freq, state[1]
+    )
     assert (rotary.attention_scaling, rotary.rope_type) == state[2:]
     assert model.config.max_position_embeddings == 256
     assert not hasattr(rotary, "long_inv_freq")
@@ -368,7 +417,12 @@ def test_rescaling_replaces_instead_of_compounding(tiny_llama):
     scale_rope(tiny_llama, "linear", 2.0)
     assert torch.equal(rotary_embedding(tiny_llama).inv_freq, default_inv_freq(16, 10000.0) / 2.0)
     assert tiny_llama.config.max_position_embeddings == 512
-    assert rope_mod.applied_scaling(tiny_llama) == {"method": "linear", "factor": 2.0, "seq_len": None, "params": {}}
+    assert rope_mod.applied_scaling(tiny_llama) == {
+        "method": "linear",
+        "factor": 2.0,
+        "seq_len": None,
+        "params": {},
+    }
 
 
 def test_original_length_override(tiny_llama):
@@ -467,14 +521,25 @@ def test_frozen_dynamic_is_cache_consistent_and_exports_a_fixed_base(tiny_llama)
     scale_rope(per_forward, "dynamic", 2.0)
     full_dynamic = logits(per_forward)
     exported = scale_rope(tiny_llama, "dynamic", 2.0, seq_len=400)
-    assert exported == {"rope_type": "default", "rope_theta": dynamic_ntk_base(10000.0, 2.0, 16, 256, 400)}
+    assert exported == {
+        "rope_type": "default",
+        "rope_theta": dynamic_ntk_base(10000.0, 2.0, 16, 256, 400),
+    }
     rotary = rotary_embedding(tiny_llama)
     assert rotary.rope_type == "default"
-    assert torch.equal(rotary.inv_freq, compute("dynamic", RopeInputs(16, 10000.0, 2.0, 256, 400)).inv_freq)
+    assert torch.equal(
+        rotary.inv_freq, compute("dynamic", RopeInputs(16, 10000.0, 2.0, 256, 400)).inv_freq
+    )
     frozen = logits(tiny_llama)
-    torch.testing.assert_close(frozen, full_dynamic, rtol=1e-5, atol=1e-5)  # same base as one 400-token forward
-    torch.testing.assert_close(chunked_logits(tiny_llama, IDS, 300), frozen[:, 300:], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(chunked_logits(tiny_llama, IDS, 100), frozen[:, 100:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        frozen, full_dynamic, rtol=1e-5, atol=1e-5
+    )  # same base as one 400-token forward
+    torch.testing.assert_close(
+        chunked_logits(tiny_llama, IDS, 300), frozen[:, 300:], rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        chunked_logits(tiny_llama, IDS, 100), frozen[:, 100:], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_frozen_longrope_picks_one_factor_list(tiny_llama):
@@ -491,9 +556,8 @@ def test_rope_length_is_a_no_op_for_static_methods(tiny_llama):
     with rope_length(tiny_llama, 10_000):
         assert torch.equal(rotary.inv_freq, before) and rotary.rope_type == "yarn"
     assert torch.equal(rotary.inv_freq, before)
-    with pytest.raises(ConfigError):
-        with rope_length(tiny_llama, 0):
-            pass
+    with pytest.raises(ConfigError), rope_length(tiny_llama, 0):
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,16 +570,40 @@ def test_llamacpp_flags(tiny_llama):
         "--rope-scaling", "linear", "--rope-scale", "2", "--rope-freq-base", "10000",
     ]
     assert to_llamacpp_flags(scale_rope(tiny_llama, "ntk", 2.0), ctx_size=512) == [
-        "--rope-scaling", "none", "--rope-freq-base", repr(ntk_base(10000.0, 2.0, 16)), "--ctx-size", "512",
+        "--rope-scaling",
+        "none",
+        "--rope-freq-base",
+        repr(ntk_base(10000.0, 2.0, 16)),
+        "--ctx-size",
+        "512",
     ]
     assert to_llamacpp_flags(scale_rope(tiny_llama, "yarn", 4.0)) == [
-        "--rope-scaling", "yarn", "--rope-scale", "4", "--rope-freq-base", "10000", "--yarn-orig-ctx", "256",
+        "--rope-scaling",
+        "yarn",
+        "--rope-scale",
+        "4",
+        "--rope-freq-base",
+        "10000",
+        "--yarn-orig-ctx",
+        "256",
     ]
-    flags = to_llamacpp_flags(scale_rope(tiny_llama, "yarn", 4.0, beta_fast=16, beta_slow=2, attention_factor=1.5))
+    flags = to_llamacpp_flags(
+        scale_rope(tiny_llama, "yarn", 4.0, beta_fast=16, beta_slow=2, attention_factor=1.5)
+    )
     assert flags[-6:] == [
-        "--yarn-beta-fast", "16", "--yarn-beta-slow", "2", "--yarn-attn-factor", repr(1.5 / (0.1 * math.log(4.0) + 1)),
+        "--yarn-beta-fast",
+        "16",
+        "--yarn-beta-slow",
+        "2",
+        "--yarn-attn-factor",
+        repr(1.5 / (0.1 * math.log(4.0) + 1)),
     ]
-    assert to_llamacpp_flags(scale_rope(tiny_llama, "none")) == ["--rope-scaling", "none", "--rope-freq-base", "10000"]
+    assert to_llamacpp_flags(scale_rope(tiny_llama, "none")) == [
+        "--rope-scaling",
+        "none",
+        "--rope-freq-base",
+        "10000",
+    ]
     frozen = scale_rope(tiny_llama, "dynamic", 2.0, seq_len=512)
     assert to_llamacpp_flags(frozen)[:3] == ["--rope-scaling", "none", "--rope-freq-base"]
 

@@ -42,7 +42,8 @@ class CharTokenizer:
 
 TOK = CharTokenizer()
 TEXT = "".join(
-    chr(c) for c in torch.randint(32, 127, (2000,), generator=torch.Generator().manual_seed(3)).tolist()
+    chr(c)
+    for c in torch.randint(32, 127, (2000,), generator=torch.Generator().manual_seed(3)).tolist()
 )
 
 
@@ -84,7 +85,9 @@ def test_perplexity_by_position_equals_full_logits(method):
 def test_perplexity_progress_and_argument_errors():
     model = make_tiny_llama()
     calls = []
-    perplexity_by_position(model, TOK, TEXT, 130, 100, chunk=40, progress=lambda d, t: calls.append((d, t)))
+    perplexity_by_position(
+        model, TOK, TEXT, 130, 100, chunk=40, progress=lambda d, t: calls.append((d, t))
+    )
     assert calls == [(40, 129), (80, 129), (120, 129), (129, 129)]
     with pytest.raises(ConfigError, match="the text has only 5 tokens; 10 are needed"):
         perplexity_by_position(model, TOK, "hello", 10, 4)
@@ -100,7 +103,9 @@ def test_memory_estimate_and_resource_error():
         perplexity_by_position(model, TOK, TEXT, 300, 64, max_memory=10_000)
     need = estimate_memory(model, 300)
     message = str(info.value)
-    assert f"needs about {need / 2**30:.2f} GiB" in message and "only 0.00 GiB is available" in message
+    assert (
+        f"needs about {need / 2**30:.2f} GiB" in message and "only 0.00 GiB is available" in message
+    )
     with pytest.raises(ResourceError, match="evaluating 300 tokens needs about"):
         passkey_retrieval(model, TOK, 300, 0.5, 1, max_memory=10_000, max_new_tokens=0)
     assert check_memory(model, 300, max_memory=10**12) == need
@@ -182,24 +187,30 @@ def test_answer_done_and_keys():
 
 def reference_answers(model, length, depth, trials, seed, max_new_tokens, cached):
     """Greedy decode of the full prompt; ``cached`` = one prefill + cached steps (generate)."""
-    from transformers import DynamicCache
-
     import inspect
 
-    key_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    from transformers import DynamicCache
+
+    key_name = (
+        "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    )
     answers = []
     for key in passkey_keys(trials, seed):
         ids = list(passkey_prompt(TOK, length, depth, key).input_ids)
         out, cache = [], DynamicCache(config=model.config)
         with torch.inference_mode():
-            logits = model(torch.tensor([ids]), use_cache=cached, **{key_name: cache if cached else None}).logits
+            logits = model(
+                torch.tensor([ids]), use_cache=cached, **{key_name: cache if cached else None}
+            ).logits
             for _ in range(max_new_tokens):
                 token = int(logits[0, -1].argmax())
                 out.append(token)
                 if token == TOK.eos_token_id or _answer_done(TOK.decode(out)):
                     break
                 if cached:
-                    logits = model(torch.tensor([[token]]), use_cache=True, **{key_name: cache}).logits
+                    logits = model(
+                        torch.tensor([[token]]), use_cache=True, **{key_name: cache}
+                    ).logits
                 else:
                     logits = model(torch.tensor([ids + out])).logits
         answers.append(TOK.decode(out))
@@ -264,7 +275,9 @@ def test_smollm2_smoke(smollm2):
     ids = tokenizer(text[:20000], add_special_tokens=False)["input_ids"][:768]
     with torch.inference_mode():
         logits = model(torch.tensor([ids])).logits[0]
-    nll = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="none").double()
+    nll = torch.nn.functional.cross_entropy(
+        logits[:-1], torch.tensor(ids[1:]), reduction="none"
+    ).double()
     assert result.tokens == (383, 384)
     assert result.nll == pytest.approx([float(nll[:383].mean()), float(nll[383:].mean())], rel=1e-4)
     assert 5 < result.overall_ppl < 100  # coherent English for a 135M model

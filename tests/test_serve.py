@@ -18,22 +18,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import fastapi  # noqa: F401 (the serve extra: missing it is a failure, not a skip)
+import httpx
+import openai
 import pytest
 
-pytest.importorskip("fastapi")
-openai = pytest.importorskip("openai")
-import httpx  # noqa: E402
-
-from contextwindow.generation import Generator, SamplingParams  # noqa: E402
-from contextwindow.messages import to_openai  # noqa: E402
-from contextwindow.samples import sample_conversation  # noqa: E402
-from contextwindow.serve import (  # noqa: E402
+from contextwindow.generation import Generator, SamplingParams
+from contextwindow.messages import to_openai
+from contextwindow.samples import sample_conversation
+from contextwindow.serve import (
     TRIMMED_MESSAGES_HEADER,
     TRIMMED_TOKENS_HEADER,
     BackgroundServer,
     create_app,
 )
-from contextwindow.trim import trim  # noqa: E402
+from contextwindow.trim import trim
 
 CONTEXT = 256
 MODEL_ID = "tiny"
@@ -434,7 +433,7 @@ def test_accepted_but_ignored_fields_and_developer_role(client: Any, tiny: Any) 
 
 # -- summarizing through the server ------------------------------------------------------------
 def test_openai_summarizer_against_the_server(tiny: Any) -> None:
-    summarize = pytest.importorskip("contextwindow.summarize")
+    from contextwindow import summarize
     from contextwindow.memory import SummaryBufferMemory
 
     model, tokenizer = tiny

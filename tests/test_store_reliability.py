@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from contextwindow.tokens import TokenCounter
 # The fixtures (store_backend, durable_store_backend, ...) come from tests/store_fixtures.py.
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
-from store_fixtures import (  # noqa: E402
+from store_fixtures import (
     Backend,
     Writers,
     message_for,
@@ -54,6 +55,32 @@ def _check_opens_cleanly(store_backend: Backend, spec: dict[str, Any], store: An
 
 
 # -- (a) crashes -------------------------------------------------------------------------
+def test_the_durability_settings_every_acknowledged_append_relies_on(
+        durable_store_backend: Backend) -> None:
+    """SIGKILL cannot see a missing fsync (the kernel still has the page), so the settings that
+    make an append survive a power cut are pinned here: a weakened one fails this test."""
+    store, spec = durable_store_backend.new()
+    store.append("s", message_for("durable", 0))
+    kind = durable_store_backend.kind
+    if kind == "sqlite":
+        # the store's own connection: write-ahead log, fsync at every commit (FULL = 2)
+        assert store._run("PRAGMA journal_mode") == [("wal",)]
+        assert store._run("PRAGMA synchronous") == [(2,)]
+        with sqlite3.connect(spec["path"]) as other:  # WAL is a property of the file
+            assert other.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+    elif kind == "redis":
+        from contextwindow.stores import RedisStore
+
+        config = store._client.config_get("append*")
+        assert (config["appendonly"], config["appendfsync"]) == ("yes", "always")
+        RedisStore(spec["url"], prefix=spec["prefix"], require_durable=True).close()
+    else:
+        settings = {name: store._conn.execute(f"SHOW {name}").fetchone()[0]
+                    for name in ("synchronous_commit", "fsync", "full_page_writes")}
+        assert settings == {"synchronous_commit": "on", "fsync": "on", "full_page_writes": "on"}
+        assert store._conn.autocommit is True  # each append commits before it returns
+
+
 def test_every_acknowledged_append_survives_sigkill(durable_store_backend: Backend,
                                                     store_writers: Writers,
                                                     tmp_path: Path) -> None:

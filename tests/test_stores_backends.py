@@ -18,7 +18,7 @@ from contextwindow.tokens import TokenCounter
 # The fixtures (store_backend, durable_store_backend, ...) come from tests/store_fixtures.py.
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
-from store_fixtures import Backend, records  # noqa: E402
+from store_fixtures import Backend, records
 
 COUNTER = TokenCounter.approximate()
 
@@ -205,7 +205,7 @@ def test_importing_stores_does_not_import_the_optional_drivers() -> None:
 def test_a_missing_driver_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch,
                                                      cls_name: str, module: str,
                                                      extra: str) -> None:
-    import contextwindow.stores as stores
+    from contextwindow import stores
 
     for name in list(sys.modules):
         if name == module or name.startswith(module + "."):

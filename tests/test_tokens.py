@@ -14,12 +14,19 @@ from contextwindow.tokens import TokenCounter, encoding_name_for_model
 
 # The OpenAI cookbook's "How to count tokens with tiktoken" example and its API-verified totals.
 CORPORATE_JARGON = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
-    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
-    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+    {"role": "system", "content": "You are a helpful, pattern-following assistant that "
+                                  "translates corporate jargon into plain English."},
+    {"role": "system", "name": "example_user",
+     "content": "New synergies will help drive top-line growth."},
+    {"role": "system", "name": "example_assistant",
+     "content": "Things working well together will increase revenue."},
+    {"role": "system", "name": "example_user",
+     "content": "Let's circle back when we have more bandwidth to touch base on opportunities "
+                "for increased leverage."},
+    {"role": "system", "name": "example_assistant",
+     "content": "Let's talk later when we're less busy about how to do better."},
+    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for "
+                                "the client deliverable."},
 ]
 WEATHER_TOOLS = [{
     "type": "function",
@@ -29,7 +36,8 @@ WEATHER_TOOLS = [{
         "parameters": {
             "type": "object",
             "properties": {
-                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "location": {"type": "string",
+                             "description": "The city and state, e.g. San Francisco, CA"},
                 "unit": {"type": "string", "description": "The unit of temperature to return",
                          "enum": ["celsius", "fahrenheit"]},
             },
@@ -38,7 +46,8 @@ WEATHER_TOOLS = [{
     },
 }]
 WEATHER_MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+    {"role": "system",
+     "content": "You are a helpful assistant that can answer to questions about the weather."},
     {"role": "user", "content": "What's the weather like in San Francisco?"},
 ]
 
@@ -56,16 +65,66 @@ def test_cookbook_tools_example_is_exact(model: str, expected: int) -> None:
     assert counter.count_messages(WEATHER_MESSAGES, tools=WEATHER_TOOLS) == expected
 
 
+# An assistant tool call and its result, priced by hand from the framing the README documents
+# (OpenAI publishes none for these; see "Exactness" there): each message costs 3 tokens + its
+# role; each call 3 more + its name + its JSON arguments; a tool result adds its call id. The
+# token figures are plain tiktoken lengths, the same in cl100k_base and o200k_base:
+# "assistant" 1, "tool" 1, "get_current_weather" 3, ARGUMENTS 16, RESULT 13, "call_abc123" 4.
+ARGUMENTS = '{"location": "San Francisco, CA", "unit": "celsius"}'
+RESULT = '{"temperature": 18, "unit": "celsius"}'
+WEATHER_CALL = {"role": "assistant", "content": None, "tool_calls": [{
+    "id": "call_abc123", "type": "function",
+    "function": {"name": "get_current_weather", "arguments": ARGUMENTS}}]}
+WEATHER_RESULT = {"role": "tool", "tool_call_id": "call_abc123", "content": RESULT}
+CALL_TOKENS = 3 + 1 + (3 + 3 + 16)  # 26
+RESULT_TOKENS = 3 + 1 + 13 + 4  # 21
+
+
+@pytest.mark.parametrize("model", ["gpt-4", "gpt-4o"])
+def test_tool_call_and_tool_result_pricing_by_hand(model: str) -> None:
+    counter = TokenCounter.for_model(model)
+    assert counter.count_message(WEATHER_CALL) == CALL_TOKENS == 26
+    assert counter.count_message(WEATHER_RESULT) == RESULT_TOKENS == 21
+    two_calls = {**WEATHER_CALL, "tool_calls": [
+        WEATHER_CALL["tool_calls"][0],
+        {"id": "call_2", "type": "function",
+         "function": {"name": "get_current_weather", "arguments": ARGUMENTS}}]}
+    assert counter.count_message(two_calls) == 3 + 1 + 2 * (3 + 3 + 16)  # 48
+    spoken = {**WEATHER_CALL, "content": "Checking."}  # "Checking." is 2 tokens in both
+    assert counter.count_message(spoken) == CALL_TOKENS + 2
+
+
+@pytest.mark.parametrize(("model", "tools_example"), [("gpt-4", 105), ("gpt-4o", 101)])
+def test_a_whole_tool_round_trip_adds_exactly_the_call_and_the_result(
+        model: str, tools_example: int) -> None:
+    """The cookbook's API-verified tool request, continued with the call and its result."""
+    counter = TokenCounter.for_model(model)
+    request = [*WEATHER_MESSAGES, WEATHER_CALL, WEATHER_RESULT]
+    assert counter.count_messages(request, tools=WEATHER_TOOLS) == (
+        tools_example + CALL_TOKENS + RESULT_TOKENS)
+
+
+def test_approximate_counter_prices_tool_calls_with_the_same_framing() -> None:
+    counter = TokenCounter.approximate()
+    # ceil(len/4): "assistant" 3, "get_current_weather" 5, ARGUMENTS (52 chars) 13
+    assert counter.count_message(WEATHER_CALL) == 3 + 3 + (3 + 5 + 13)
+    # "tool" 1, RESULT (38 chars) 10, "call_abc123" 3
+    assert counter.count_message(WEATHER_RESULT) == 3 + 1 + 10 + 3
+
+
 @pytest.mark.parametrize(("model", "encoding"), [
-    ("gpt-4o", "o200k_base"), ("gpt-4o-2024-08-06", "o200k_base"), ("gpt-4.1-mini", "o200k_base"),
+    ("gpt-4o", "o200k_base"), ("gpt-4o-2024-08-06", "o200k_base"),
+    ("gpt-4.1-mini", "o200k_base"),
     ("gpt-5", "o200k_base"), ("o3-mini", "o200k_base"), ("o1", "o200k_base"),
-    ("gpt-4", "cl100k_base"), ("gpt-4-turbo", "cl100k_base"), ("gpt-3.5-turbo-0125", "cl100k_base")])
+    ("gpt-4", "cl100k_base"), ("gpt-4-turbo", "cl100k_base"),
+    ("gpt-3.5-turbo-0125", "cl100k_base")])
 def test_model_to_encoding(model: str, encoding: str) -> None:
     assert encoding_name_for_model(model) == encoding
 
 
 def test_unknown_model_and_encoding_are_clear_errors() -> None:
-    with pytest.raises(UnknownModelError, match="no tiktoken encoding is known for model 'llama-3'"):
+    with pytest.raises(UnknownModelError,
+                       match="no tiktoken encoding is known for model 'llama-3'"):
         TokenCounter.for_model("llama-3")
     with pytest.raises(ContextWindowError, match="unknown tiktoken encoding"):
         TokenCounter.for_encoding("nope_base")
@@ -98,14 +157,15 @@ def test_approximate_counter() -> None:
 
 
 def test_offline_loading_uses_bundled_encodings(tmp_path) -> None:
-    """With no network and an empty cache, tiktoken still loads o200k_base (seeded, hash-checked)."""
+    """With no network and an empty cache, tiktoken still loads o200k_base (seeded and
+    hash-checked)."""
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path),
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     code = ("from contextwindow.tokens import TokenCounter;"
             "print(TokenCounter.for_model('gpt-4').count_text('tiktoken is great!'),"
-            "      TokenCounter.for_model('gpt-4o').count_messages(%r))" % (CORPORATE_JARGON,))
+            f"      TokenCounter.for_model('gpt-4o').count_messages({CORPORATE_JARGON!r}))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     # the cookbook: "tiktoken is great!" is 6 cl100k_base tokens; 124 as above for gpt-4o
     assert out.stdout.split() == ["6", "124"]

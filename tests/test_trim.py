@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from oracles import best_context, pinned_head
 
 from contextwindow.errors import BudgetExceededError, ConfigError
 from contextwindow.messages import Message, ToolCall
 from contextwindow.tokens import TokenCounter
-from contextwindow.trim import pinned_count, trim
+from contextwindow.trim import trim
 
 COUNTER = TokenCounter.approximate()
 
@@ -37,20 +38,41 @@ def cost(messages: list[Message]) -> int:
     return COUNTER.count_messages(messages)
 
 
+# A fixed conversation for the exact budget edges: a system prompt, a tool round trip, turns.
+EDGE = [
+    Message(role="system", content="be brief"),
+    Message(role="user", content="weather in oslo"),
+    Message(role="assistant", tool_calls=(ToolCall("c1", "f", "{}"), ToolCall("c2", "f", "{}"))),
+    Message(role="tool", tool_call_id="c1", content="rain all day"),
+    Message(role="tool", tool_call_id="c2", content="wind"),
+    Message(role="assistant", content="rain and wind"),
+    Message(role="user", content="and tomorrow"),
+    Message(role="assistant", content="sun"),
+    Message(role="user", content="thanks"),
+]
+EDGE_ALL = cost(EDGE)  # everything fits at exactly this budget, not at one less
+EDGE_TAIL = cost([EDGE[0], *EDGE[6:]])  # the system prompt + the last two turns
+EDGE_PINNED_TAIL = cost([*EDGE[:5], EDGE[8]])  # keep_first=2 pins up to the whole tool unit
+
+
+def test_edge_budgets_are_what_the_examples_claim() -> None:
+    assert (EDGE_ALL, EDGE_TAIL, EDGE_PINNED_TAIL) == (78, 30, 54)
+    assert trim(EDGE, EDGE_TAIL, COUNTER) == [EDGE[0], *EDGE[6:]]
+    assert trim(EDGE, EDGE_PINNED_TAIL, COUNTER, keep_first=2) == [*EDGE[:5], EDGE[8]]
+
+
 def oracle(messages: list[Message], budget: int, keep_first: int) -> list[Message] | None:
-    """Brute force: the longest kept suffix starting at a user message (or everything)."""
-    pinned = pinned_count(messages, keep_first=keep_first)
-    if cost(messages) <= budget:
-        return messages
-    for start in range(pinned, len(messages)):
-        candidate = messages[:pinned] + messages[start:]
-        if messages[start].role == "user" and cost(candidate) <= budget:
-            return candidate
-    return None
+    return best_context(messages, budget, COUNTER, keep_first)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(conversations(), st.integers(1, 600), st.integers(0, 3))
+@example(EDGE, EDGE_ALL, 0)
+@example(EDGE, EDGE_ALL - 1, 0)
+@example(EDGE, EDGE_TAIL, 0)
+@example(EDGE, EDGE_TAIL - 1, 0)
+@example(EDGE, EDGE_PINNED_TAIL, 2)
+@example(EDGE, EDGE_PINNED_TAIL - 1, 2)
 def test_trim_matches_brute_force_and_never_exceeds_budget(messages, budget, keep_first) -> None:
     expected = oracle(messages, budget, keep_first)
     if expected is None:
@@ -67,6 +89,24 @@ def test_trim_matches_brute_force_and_never_exceeds_budget(messages, budget, kee
         if message.role == "tool":
             owner = max(i for i in range(index) if messages[i].tool_calls)
             assert (id(message) in kept_ids) == (id(messages[owner]) in kept_ids)
+
+
+@pytest.mark.parametrize("keep_first", [0, 1, 2, 3])
+def test_every_budget_up_to_the_whole_conversation_matches_brute_force(keep_first: int) -> None:
+    """Exhaustive at every budget edge of EDGE: an off-by-one anywhere fails deterministically."""
+    for budget in range(1, EDGE_ALL + 2):
+        expected = oracle(EDGE, budget, keep_first)
+        if expected is None:
+            with pytest.raises(BudgetExceededError):
+                trim(EDGE, budget, COUNTER, keep_first=keep_first)
+        else:
+            assert trim(EDGE, budget, COUNTER, keep_first=keep_first) == expected, budget
+
+
+def test_the_oracle_pins_the_documented_head() -> None:
+    assert [pinned_head(EDGE, k) for k in range(6)] == [1, 2, 5, 5, 5, 6]
+    assert pinned_head(EDGE, 0, keep_system=False) == 0
+    assert oracle(EDGE, EDGE_ALL, 0) == EDGE and oracle(EDGE, EDGE_ALL - 1, 0) != EDGE
 
 
 def test_pinned_head_and_window_start() -> None:
@@ -90,7 +130,8 @@ def test_pinned_head_and_window_start() -> None:
 
 
 def test_budget_error_has_figures() -> None:
-    conversation = [{"role": "system", "content": "x" * 400}, {"role": "user", "content": "y" * 400}]
+    conversation = [{"role": "system", "content": "x" * 400},
+                    {"role": "user", "content": "y" * 400}]
     with pytest.raises(BudgetExceededError) as info:
         trim(conversation, 150, COUNTER)
     error = info.value

@@ -26,6 +26,7 @@ from .errors import (
 from .memory import (
     BufferMemory,
     Memory,
+    MemoryStatus,
     SinkWindowMemory,
     SummaryBufferMemory,
     SummaryMemory,
@@ -51,9 +52,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BudgetExceededError", "BufferMemory", "CombinedSummarizer", "ConfigError",
     "ContextWindowError", "FunctionSummarizer", "InMemoryStore", "InvalidMessageError",
-    "KeyFactsSummarizer", "Memory", "Message", "ModelError", "OpenAISummarizer", "ResourceError",
-    "SQLiteStore", "SinkWindowMemory", "Store", "StoreError", "Summarizer", "SummarizerError",
-    "SummarizerWarning", "Summary", "SummaryBufferMemory", "SummaryMemory", "TokenBufferMemory",
-    "TokenCounter", "ToolCall", "TransformersSummarizer", "UnknownModelError", "WindowMemory",
-    "trim",
+    "KeyFactsSummarizer", "Memory", "MemoryStatus", "Message", "ModelError", "OpenAISummarizer",
+    "ResourceError", "SQLiteStore", "SinkWindowMemory", "Store", "StoreError", "Summarizer",
+    "SummarizerError", "SummarizerWarning", "Summary", "SummaryBufferMemory", "SummaryMemory",
+    "TokenBufferMemory", "TokenCounter", "ToolCall", "TransformersSummarizer", "UnknownModelError",
+    "WindowMemory", "trim",
 ]

@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from .errors import InvalidMessageError, UnknownModelError
+from .content import price_parts
+from .errors import UnknownModelError
+from .images import DEFAULT_PRICING, ImagePricing, pricing_for_model
 from .messages import SYSTEM_ROLES, Message, as_message
+from .templates import chat_template_ids
 
 # Model-name prefixes, most specific first (OpenAI's model pages; tiktoken's own table lags
 # behind new families, so ours is consulted first and tiktoken's is the fallback).
@@ -131,14 +134,17 @@ class TokenCounter:
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
-    def for_encoding(cls, encoding: str, *, function_init: int = 7) -> TokenCounter:
-        """OpenAI chat counting with a named tiktoken encoding (``o200k_base``, ``cl100k_base``)."""
+    def for_encoding(cls, encoding: str, *, function_init: int = 7,
+                     images: ImagePricing = DEFAULT_PRICING) -> TokenCounter:
+        """OpenAI chat counting with a named tiktoken encoding (``o200k_base``, ``cl100k_base``);
+        images by ``images`` (GPT-4o's rule unless told)."""
         enc = get_encoding(encoding)
 
         def count_text(text: str) -> int:
             return len(enc.encode(text, disallowed_special=()))
 
-        return cls(encoding, count_text, _openai_pricer(count_text), reply_priming=REPLY_PRIMING,
+        return cls(encoding, count_text, _openai_pricer(count_text, images),
+                   reply_priming=REPLY_PRIMING,
                    tool_rule=_openai_tool_rule(count_text, function_init))
 
     @classmethod
@@ -147,7 +153,8 @@ class TokenCounter:
         encoding = encoding_name_for_model(model)
         # The cookbook's per-function framing: 10 tokens on the gpt-4 / gpt-3.5 generation, 7 on
         # gpt-4o and later.
-        counter = cls.for_encoding(encoding, function_init=10 if encoding == "cl100k_base" else 7)
+        counter = cls.for_encoding(encoding, function_init=10 if encoding == "cl100k_base" else 7,
+                                   images=pricing_for_model(model))
         counter.name = model
         return counter
 
@@ -162,17 +169,11 @@ class TokenCounter:
         add_generation_prompt=True))``; tests check that on the real model.
         """
         if getattr(tokenizer, "chat_template", None) is None:
-            raise UnknownModelError("this tokenizer has no chat template; use for_encoding or approximate")
+            raise UnknownModelError(
+                "this tokenizer has no chat template; use for_encoding or approximate")
 
         def template_len(messages: list[dict[str, Any]], prime: bool = False) -> int:
-            try:
-                ids = tokenizer.apply_chat_template(messages, tokenize=True,
-                                                    add_generation_prompt=prime)
-            except Exception as exc:  # jinja raises for roles or orders a template refuses
-                raise InvalidMessageError(f"the chat template rejected the messages: {exc}") from exc
-            if isinstance(ids, Mapping):  # transformers 5 returns a BatchEncoding
-                ids = ids["input_ids"]
-            return len(ids)
+            return len(chat_template_ids(tokenizer, messages, add_generation_prompt=prime))
 
         def render(message: Message) -> dict[str, Any]:
             return {**message.to_openai(), "content": message.content or ""}
@@ -203,7 +204,8 @@ class TokenCounter:
         def count_text(text: str) -> int:
             return math.ceil(len(text) / chars_per_token)
 
-        return cls(f"approx:{chars_per_token:g}", count_text, _openai_pricer(count_text),
+        return cls(f"approx:{chars_per_token:g}", count_text,
+                   _openai_pricer(count_text, DEFAULT_PRICING),
                    reply_priming=REPLY_PRIMING, tool_rule=_openai_tool_rule(count_text, 7),
                    exact=False)
 
@@ -235,20 +237,35 @@ class TokenCounter:
                 + self.overhead(tools, has_system=has_system))
 
 
-def _openai_pricer(count_text: Callable[[str], int]) -> Callable[[Message], int]:
-    """The cookbook's per-message rule, extended to tool calls (their name and JSON arguments)."""
+def _openai_pricer(count_text: Callable[[str], int], images: ImagePricing
+                   ) -> Callable[[Message], int]:
+    """The cookbook's per-message rule, extended to tool calls (their name and JSON arguments),
+    content parts (:mod:`contextwindow.content`) and the ``refusal`` / legacy ``function_call``
+    fields; other provider fields (``annotations``, ``audio``...) are not prompt text."""
+
+    def call_tokens(name: str, arguments: str) -> int:
+        # OpenAI does not publish this framing; name + arguments + 3 tracks the API closely.
+        return TOKENS_PER_MESSAGE + count_text(name) + count_text(arguments)
 
     def price(message: Message) -> int:
         tokens = TOKENS_PER_MESSAGE + count_text(message.role)
-        if message.content:
+        if message.parts is not None:
+            tokens += price_parts(message.parts.value(), count_text, images)
+        elif message.content:
             tokens += count_text(message.content)
         if message.name is not None:
             tokens += count_text(message.name) + TOKENS_PER_NAME
         for call in message.tool_calls:
-            # OpenAI does not publish this framing; name + arguments + 3 tracks the API closely.
-            tokens += TOKENS_PER_MESSAGE + count_text(call.name) + count_text(call.arguments)
+            tokens += call_tokens(call.name, call.arguments)
         if message.tool_call_id is not None:
             tokens += count_text(message.tool_call_id)
+        if message.extra is not None:
+            fields = message.fields
+            if isinstance(fields.get("refusal"), str):
+                tokens += count_text(fields["refusal"])
+            if isinstance(fields.get("function_call"), dict):
+                call = fields["function_call"]
+                tokens += call_tokens(str(call.get("name", "")), str(call.get("arguments", "")))
         return tokens
 
     return price

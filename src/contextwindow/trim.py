@@ -5,11 +5,16 @@ Rules, in order of precedence:
 * The pinned head is always kept and counted: the leading system/developer messages
   (``keep_system``) and the first ``keep_first`` messages after them (a conversation's "sinks",
   e.g. where the user said their name).
-* The rest is cut into *units*: a message plus the ``tool`` results that follow it, so an
-  assistant's tool calls are never separated from their results.
+* The rest is cut into *units*: a message plus the ``tool`` (or legacy ``function``) results
+  that follow it, so an assistant's tool calls are never separated from their results.
 * The kept window is the longest run of newest units that fits and starts at a user message.
   Nothing is ever returned over budget: if the pinned head plus the newest user turn cannot fit,
   :class:`~contextwindow.errors.BudgetExceededError` says by how much.
+
+* What is returned is a conversation a provider accepts: if the kept messages break tool-call
+  pairing (a result without its call, a call whose results are missing before the next
+  message), :class:`~contextwindow.errors.InvalidMessageError` names the message and the call.
+  A broken stretch that the budget drops anyway does not matter.
 
 The scan starts at the newest message and stops at the first unit that does not fit, so the cost
 is proportional to what is kept, not to the length of the history.
@@ -21,8 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
-from .errors import BudgetExceededError, ConfigError
-from .messages import SYSTEM_ROLES, Message, as_message
+from .errors import BudgetExceededError, ConfigError, InvalidMessageError
+from .messages import RESULT_ROLES, SYSTEM_ROLES, Message, as_message, check_conversation
 from .tokens import TokenCounter
 
 T = TypeVar("T")
@@ -55,7 +60,7 @@ def pinned_count(messages: Sequence[Message], *, keep_system: bool = True, keep_
         while end < n and messages[end].role in SYSTEM_ROLES:
             end += 1
     end = min(n, end + keep_first)
-    while end < n and messages[end].role == "tool":
+    while end < n and messages[end].role in RESULT_ROLES:
         end += 1
     return end
 
@@ -85,7 +90,7 @@ def plan_trim(
     while i > pinned:
         unit_start = i - 1
         unit = cost(unit_start)
-        while unit_start > pinned and messages[unit_start].role == "tool":
+        while unit_start > pinned and messages[unit_start].role in RESULT_ROLES:
             unit_start -= 1
             unit += cost(unit_start)
         if used + unit > available:
@@ -115,7 +120,8 @@ def _raise_budget(messages: Sequence[Message], cost: Callable[[int], int], max_t
 
 
 class _Lazy(Sequence[Message]):
-    """Converts input messages (dicts, LangChain objects) only when the scan reaches them."""
+    """Converts input messages (dicts, SDK, LangChain, LlamaIndex objects) only when the scan
+    reaches them; errors name the message's position."""
 
     def __init__(self, raw: Sequence[Any]) -> None:
         self._raw = raw
@@ -127,8 +133,23 @@ class _Lazy(Sequence[Message]):
     def __getitem__(self, index: int) -> Message:  # type: ignore[override]
         message = self._done.get(index)
         if message is None:
-            message = self._done[index] = as_message(self._raw[index])
+            try:
+                message = self._done[index] = as_message(self._raw[index])
+            except InvalidMessageError as exc:
+                raise InvalidMessageError(f"message {index}: {exc}") from None
         return message
+
+    def cost(self, counter: TokenCounter) -> Callable[[int], int]:
+        """Each message's tokens by index; a part that cannot be priced names its message."""
+
+        def cost(index: int) -> int:
+            message = self[index]
+            try:
+                return counter.count_message(message)
+            except InvalidMessageError as exc:
+                raise InvalidMessageError(f"message {index}: {exc}") from None
+
+        return cost
 
 
 def trim(
@@ -142,12 +163,14 @@ def trim(
 ) -> list[T]:
     """The newest messages that fit in ``max_tokens`` (prompt tokens, as the API counts them).
 
-    Accepts :class:`Message` objects, OpenAI dicts or LangChain messages, and returns the same
-    objects it was given. See the module docstring for the rules.
+    Accepts :class:`Message` objects, OpenAI dicts or SDK objects, LangChain or LlamaIndex
+    messages, and returns the same objects it was given. See the module docstring for the rules.
     """
     view = _Lazy(messages)
     pinned = pinned_count(view, keep_system=keep_system, keep_first=keep_first)
     has_system = bool(messages) and view[0].role in SYSTEM_ROLES
-    plan = plan_trim(view, lambda k: counter.count_message(view[k]), max_tokens,
+    plan = plan_trim(view, view.cost(counter), max_tokens,
                      counter.overhead(tools, has_system=has_system), pinned=pinned)
+    kept = plan.select(range(len(messages)))
+    check_conversation([view[k] for k in kept], kept)
     return plan.select(messages)

@@ -10,16 +10,15 @@ import importlib
 import sys
 
 import typer
-from rich.console import Console
 
 from ..errors import ContextWindowError
+from .options import err_console
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="Keep LLM conversations and generations inside their token limits.",
 )
-err_console = Console(stderr=True)
 
 _COMMAND_MODULES = ("text", "chat", "serve", "demo", "rope", "stream", "recall")
 

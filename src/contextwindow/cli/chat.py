@@ -9,16 +9,16 @@ reply per turn on stdout (status lines go to stderr).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from ..errors import BudgetExceededError, ConfigError
+from .options import ModelOption, ThreadsOption, memory_status, quiet_transformers
 
 MEMORY_KINDS = ("token", "sinks", "summary")
 SUMMARIZERS = ("model", "keyfacts", "combined")
@@ -34,23 +34,6 @@ def default_db() -> Path:
     return root / "chat.sqlite3"
 
 
-def quiet_transformers(threads: int | None = None) -> None:
-    """No per-load progress bars from transformers (the CLI shows its own status); and
-    ``threads`` CPU threads for torch if given."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-ThreadsOption = Annotated[Optional[int], typer.Option(
-    min=1, help="CPU threads for the model (default: torch's choice, one per core). Use 1 when "
-    "other processes share the cores: oversubscribed threads are much slower.")]
-
-
 def build_memory(kind: str, max_tokens: int, *, counter: Any, store: Any, session: str,
                  keep_first: int | None = None, summarizer: Any = None) -> Any:
     """A budgeted memory of the given kind (``token``, ``sinks`` or ``summary``)."""
@@ -60,18 +43,12 @@ def build_memory(kind: str, max_tokens: int, *, counter: Any, store: Any, sessio
         return memories.TokenBufferMemory(max_tokens, keep_first=keep_first or 0, counter=counter,
                                           store=store, session=session)
     if kind == "sinks":
-        return memories.SinkWindowMemory(max_tokens, keep_first=2 if keep_first is None
-                                         else keep_first, counter=counter, store=store,
-                                         session=session)
+        return memories.SinkWindowMemory(
+            max_tokens, keep_first=memories.DEFAULT_KEEP_FIRST if keep_first is None
+            else keep_first, counter=counter, store=store, session=session)
     if kind == "summary":
-        cls = getattr(memories, "SummaryBufferMemory", None)
-        if cls is None:
-            raise ConfigError("--memory summary needs SummaryBufferMemory, which this version "
-                              "of contextwindow does not have; use --memory token or sinks")
-        options: dict[str, Any] = dict(counter=counter, store=store, session=session)
-        if keep_first is not None and "keep_first" in inspect.signature(cls).parameters:
-            options["keep_first"] = keep_first
-        return cls(max_tokens, summarizer, **options)
+        return memories.SummaryBufferMemory(max_tokens, summarizer, keep_first=keep_first or 0,
+                                            counter=counter, store=store, session=session)
     raise ConfigError(f"unknown memory {kind!r}; expected one of {', '.join(MEMORY_KINDS)}")
 
 
@@ -89,23 +66,6 @@ def build_summarizer(kind: str, model: Any, tokenizer: Any) -> Any:
     raise ConfigError(f"unknown summarizer {kind!r}; expected one of {', '.join(SUMMARIZERS)}")
 
 
-def memory_status(memory: Any, budget: int | None = None) -> dict[str, int]:
-    """What a memory's view keeps: verbatim messages, tokens, pinned, dropped, summarized."""
-    view = memory.messages()
-    verbatim = [m for m in view if not m.id.startswith("summary-")]
-    summary = getattr(memory, "summary", None)
-    summarized = summary.end - summary.start if hasattr(summary, "end") else 0
-    return {
-        "kept": len(verbatim),
-        "total": len(memory),
-        "tokens": memory.token_count(),
-        "budget": budget if budget is not None else getattr(memory, "max_tokens", None) or 0,
-        "pinned": memory.plan().pinned,
-        "summarized": summarized,
-        "dropped": len(memory) - len(verbatim) - summarized,
-    }
-
-
 def status_line(status: dict[str, int]) -> str:
     line = (f"tokens {status['tokens']}/{status['budget']} · "
             f"{status['kept']} of {status['total']} messages in context · "
@@ -116,31 +76,32 @@ def status_line(status: dict[str, int]) -> str:
 
 
 def chat(
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="A local transformers model directory (default SmolLM2-135M-Instruct).")] = None,
+    model: ModelOption = None,
     memory_kind: Annotated[str, typer.Option(
         "--memory", help="token: newest turns that fit; sinks: also pin the first messages; "
         "summary: fold old turns into a running summary.")] = "token",
     max_tokens: Annotated[int, typer.Option(
         "--max-tokens", "-n", min=16, help="Prompt-token budget of the conversation.")] = 2048,
-    keep_first: Annotated[Optional[int], typer.Option(
+    keep_first: Annotated[int | None, typer.Option(
         min=0, help="Messages after the system prompt that are never trimmed "
         "(default 0, or 2 with --memory sinks).")] = None,
     reply_tokens: Annotated[int, typer.Option(min=1, help="Longest reply, in tokens.")] = 256,
-    session: Annotated[Optional[str], typer.Option(
+    session: Annotated[str | None, typer.Option(
         help="Session to resume or create (default: a new chat-YYYYMMDD-HHMMSS).")] = None,
-    db: Annotated[Optional[Path], typer.Option(
+    db: Annotated[Path | None, typer.Option(
         help="SQLite database of sessions (default: chat.sqlite3 in the user data dir).")] = None,
-    system: Annotated[Optional[str], typer.Option(
+    system: Annotated[str | None, typer.Option(
         help="System prompt for a new session (default: the model's own).")] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 is greedy.")] = 0.2,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.9,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (repeatable replies).")] = None,
-    context: Annotated[Optional[int], typer.Option(
+    seed: Annotated[int | None, typer.Option(
+        help="Seed for sampling (repeatable replies).")] = None,
+    context: Annotated[int | None, typer.Option(
         min=16, help="The model's window (default: its trained length).")] = None,
     summarizer_kind: Annotated[str, typer.Option(
         "--summarizer", help="With --memory summary: model, keyfacts or combined.")] = "model",
-    sink_cache: Annotated[bool, typer.Option(help="Decode with the attention-sink KV cache.")] = True,
+    sink_cache: Annotated[bool, typer.Option(
+        help="Decode with the attention-sink KV cache.")] = True,
     plain: Annotated[bool, typer.Option(
         help="Line-by-line mode even on a terminal (automatic when stdin is piped).")] = False,
     threads: ThreadsOption = None,
@@ -150,7 +111,8 @@ def chat(
     from ..stores import SQLiteStore
 
     if memory_kind not in MEMORY_KINDS:
-        raise ConfigError(f"unknown memory {memory_kind!r}; expected one of {', '.join(MEMORY_KINDS)}")
+        raise ConfigError(f"unknown memory {memory_kind!r}; "
+                          f"expected one of {', '.join(MEMORY_KINDS)}")
     interactive = sys.stdin.isatty() and not plain
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -202,7 +164,9 @@ def _lines(interactive: bool, out: Console) -> Any:
 
 
 def memory_kind_is_summary(memory: Any) -> bool:
-    return hasattr(memory, "summarizer")
+    from ..memory import SummarizingMemory
+
+    return isinstance(memory, SummarizingMemory)
 
 
 def _loop(memory: Any, generator: Any, params: Any, *, interactive: bool, out: Console,

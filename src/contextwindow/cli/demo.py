@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -24,7 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .chat import ThreadsOption, memory_status, quiet_transformers
+from .options import ModelOption, ThreadsOption, memory_status, quiet_transformers
 
 SCRIPT = (
     "Hi! I'm Ada, and I'm planning a three-day trip to Lisbon in May.",
@@ -43,20 +43,17 @@ def _kib(n: int) -> str:
 def memory_rows(conversation: list[Any], budget: int, counter: Any) -> list[dict[str, Any]]:
     """Run ``conversation`` through each memory; what each keeps, counted with ``counter``."""
     from .. import memory as memories
+    from ..summarize import KeyFactsSummarizer
 
     candidates: list[tuple[str, Any]] = [
         ("Buffer", lambda: memories.BufferMemory(counter=counter)),
         ("Window (k=4 turns)", lambda: memories.WindowMemory(4, counter=counter)),
         ("TokenBuffer", lambda: memories.TokenBufferMemory(budget, counter=counter)),
-        ("SinkWindow (keep 2)",
-         lambda: memories.SinkWindowMemory(budget, keep_first=2, counter=counter)),
+        (f"SinkWindow (keep {memories.DEFAULT_KEEP_FIRST})",
+         lambda: memories.SinkWindowMemory(budget, counter=counter)),
+        ("SummaryBuffer (key facts)",
+         lambda: memories.SummaryBufferMemory(budget, KeyFactsSummarizer(), counter=counter)),
     ]
-    summary_cls = getattr(memories, "SummaryBufferMemory", None)
-    if summary_cls is not None:
-        from ..summarize import KeyFactsSummarizer
-
-        candidates.append(("SummaryBuffer (key facts)",
-                           lambda: summary_cls(budget, KeyFactsSummarizer(), counter=counter)))
     rows = []
     for name, make in candidates:
         memory = make()
@@ -104,7 +101,7 @@ def part_chat(console: Console, generator: Any, *, quick: bool) -> None:
     reply = 8 if quick else 40
     script = SCRIPT[:3] if quick else SCRIPT
     console.rule("[bold]2. The local model, chatting inside a budget")
-    memory = SinkWindowMemory(budget, keep_first=2, counter=generator.counter)
+    memory = SinkWindowMemory(budget, counter=generator.counter)
     memory.add("system", "You are a helpful travel assistant. Answer in two or three sentences.")
     console.print(f"SinkWindowMemory: {budget} prompt tokens, the system prompt and the first "
                   f"exchange pinned, greedy replies of up to {reply} tokens.")
@@ -149,8 +146,9 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
     """Stream a long generation through a small sink cache; returns the checkpoints."""
     import torch
 
-    from ..generation import IncrementalDecoder, SamplingParams
+    from ..generation import IncrementalDecoder, SamplingParams, sample
     from ..kv import SinkCache, cache_nbytes
+    from ..models.hf import chat_template_ids, forward
 
     sinks, window, new_tokens, every = (4, 28, 48, 8) if quick else (4, 124, 256, 32)
     console.rule("[bold]3. A long generation through the attention-sink KV cache")
@@ -158,10 +156,7 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
                   "evicted and the kept keys are re-rotated, so the cache never grows. The "
                   "dense column is what a full cache of the same tokens holds.")
     model, tokenizer = generator.model, generator.tokenizer
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": STORY_PROMPT}],
-                                        tokenize=True, add_generation_prompt=True)
-    if hasattr(ids, "keys"):
-        ids = ids["input_ids"]
+    ids = chat_template_ids(tokenizer, [{"role": "user", "content": STORY_PROMPT}])
     cache = SinkCache(model, sinks=sinks, window=window)
     params = SamplingParams(max_tokens=new_tokens, temperature=0.8, top_p=0.95, seed=0)
     rng = torch.Generator().manual_seed(0)
@@ -180,15 +175,14 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
 
     with Live(render(), console=console, refresh_per_second=8, transient=False) as live, \
             torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True, logits_to_keep=1)
+        out = forward(model, torch.tensor([ids]), cache, logits_to_keep=1)
         streamed = len(ids)
         for step in range(1, new_tokens + 1):
             logits = out.logits[0, -1].clone()
             logits[list(eos)] = float("-inf")  # no end of story: the point is a long stream
-            token = generator._sample(logits, params, rng)
+            token = sample(logits, params, rng)
             text.append(decoder.push(token))
-            out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True,
-                        logits_to_keep=1)
+            out = forward(model, torch.tensor([[token]]), cache, logits_to_keep=1)
             streamed += 1
             if step % every == 0 or step == new_tokens:
                 held, nbytes = cache.get_seq_length(), cache_nbytes(cache)
@@ -241,10 +235,10 @@ def busy_machine() -> bool:
 
 
 def demo(
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="A local transformers model directory (default SmolLM2-135M-Instruct).")] = None,
+    model: ModelOption = None,
     quick: Annotated[bool, typer.Option(
-        help="Smaller conversation, shorter replies and stream (a fast first look; used by tests).")] = False,
+        help="Smaller conversation, shorter replies and stream "
+        "(a fast first look; used by tests).")] = False,
     threads: ThreadsOption = None,
 ) -> None:
     """The end-to-end tour: memories, a budgeted chat, the sink cache, and where to go next."""

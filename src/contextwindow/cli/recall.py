@@ -1,50 +1,53 @@
 """``contextwindow recall``: which memories keep facts planted early in a long conversation.
 
-The local model (for the model summarizers) and matplotlib are loaded inside the command only.
+The local model (for the model summarizers) is loaded inside the command only; the table and
+the plot come from :mod:`contextwindow.evaluate.report`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import ConfigError
-
-console = Console()
-err_console = Console(stderr=True)
+from .options import ModelOption, console, progress_bar
 
 
 def recall(
     facts: Annotated[int, typer.Option("--facts", "-n", help="Facts to plant.")] = 8,
     turns: Annotated[int, typer.Option("--turns", help="User turns of the generated chat.")] = 60,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the chat, facts and planting.")] = 0,
-    budget: Annotated[int, typer.Option("--budget", "-b", help="Token budget of the bounded memories.")] = 1024,
-    summary_tokens: Annotated[Optional[int], typer.Option(
-        "--summary-tokens", help="max_summary_tokens of the summary memories (default budget/4).")] = None,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed for the chat, facts and planting.")] = 0,
+    budget: Annotated[int, typer.Option(
+        "--budget", "-b", help="Token budget of the bounded memories.")] = 1024,
+    summary_tokens: Annotated[int | None, typer.Option(
+        "--summary-tokens",
+        help="max_summary_tokens of the summary memories (default budget/4).")] = None,
     window_k: Annotated[int, typer.Option("--window-k", help="Turns kept by WindowMemory.")] = 4,
     within: Annotated[float, typer.Option(
         "--within", help="Plant the facts in this leading fraction of the turns.")] = 0.25,
     no_model: Annotated[bool, typer.Option(
         "--no-model", help="Skip the local-model summarizers (fast, no torch).")] = False,
-    model_name: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="A local transformers model directory (default: SmolLM2-135M).")] = None,
+    model_name: ModelOption = None,
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", help="Length cap of each model summary.")] = 128,
-    conversation: Annotated[Optional[Path], typer.Option(
-        "--conversation", help="A JSON list of messages to plant the facts in, instead of a generated chat.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a bar chart (PNG) here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON, not a table.")] = False,
+    conversation: Annotated[Path | None, typer.Option(
+        "--conversation",
+        help="A JSON list of messages to plant the facts in, instead of a generated chat.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a bar chart (PNG) here.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the report as JSON, not a table.")] = False,
 ) -> None:
     """Plant facts early in a long chat; count how many each memory keeps, and at what size.
 
     The facts are names, numbers, dates and codes; a fact counts when it survives verbatim in
     the memory's final context."""
-    from ..evaluate.recall import fact_recall, plot_recall, recall_table
+    from ..evaluate.recall import default_memories, fact_recall
+    from ..evaluate.report import plot_recall, recall_table
     from ..messages import as_messages
 
     if facts < 1 or turns < 1:
@@ -67,14 +70,11 @@ def recall(
         from ..summarize import TransformersSummarizer
 
         summarizer = TransformersSummarizer(model_path=model_name, max_new_tokens=max_new_tokens)
-    from ..evaluate.recall import default_memories
     from ..memory import default_counter
 
     memories = default_memories(budget, counter=default_counter(), model_summarizer=summarizer,
                                 window_k=window_k, max_summary_tokens=summary_tokens)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True,
-                  disable=as_json) as progress:
+    with progress_bar(transient=True, disable=as_json) as progress:
         tasks: dict[str, int] = {}
 
         def report_progress(name: str, done: int, total: int) -> None:

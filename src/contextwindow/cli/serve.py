@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError
-from .chat import ThreadsOption, quiet_transformers
+from .options import ModelOption, ThreadsOption, quiet_transformers
 
 POLICY_HELP = ("What to do with a conversation longer than the window: trim (keep the system "
                "prompt and the newest turns), sinks (also pin the first --keep-first messages, "
@@ -16,8 +16,7 @@ POLICY_HELP = ("What to do with a conversation longer than the window: trim (kee
 
 
 def serve(
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="A local transformers model directory (default SmolLM2-135M-Instruct).")] = None,
+    model: ModelOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     context: Annotated[Optional[int], typer.Option(
@@ -51,10 +50,11 @@ def serve(
         raise ConfigError(f"serve needs the serve extra ({exc}); "
                           "pip install 'contextwindow[serve]'") from None
     from ..generation import POLICIES, Generator
+    from ..rope import RESTORE_METHODS
 
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
-    if (rope_factor is None) != (rope is None or rope in ("none", "default")):
+    if (rope_factor is None) != (rope is None or rope in RESTORE_METHODS):
         raise ConfigError("--rope and --rope-factor go together")
     quiet_transformers(threads)
     console = Console(stderr=True, highlight=False)

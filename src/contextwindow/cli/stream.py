@@ -1,41 +1,19 @@
 """``contextwindow stream``: perplexity of a long text with dense, window and sink caches.
 
-torch, transformers and matplotlib are imported inside the command body only.
+torch and transformers are imported inside the command body only; the table and the plot come
+from :mod:`contextwindow.evaluate.report`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..errors import ConfigError
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def segment_table(results: list[Any], segment: int, total: int) -> Table:
-    """Rows: stream segments; columns: runs; cells: perplexity (last row: the whole stream)."""
-    table = Table(title=f"Perplexity per {segment}-token segment")
-    table.add_column("tokens", justify="right")
-    per_run = [res.segment_ppl(segment, total=total) for res in results]
-    for res in results:
-        table.add_column(res.label, justify="right")
-    for k in range(len(per_run[0]) if per_run else 0):
-        end = min((k + 1) * segment, total)
-        table.add_row(f"{k * segment}-{end}", *(_fmt(col[k]) for col in per_run))
-    table.add_row("all", *(_fmt(res.ppl) for res in results), style="bold")
-    return table
+from .options import ModelOption, console, progress_bar
 
 
 def stream(
@@ -45,7 +23,7 @@ def stream(
     window: Annotated[int, typer.Option("--window", help="Recent tokens kept.")] = 1020,
     chunk: Annotated[int, typer.Option("--chunk", help="Tokens fed per forward pass.")] = 64,
     segment: Annotated[int, typer.Option("--segment", help="Segment size of the table.")] = 2048,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG plot here.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
     recompute: Annotated[
         bool,
         typer.Option(
@@ -55,12 +33,7 @@ def stream(
     samples: Annotated[
         int, typer.Option("--samples", help="Re-computation blocks scored per segment.")
     ] = 4,
-    model_name: Annotated[
-        Optional[str],
-        typer.Option(
-            "--model", "-m", help="A local transformers model directory (default: SmolLM2-135M)."
-        ),
-    ] = None,
+    model_name: ModelOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary, not a table.")
     ] = False,
@@ -81,12 +54,8 @@ def stream(
 
     SinkPolicy(sinks=sinks, window=window)  # bad sizes fail here, before the model loads
 
-    from ..evaluate.streaming import (
-        encode_text,
-        plot_streaming,
-        recompute_perplexity,
-        streaming_perplexity,
-    )
+    from ..evaluate.report import plot_streaming, segment_table
+    from ..evaluate.streaming import encode_text, recompute_perplexity, streaming_perplexity
     from ..models import load_model
 
     model, tokenizer = load_model(model_name)
@@ -98,14 +67,7 @@ def stream(
         (f"sinks {sinks}+{window}", lambda: SinkCache(model, sinks=sinks, window=window)),
     ]
     results = []
-    with Progress(
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=as_json,
-    ) as progress:
+    with progress_bar(transient=as_json) as progress:
         for label, make_cache in runs:
             task = progress.add_task(label, total=len(ids))
             results.append(

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError, InvalidMessageError
-from ..messages import Message, as_messages
+from ..messages import Message, as_messages, check_conversation
 from ..tokens import TokenCounter
 from ..trim import trim as trim_messages
 
@@ -46,21 +46,33 @@ def read_source(source: str) -> str:
         raise InvalidMessageError(f"{source} is not UTF-8 text: {exc}") from None
 
 
-def parse_conversation(text: str, source: str) -> tuple[list[Message], list[dict[str, Any]] | None]:
-    """A JSON list of messages, or an object with ``messages`` (and optional ``tools``)."""
+def parse_conversation(text: str, source: str) -> tuple[dict[str, Any], list[Message]]:
+    """A JSON list of messages, or an object with ``messages`` (and ``tools``, or any other
+    request field): the request as an object, and its messages read and checked (tool results
+    must answer their calls, as providers require)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidMessageError(
             f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    tools = None
-    if isinstance(data, dict):
-        tools = data.get("tools")
-        data = data.get("messages")
-    if not isinstance(data, list):
+    request = data if isinstance(data, dict) else {"messages": data}
+    if not isinstance(request.get("messages"), list):
         raise InvalidMessageError(
             f"{source}: expected a JSON list of messages or an object with a 'messages' list")
-    return as_messages(data), tools
+    if request.get("tools") is not None and not isinstance(request["tools"], list):
+        raise InvalidMessageError(f"{source}: 'tools' must be a list of tool definitions")
+    messages = as_messages(request["messages"])
+    check_conversation(messages)
+    return request, messages
+
+
+def preview(message: Message) -> str:
+    """The start of a message's text, or what it carries instead."""
+    if message.content:
+        return message.content[:60]
+    if message.parts is not None:
+        return f"<{len(message.content_parts or ())} content part(s)>"
+    return f"<{len(message.tool_calls) or 1} tool call(s)>"
 
 
 def looks_like_json(text: str) -> bool:
@@ -80,16 +92,16 @@ def count(
     if text or not looks_like_json(raw):
         typer.echo(counter.count_text(raw))
         return
-    messages, tools = parse_conversation(raw, source)
+    request, messages = parse_conversation(raw, source)
     if per_message:
         table = Table(title=f"{len(messages)} messages, {counter.name}")
         for column in ("#", "role", "tokens", "content"):
             table.add_column(column, justify="right" if column in ("#", "tokens") else "left")
         for position, message in enumerate(messages):
-            preview = (message.content or f"<{len(message.tool_calls)} tool call(s)>")[:60]
-            table.add_row(str(position), message.role, str(counter.count_message(message)), preview)
+            table.add_row(str(position), message.role, str(counter.count_message(message)),
+                          preview(message))
         console.print(table)
-    typer.echo(counter.count_messages(messages, tools=tools))
+    typer.echo(counter.count_messages(messages, tools=request.get("tools")))
 
 
 def trim(
@@ -100,16 +112,22 @@ def trim(
     keep_first: Annotated[int, typer.Option(help="Messages after the system prompt that are always kept.", min=0)] = 0,
     keep_system: Annotated[bool, typer.Option(help="Always keep the leading system messages.")] = True,
 ) -> None:
-    """Fit a JSON conversation into --max-tokens; prints the kept messages as JSON."""
+    """Fit a JSON conversation into --max-tokens; prints it back with only the kept messages,
+    each exactly as given (ids, content parts and every field), and the request's other fields
+    (``tools``...) unchanged."""
     counter = make_counter(model, encoding)
     raw = read_source(source)
-    messages, tools = parse_conversation(raw, source)
+    request, messages = parse_conversation(raw, source)
+    tools = request.get("tools")
     kept = trim_messages(messages, max_tokens, counter, keep_system=keep_system,
                          keep_first=keep_first, tools=tools)
     used = counter.count_messages(kept, tools=tools)
     console.print(f"kept {len(kept)} of {len(messages)} messages, {used} of {max_tokens} tokens "
                   f"({counter.name})", highlight=False)
-    typer.echo(json.dumps([message.to_openai() for message in kept], ensure_ascii=False, indent=2))
+    position = {id(message): k for k, message in enumerate(messages)}  # trim returns its input
+    kept_raw = [request["messages"][position[id(message)]] for message in kept]
+    result = {**request, "messages": kept_raw} if raw.lstrip().startswith("{") else kept_raw
+    typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,27 @@
-"""Evaluations on a loaded model: streaming perplexity, perplexity by position, passkey, fact recall."""
-from .positions import PasskeyResult, PositionPerplexity, passkey_retrieval, perplexity_by_position  # noqa: F401
-from .streaming import StreamResult, plot_streaming, recompute_perplexity, streaming_perplexity  # noqa: F401
-from .recall import Fact, RecallReport, default_memories, fact_recall, make_facts, plant_facts, plot_recall  # noqa: F401
+"""Evaluations on a loaded model: streaming perplexity, perplexity by position, passkey, recall.
+
+Their plots and tables live in :mod:`contextwindow.evaluate.report`.
+"""
+from .positions import (  # noqa: F401
+    PasskeyResult,
+    PositionPerplexity,
+    passkey_retrieval,
+    perplexity_by_position,
+)
+from .recall import (  # noqa: F401
+    Fact,
+    RecallReport,
+    default_memories,
+    fact_recall,
+    make_facts,
+    plant_facts,
+)
+from .report import (  # noqa: F401
+    plot_passkey,
+    plot_perplexity,
+    plot_recall,
+    plot_streaming,
+    recall_table,
+    segment_table,
+)
+from .streaming import StreamResult, recompute_perplexity, streaming_perplexity  # noqa: F401

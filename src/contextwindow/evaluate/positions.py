@@ -16,11 +16,12 @@ import math
 import os
 import random
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, ModelError, ResourceError
+from ..models.hf import encode_prefix, forward
+from .streaming import Progress
 
 __all__ = [
     "PositionPerplexity",
@@ -34,8 +35,6 @@ __all__ = [
     "available_memory",
     "check_memory",
 ]
-
-Progress = Callable[[int, int], None]
 
 # ---------------------------------------------------------------------------------------------
 # Memory
@@ -142,11 +141,8 @@ def _device(model: Any) -> Any:
 
 
 def _cached_forward(decoder: Any, ids: Any, cache: Any) -> Any:
-    """One decoder forward on top of ``cache`` (transformers renamed ``past_key_values`` to ``cache``)."""
-    import inspect
-
-    key = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    return decoder(input_ids=ids, use_cache=True, **{key: cache}).last_hidden_state
+    """One decoder forward on top of ``cache``; the hidden states (the head is applied later)."""
+    return forward(decoder, ids, cache).last_hidden_state
 
 
 def _prefill(decoder: Any, ids: Any, cache: Any, prefill_chunk: int | None) -> Any:
@@ -200,12 +196,10 @@ class PositionPerplexity:
 
 
 def _text_ids(tokenizer: Any, text: str, length: int) -> list[int]:
-    # tokenize a generous prefix first: a novel is ~4-5 characters per token
-    for end in (length * 8, None):
-        ids = tokenizer(text[:end] if end else text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= length:
-            return list(ids[:length])
-    raise ConfigError(f"the text has only {len(ids)} tokens; {length} are needed")
+    ids = encode_prefix(tokenizer, text, length)
+    if len(ids) < length:
+        raise ConfigError(f"the text has only {len(ids)} tokens; {length} are needed")
+    return ids
 
 
 def perplexity_by_position(
@@ -446,7 +440,8 @@ def passkey_retrieval(
                     prefix_cache.clear()
                     cache = DynamicCache(config=model.config)
                     if prefix:
-                        _prefill(decoder, torch.tensor([prefix], device=device), cache, prefill_chunk)
+                        _prefill(decoder, torch.tensor([prefix], device=device), cache,
+                                 prefill_chunk)
                     prefix_cache[prefix] = cache
                 else:
                     _truncate_cache(cache, len(prefix))

@@ -17,12 +17,13 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SummarizerError
-from ..messages import Message, as_messages
+from ..memory import DEFAULT_KEEP_FIRST
+from ..messages import SYSTEM_ROLES, Message, as_messages
 from ..tokens import TokenCounter
+from .report import plot_recall, recall_table  # noqa: F401  (re-exported: their old home)
 
 __all__ = [
     "Fact",
@@ -34,8 +35,6 @@ __all__ = [
     "fact_recall",
     "make_facts",
     "plant_facts",
-    "plot_recall",
-    "recall_table",
 ]
 
 _FIRST_NAMES = (
@@ -165,7 +164,7 @@ def plant_facts(conversation: Sequence[Any], facts: Sequence[Fact], *, within: f
     starts = [i for i, m in enumerate(messages) if m.role == "user"]
     if not starts:  # no user turns: plant after the leading system messages
         lead = 0
-        while lead < len(messages) and messages[lead].role in ("system", "developer"):
+        while lead < len(messages) and messages[lead].role in SYSTEM_ROLES:
             lead += 1
         starts = [lead]
     early = starts[: max(1, round(len(starts) * within))]
@@ -266,7 +265,7 @@ MemoryFactory = Callable[[], Any]
 
 def default_memories(budget: int, *, counter: TokenCounter | None = None,
                      model_summarizer: Any = None, window_k: int = 4,
-                     max_summary_tokens: int | None = None, keep_first: int = 2,
+                     max_summary_tokens: int | None = None, keep_first: int = DEFAULT_KEEP_FIRST,
                      low_water: float = 0.6, on_error: str = "trim") -> dict[str, MemoryFactory]:
     """The standard line-up at one budget: Buffer, Window(k), TokenBuffer, SinkWindow, and
     SummaryBuffer with KeyFacts -- plus, if ``model_summarizer`` is given, SummaryBuffer with
@@ -275,8 +274,13 @@ def default_memories(budget: int, *, counter: TokenCounter | None = None,
     The summary memories use ``on_error="trim"`` by default: a failing summarizer call (an
     empty model summary, say) falls back to token-buffer trimming for that add instead of
     ending the evaluation; :func:`fact_recall` counts the failures per row."""
-    from ..memory import (BufferMemory, SinkWindowMemory, SummaryBufferMemory,
-                          TokenBufferMemory, WindowMemory)
+    from ..memory import (
+        BufferMemory,
+        SinkWindowMemory,
+        SummaryBufferMemory,
+        TokenBufferMemory,
+        WindowMemory,
+    )
     from ..summarize import CombinedSummarizer, KeyFactsSummarizer
 
     options: dict[str, Any] = {"counter": counter} if counter is not None else {}
@@ -358,7 +362,7 @@ def fact_recall(
             # on_error="trim" warns at each failed fold; the row counts them instead
             warnings.simplefilter("ignore", SummarizerWarning)
             for done, message in enumerate(planted, 1):
-                before = getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0)
+                before = memory.status().summarizer_calls
                 started = time.perf_counter()
                 try:
                     memory.add_message(message)
@@ -366,7 +370,7 @@ def fact_recall(
                     error = (f"SummarizerError after {done - 1} of {len(planted)} messages: "
                              f"{exc}")
                     break
-                if getattr(memory, "summarizations", 0) + getattr(memory, "failures", 0) > before:
+                if memory.status().summarizer_calls > before:
                     folds.append(time.perf_counter() - started)
                 if progress is not None:
                     progress(name, done, len(planted))
@@ -374,72 +378,15 @@ def fact_recall(
         try:
             context = memory.messages()
             tokens = memory.token_count()
-        except Exception as exc:  # e.g. BudgetExceededError: report it, keep measuring others
+        except Exception as exc:  # noqa: BLE001 -- e.g. BudgetExceededError: report it, go on
             context, tokens = [], 0
             error = error or f"{type(exc).__name__}: {exc}"
-        last_failure = getattr(memory, "last_error", None)
+        status = memory.status()
         text = context_text(context)
-        summary = getattr(memory, "summary", None)
         report.rows.append(RecallRow(
             name=name, found=tuple(fact_in_text(f.value, text) for f in facts), tokens=tokens,
-            messages=len(context), seconds=seconds,
-            summarizations=getattr(memory, "summarizations", None), error=error,
-            fold_seconds=tuple(folds), summary=getattr(summary, "text", None),
-            failures=getattr(memory, "failures", None),
-            last_failure=str(last_failure) if last_failure is not None else None))
+            messages=len(context), seconds=seconds, summarizations=status.summarizations,
+            error=error, fold_seconds=tuple(folds), summary=status.summary,
+            failures=status.failures, last_failure=status.last_error))
     return report
 
-
-def _summaries_cell(row: RecallRow) -> str:
-    if row.summarizations is None:
-        return "-"
-    return f"{row.summarizations} ({row.failures} failed)" if row.failures else \
-        str(row.summarizations)
-
-
-def recall_table(report: RecallReport) -> Any:
-    """A rich ``Table`` of the report."""
-    from rich.table import Table
-
-    table = Table(title=f"Fact recall: {len(report.facts)} facts planted early in a "
-                        f"{report.conversation_messages}-message conversation "
-                        f"({report.conversation_tokens} tokens, {report.counter}); "
-                        f"budget {report.budget}")
-    table.add_column("memory", no_wrap=True)
-    for column in ("kept", "recall", "tokens", "msgs", "summaries", "seconds"):
-        table.add_column(column, justify="right")
-    for row in report.rows:
-        table.add_row(row.name, f"{row.recalled}/{len(row.found)}", f"{row.recall:.0%}",
-                      str(row.tokens) if not row.error else row.error,
-                      str(row.messages), _summaries_cell(row), f"{row.seconds:.1f}")
-    return table
-
-
-def plot_recall(report: RecallReport, path: str | Path) -> Path:
-    """A bar chart: recall per memory, with its context size in tokens on each bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [row.name for row in report.rows]
-    recall = [100 * row.recall for row in report.rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(names)), 4.2))
-    bars = ax.bar(range(len(names)), recall, color="#4C72B0")
-    for bar, row in zip(bars, report.rows):
-        ax.annotate(f"{row.recalled}/{len(row.found)}\n{row.tokens} tok",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8, xytext=(0, 2),
-                    textcoords="offset points")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
-    ax.set_ylim(0, 118)
-    ax.set_ylabel("facts still in context (%)")
-    ax.set_title(f"Fact recall, {len(report.facts)} facts, budget {report.budget} tokens "
-                 f"({report.conversation_tokens}-token conversation)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -18,21 +18,20 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..models.hf import encode_prefix, forward
 
 __all__ = [
     "StreamResult",
     "encode_text",
-    "plot_streaming",
     "recompute_perplexity",
     "streaming_perplexity",
 ]
 
 Progress = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` after each forward pass (tokens scored, or blocks)."""
+"""Called as ``progress(done, total)`` as an evaluation advances (tokens, blocks or trials)."""
 
 
 @dataclass
@@ -92,12 +91,10 @@ def encode_text(tokenizer: Any, text: str | Sequence[int], max_tokens: int | Non
     if isinstance(text, str):
         if tokenizer is None:
             raise ConfigError("a tokenizer is needed to score text (or pass token ids)")
-        chars = len(text) if max_tokens is None else max_tokens * 8
-        while True:
-            ids = tokenizer(text[:chars], add_special_tokens=True)["input_ids"]
-            if max_tokens is None or len(ids) >= max_tokens or chars >= len(text):
-                break
-            chars *= 2
+        if max_tokens is None:
+            ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        else:
+            ids = encode_prefix(tokenizer, text, max_tokens, add_special_tokens=True)
     else:
         ids = list(text)
     if max_tokens is not None:
@@ -144,7 +141,7 @@ def streaming_perplexity(
         for start in range(0, total - 1, chunk):
             piece = ids[start : min(start + chunk, total - 1)]  # the last token is only a target
             tick = time.perf_counter()
-            logits = model(input_ids=piece[None], cache=cache, use_cache=True).logits[0]
+            logits = forward(model, piece[None], cache).logits[0]
             result.chunk_seconds.append((start, time.perf_counter() - tick))
             targets = ids[start + 1 : start + 1 + piece.numel()]
             nll = F.cross_entropy(logits[: targets.numel()].float(), targets, reduction="none")
@@ -235,72 +232,3 @@ def recompute_perplexity(
     result.seconds = time.perf_counter() - started
     return result
 
-
-def _smooth(positions: list[int], values: list[float], width: int) -> tuple[list[int], list[float]]:
-    """Moving average over ``width`` consecutive scored tokens (positions must be contiguous)."""
-    if len(values) < width:
-        width = max(1, len(values))
-    out_x, out_y = [], []
-    acc = sum(values[:width])
-    for i in range(width, len(values) + 1):
-        if i > width:
-            acc += values[i - 1] - values[i - 1 - width]
-        out_x.append(positions[i - 1 - width // 2])
-        out_y.append(acc / width)
-    return out_x, out_y
-
-
-def plot_streaming(
-    results: Sequence[StreamResult],
-    path: str | Path,
-    *,
-    trained_length: int | None = None,
-    smooth: int = 256,
-    title: str | None = None,
-) -> Path:
-    """Write a plot of log-perplexity (smoothed NLL) over stream position; returns the path.
-
-    Contiguous runs are drawn as lines (moving average over ``smooth`` tokens); sampled runs (the
-    re-computation baseline) as one marker per scored block. The trained length is a dashed line.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=120)
-    for res in results:
-        if not res.positions:
-            continue
-        contiguous = res.positions[-1] - res.positions[0] + 1 == len(res.positions)
-        if contiguous:
-            xs, ys = _smooth(res.positions, res.nll, smooth)
-            ax.plot(xs, ys, label=f"{res.label} (ppl {res.ppl:.1f})", linewidth=1.3)
-        else:
-            blocks: dict[int, list[float]] = {}
-            prev = None
-            key = 0
-            for pos, value in zip(res.positions, res.nll):
-                if prev is None or pos != prev + 1:
-                    key = pos
-                blocks.setdefault(key, []).append(value)
-                prev = pos
-            bx = [k + len(v) // 2 for k, v in blocks.items()]
-            by = [sum(v) / len(v) for v in blocks.values()]
-            ax.plot(bx, by, "o", markersize=4, label=f"{res.label} (ppl {res.ppl:.1f})")
-    last = max((res.positions[-1] for res in results if res.positions), default=0)
-    if trained_length and trained_length <= last:
-        ax.axvline(trained_length, color="grey", linestyle="--", linewidth=1)
-        ax.text(trained_length, ax.get_ylim()[1], " trained length", va="top", fontsize=8)
-    ax.set_xlabel("token position in the stream")
-    ax.set_ylabel(f"log-perplexity (NLL, {smooth}-token moving average)")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -113,11 +113,28 @@ class RopeShift:
         """Return ``keys`` (``[..., head_dim]``) moved by ``delta`` positions (fp32 math)."""
         if delta == 0 or keys.shape[-2] == 0:
             return keys
+        return self._rotate(keys, *self._cos_sin(delta, keys.device))
+
+    def move(self, keys: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """Return ``keys`` (``[..., tokens, head_dim]``) with each token moved by its own delta.
+
+        ``deltas`` (integers) broadcasts against ``keys.shape[:-1]``: the scored caches close the
+        gaps left by evicted tokens, so every kept token moves by a different amount.
+        """
+        if keys.shape[-2] == 0 or not bool(deltas.any()):
+            return keys
+        angle = deltas.to(device="cpu", dtype=torch.float64)[..., None] * self.inv_freq
+        angle = torch.cat((angle, angle), dim=-1)
+        cos = angle.cos().to(device=keys.device, dtype=torch.float32)
+        sin = angle.sin().to(device=keys.device, dtype=torch.float32)
+        return self._rotate(keys, cos, sin)
+
+    def _rotate(self, keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate-half RoPE by ``cos``/``sin`` on the first ``rotary_dim`` channels of ``keys``."""
         if keys.shape[-1] < self.rotary_dim:
             raise ModelError(
                 f"head_dim {keys.shape[-1]} is smaller than the rotary dim {self.rotary_dim}"
             )
-        cos, sin = self._cos_sin(delta, keys.device)
         rot = keys[..., : self.rotary_dim].float()
         half = self.rotary_dim // 2
         rotated = rot * cos + torch.cat((-rot[..., half:], rot[..., :half]), dim=-1) * sin
@@ -238,7 +255,8 @@ class SinkCache(Cache):
         model.generate(input_ids, cache=SinkCache(model), max_new_tokens=5000)
 
     Args:
-        model: a RoPE decoder (Llama, Mistral, Qwen, Phi...), used for ``inv_freq`` and depth.
+        model: a RoPE decoder (Llama, Mistral, Qwen, Phi, Gemma-3...), used for each layer's
+            ``inv_freq`` and the depth.
         sinks: first tokens never evicted (0 gives plain window attention).
         window: most recent tokens kept.
         reposition: re-rotate the kept window after each eviction so positions stay contiguous.
@@ -250,22 +268,34 @@ class SinkCache(Cache):
     not); rotate-half RoPE layouts only; frequencies are read once, so RoPE types whose
     frequencies change with the sequence length ("dynamic", "longrope") are used at the
     frequencies the model had when the cache was built.
+
+    Sliding-window layers (Gemma-3's local layers): they hold the same sinks + window slots as
+    the global layers, and are re-rotated with their own (local) frequencies, but the model's
+    sliding mask lets a query at slot ``q`` see only slots ``> q - sliding_window``. So while
+    ``sinks + window + chunk <= sliding_window`` they see the whole cache, sinks included;
+    beyond that they see the most recent ``sliding_window`` slots and not the sinks -- as in the
+    dense model, whose local layers never see the first tokens once past their window. The
+    sinks act through the global layers only.
     """
 
     def __init__(
         self, model: Any, *, sinks: int = 4, window: int = 1020, reposition: bool = True
     ) -> None:
-        from ..models import rotary_embedding
+        from ..models import layer_inv_freqs
 
         self.policy = SinkPolicy(sinks=sinks, window=window)
         config = model.config.get_text_config(decoder=True)
         if getattr(config, "is_encoder_decoder", False):
             raise ModelError("SinkCache is for decoder-only models")
-        rotary = rotary_embedding(model)  # ModelError when the model has no RoPE
-        shift = RopeShift(rotary.inv_freq)
+        # One RopeShift per distinct frequency tensor: every layer of a Llama shares one,
+        # Gemma-3's local and global layers each share theirs.
+        shifts: dict[int, RopeShift] = {}
+        for inv_freq in layer_inv_freqs(model):  # ModelError when the model has no RoPE
+            if id(inv_freq) not in shifts:
+                shifts[id(inv_freq)] = RopeShift(inv_freq)
         self.reposition = reposition
-        depth = config.num_hidden_layers
-        super().__init__(layers=[SinkLayer(self.policy, shift, reposition) for _ in range(depth)])
+        super().__init__(layers=[SinkLayer(self.policy, shifts[id(f)], reposition)
+                                 for f in layer_inv_freqs(model)])
 
     @property
     def sinks(self) -> int:
@@ -283,6 +313,23 @@ class SinkCache(Cache):
     def nbytes(self) -> int:
         """Bytes held by the cached keys and values, all layers."""
         return cache_nbytes(self)
+
+
+def layer_shifts(model: Any) -> list[RopeShift]:
+    """One key rotation per decoder layer, shared by layers with the same frequencies.
+
+    ``ModelError`` for an encoder-decoder or a model without RoPE.
+    """
+    from ..models import layer_inv_freqs
+
+    config = model.config.get_text_config(decoder=True)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError("position-shifting KV caches are for decoder-only models")
+    shifts: dict[int, RopeShift] = {}
+    freqs = layer_inv_freqs(model)  # ModelError when the model has no RoPE
+    for inv_freq in freqs:
+        shifts.setdefault(id(inv_freq), RopeShift(inv_freq))
+    return [shifts[id(inv_freq)] for inv_freq in freqs]
 
 
 def cache_nbytes(cache: Cache) -> int:

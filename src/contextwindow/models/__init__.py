@@ -1,5 +1,22 @@
-"""Local models: offline loading and the transformers plumbing every model-side module shares."""
+"""Local models: a registry of offline models, loading on a device and dtype, and the
+transformers plumbing every model-side module shares."""
 
-from .loading import DEFAULT_MODEL, cache_dir, default_gguf_path, load_model, resolve, rotary_embedding
+from .loading import cache_dir, load_model, model_device, model_spec, part_paths, resolve
+from .registry import DEFAULT_CHAT_MODEL, DEFAULT_MODEL, MODELS, ModelSpec
+from .rotary import layer_inv_freqs, layer_types, rotary_embedding
 
-__all__ = ["DEFAULT_MODEL", "cache_dir", "default_gguf_path", "load_model", "resolve", "rotary_embedding"]
+__all__ = [
+    "DEFAULT_CHAT_MODEL",
+    "DEFAULT_MODEL",
+    "MODELS",
+    "ModelSpec",
+    "cache_dir",
+    "layer_inv_freqs",
+    "layer_types",
+    "load_model",
+    "model_device",
+    "model_spec",
+    "part_paths",
+    "resolve",
+    "rotary_embedding",
+]

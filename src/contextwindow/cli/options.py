@@ -1,0 +1,70 @@
+"""Options and helpers the command modules share, so no command imports from another one.
+
+torch and transformers are imported inside the helpers that need them only: importing this
+module keeps ``contextwindow count`` torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console()
+"""A command's result (tables, JSON) on stdout."""
+err_console = Console(stderr=True)
+"""Progress, notes and errors on stderr, so stdout stays the result."""
+
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", "-m",
+    help="A local transformers model directory (default SmolLM2-135M-Instruct).")]
+
+ThreadsOption = Annotated[int | None, typer.Option(
+    min=0, help="CPU threads for the model (default or 0: torch's choice, one per core). Use 1 "
+    "when other processes share the cores: oversubscribed threads are much slower.")]
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch; ``None`` or 0 keeps torch's default."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def quiet_transformers(threads: int | None = None) -> None:
+    """No per-load progress bars from transformers (the CLI shows its own status); and
+    ``threads`` CPU threads for torch (see :func:`set_threads`)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    set_threads(threads)
+
+
+def progress_bar(*, transient: bool = False, disable: bool = False) -> Progress:
+    """The progress bar of every long CLI job (on stderr): description, bar, done/total, time."""
+    return Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=transient,
+        disable=disable,
+    )
+
+
+def memory_status(memory: Any, budget: int | None = None) -> dict[str, int]:
+    """What a memory's view keeps: verbatim messages, tokens, pinned, dropped, summarized."""
+    status = memory.status()
+    return {
+        "kept": status.kept,
+        "total": status.stored,
+        "tokens": status.tokens,
+        "budget": budget if budget is not None else status.budget or 0,
+        "pinned": status.pinned,
+        "summarized": status.summarized,
+        "dropped": status.dropped,
+    }

@@ -1,0 +1,24 @@
+"""Local chat generation: fit a conversation to the window, then decode on the sink cache.
+
+* :mod:`.engine` -- :class:`Generator` (fit + generate), :class:`FitResult`, :class:`Completion`;
+* :mod:`.sampling` -- :class:`SamplingParams` (the one place sampling settings are checked) and
+  :func:`sample`;
+* :mod:`.decoding` -- :class:`IncrementalDecoder` and :class:`StopMatcher` (ids to streamed text).
+"""
+
+from .decoding import IncrementalDecoder, StopMatcher
+from .engine import POLICIES, SINKS_KEEP_FIRST, Completion, FitResult, Generator
+from .sampling import MAX_STOP_STRINGS, SamplingParams, sample
+
+__all__ = [
+    "MAX_STOP_STRINGS",
+    "POLICIES",
+    "SINKS_KEEP_FIRST",
+    "Completion",
+    "FitResult",
+    "Generator",
+    "IncrementalDecoder",
+    "SamplingParams",
+    "StopMatcher",
+    "sample",
+]

@@ -1,0 +1,35 @@
+"""Conversation memories: the whole history in a store, and a budgeted view of it.
+
+* :mod:`.base` -- :class:`Memory` (history, running token totals, the store) and
+  :class:`MemoryStatus`;
+* :mod:`.budget` -- Buffer, Window, TokenBuffer and SinkWindow: which recent turns to keep;
+* :mod:`.summary` -- SummaryBuffer and Summary: older turns folded into a running summary
+  (shared machinery in :mod:`.summarizing`, the fold and the summary cut in :mod:`.folding`).
+"""
+
+from .base import Memory, MemoryStatus, default_counter
+from .budget import (
+    DEFAULT_KEEP_FIRST,
+    BufferMemory,
+    SinkWindowMemory,
+    TokenBufferMemory,
+    WindowMemory,
+)
+from .folding import Fold
+from .summarizing import SummarizingMemory
+from .summary import SummaryBufferMemory, SummaryMemory
+
+__all__ = [
+    "DEFAULT_KEEP_FIRST",
+    "BufferMemory",
+    "Fold",
+    "Memory",
+    "MemoryStatus",
+    "SinkWindowMemory",
+    "SummarizingMemory",
+    "SummaryBufferMemory",
+    "SummaryMemory",
+    "TokenBufferMemory",
+    "WindowMemory",
+    "default_counter",
+]

@@ -1,0 +1,73 @@
+"""The budget memories: which recent part of the history each strategy keeps, no model needed.
+
+Each is one rule over the history (all, the last k turns, the newest that fit, the newest that
+fit after pinned sinks); the trimming itself is :func:`contextwindow.trim.plan_trim`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ..trim import TrimPlan, pinned_count, plan_trim
+from .base import Memory
+
+__all__ = ["DEFAULT_KEEP_FIRST", "BufferMemory", "SinkWindowMemory", "TokenBufferMemory",
+           "WindowMemory"]
+
+#: Messages after the system prompt that a "sinks" policy pins unless told otherwise: the
+#: first exchange, where users tend to say who they are and what they want.
+DEFAULT_KEEP_FIRST = 2
+
+
+class BufferMemory(Memory):
+    """Everything, unbounded: the baseline."""
+
+    def plan(self) -> TrimPlan:
+        return self._keep_span(0, 0)
+
+
+class WindowMemory(Memory):
+    """The system prompt plus the last ``k`` turns (a turn: a user message and what follows it)."""
+
+    def __init__(self, k: int, **options: Any) -> None:
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, not {k}")
+        self.k = k
+        super().__init__(**options)
+
+    def plan(self) -> TrimPlan:
+        pinned = pinned_count(self._history, keep_system=self.keep_system)
+        start = self._user_turns[-self.k] if len(self._user_turns) > self.k else pinned
+        return self._keep_span(pinned, start)
+
+
+class TokenBufferMemory(Memory):
+    """The newest turns that fit in ``max_tokens``, after the system prompt and the first
+    ``keep_first`` messages, which are always kept. Raises ``BudgetExceededError`` rather than
+    going over budget."""
+
+    def __init__(self, max_tokens: int, *, keep_first: int = 0, **options: Any) -> None:
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, not {max_tokens}")
+        if keep_first < 0:
+            raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
+        self.max_tokens = max_tokens
+        self.keep_first = keep_first
+        super().__init__(**options)
+
+    def plan(self) -> TrimPlan:
+        pinned = pinned_count(self._history, keep_system=self.keep_system,
+                              keep_first=self.keep_first)
+        return plan_trim(self._history, self._cost, self.max_tokens, self._overhead(),
+                         pinned=pinned)
+
+
+class SinkWindowMemory(TokenBufferMemory):
+    """A token buffer that pins the conversation's first messages (its "sinks"): the
+    StreamingLLM idea at message level. Early turns that set up the task or say who the user
+    is stay in context however long the chat runs."""
+
+    def __init__(self, max_tokens: int, *, keep_first: int = DEFAULT_KEEP_FIRST,
+                 **options: Any) -> None:
+        super().__init__(max_tokens, keep_first=keep_first, **options)
