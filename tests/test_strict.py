@@ -52,7 +52,7 @@ def test_trim_memory_and_cli_refuse_broken_pairing(conversation, error, tmp_path
 
 
 def test_a_broken_stretch_the_budget_drops_does_not_matter() -> None:
-    conversation = [result("orphan"), USER, {"role": "assistant", "content": "x" * 400}, USER]
+    conversation = [USER, result("orphan"), {"role": "assistant", "content": "x" * 400}, USER]
     assert trim(conversation, 30, COUNTER) == [USER]
 
 

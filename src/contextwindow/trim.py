@@ -18,6 +18,12 @@ Rules, in order of precedence:
 
 The scan starts at the newest message and stops at the first unit that does not fit, so the cost
 is proportional to what is kept, not to the length of the history.
+
+:class:`CachePolicy` changes only *where* the window starts, for prompt caches: it keeps the
+start until the window no longer fits, then jumps to a low-water mark, so consecutive prompts
+share their prefix. Every rule above still holds. Its start depends on the whole history (it is
+replayed message by message), so it costs O(history) in :func:`trim`; the memories keep the
+replay's state and advance it by the messages added since (docs/caching.md).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class TrimPlan:
     pinned: int
     start: int
     tokens: int  # prompt tokens of the kept context, overhead included
+    cut: Cut | None = None  # the cache-aware policy's state, when one was used
 
     @property
     def dropped(self) -> int:
@@ -65,28 +72,64 @@ def pinned_count(messages: Sequence[Message], *, keep_system: bool = True, keep_
     return end
 
 
-def plan_trim(
-    messages: Sequence[Message],
-    cost: Callable[[int], int],
-    max_tokens: int,
-    overhead: int,
-    *,
-    pinned: int,
-) -> TrimPlan:
-    """The budgeted window over ``messages`` given each message's token ``cost(index)``.
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The cache-aware policy's state after replaying ``messages[:upto]``: the window starts
+    at ``start`` and its messages take ``used`` tokens. ``basis`` is what it was computed for
+    (pinned head, tokens available, low-water tokens); a cut with another basis is ignored."""
 
-    ``overhead`` is the request's fixed cost (reply priming, tools, a summary message...).
-    This is the single implementation of the trimming rules; :func:`trim` and the memories
-    both call it.
+    upto: int
+    start: int
+    used: int
+    basis: tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """Cut rarely, so that consecutive prompts share their prefix (provider prompt caches,
+    a server's KV prefix cache).
+
+    The window keeps its start, appending only, until it no longer fits; then it jumps in one
+    step to the newest user turn that brings the prompt down to ``low_water`` x the budget
+    (or, if no turn is that small, to the newest that fits). The start is a function of the
+    history: :meth:`replay` applies the rule after each message in turn, so every caller
+    (a reloaded memory, a stateless server) derives the same prompts from the same history.
     """
-    if max_tokens <= 0:
-        raise ConfigError(f"max_tokens must be positive, not {max_tokens}")
-    n = len(messages)
-    fixed = overhead + sum(cost(i) for i in range(pinned))
-    available = max_tokens - fixed
-    if available < 0:  # not even the pinned head and the overhead fit
-        _raise_budget(messages, cost, max_tokens, fixed, pinned)
-    used, i, best = 0, n, n
+
+    low_water: float = 0.6
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low_water <= 1:
+            raise ConfigError(f"low_water must be in (0, 1], not {self.low_water}")
+
+    def replay(self, messages: Sequence[Message], cost: Callable[[int], int], max_tokens: int,
+               fixed: int, *, pinned: int, since: Cut | None = None) -> Cut:
+        """The cut after every message of ``messages``, continuing from ``since`` when it was
+        computed for the same basis (O(new messages) then, plus O(window) per jump)."""
+        available = max_tokens - fixed
+        basis = (pinned, available, int(max_tokens * self.low_water) - fixed)
+        if since is None or since.basis != basis or since.upto > len(messages):
+            since = Cut(pinned, pinned, 0, basis)
+        start, used = since.start, since.used
+        for index in range(since.upto, len(messages)):
+            used += cost(index)
+            if used <= available:
+                continue
+            for target in (basis[2], available):
+                found = _newest_fit(messages, cost, index + 1, target, pinned)
+                if found is not None:
+                    start, used = found
+                    break
+            # else: not even the newest turn fits yet; the cut waits for a later message
+        return Cut(len(messages), start, used, basis)
+
+
+def _newest_fit(messages: Sequence[Message], cost: Callable[[int], int], end: int,
+                available: int, pinned: int) -> tuple[int, int] | None:
+    """The longest run of whole units ending at ``end`` that fits ``available`` and starts
+    at a user message (or everything after the pinned head), with its tokens; None when not
+    even the newest user turn fits. Scans from the newest message back."""
+    used, i, best = 0, end, None
     while i > pinned:
         unit_start = i - 1
         unit = cost(unit_start)
@@ -94,16 +137,46 @@ def plan_trim(
             unit_start -= 1
             unit += cost(unit_start)
         if used + unit > available:
-            break
+            return best
         used += unit
         i = unit_start
         if messages[i].role == "user":
-            best, best_used = i, used
-    else:  # everything fits
-        return TrimPlan(pinned, pinned, fixed + used)
-    if best == n:  # not even the newest user turn fits
+            best = (i, used)
+    return (pinned, used) if available >= 0 else None
+
+
+def plan_trim(
+    messages: Sequence[Message],
+    cost: Callable[[int], int],
+    max_tokens: int,
+    overhead: int,
+    *,
+    pinned: int,
+    cache_policy: CachePolicy | None = None,
+    since: Cut | None = None,
+) -> TrimPlan:
+    """The budgeted window over ``messages`` given each message's token ``cost(index)``.
+
+    ``overhead`` is the request's fixed cost (reply priming, tools, a summary message...).
+    This is the single implementation of the trimming rules; :func:`trim` and the memories
+    both call it. Without ``cache_policy`` the window is the newest that fits; with one, it is
+    the policy's cut, and the plan carries it (``cut``) so that a caller holding the same
+    history can pass it back as ``since`` and replay only the messages added since.
+    """
+    if max_tokens <= 0:
+        raise ConfigError(f"max_tokens must be positive, not {max_tokens}")
+    fixed = overhead + sum(cost(i) for i in range(pinned))
+    if fixed > max_tokens:  # not even the pinned head and the overhead fit
         _raise_budget(messages, cost, max_tokens, fixed, pinned)
-    return TrimPlan(pinned, best, fixed + best_used)
+    if cache_policy is not None:
+        cut = cache_policy.replay(messages, cost, max_tokens, fixed, pinned=pinned, since=since)
+        if fixed + cut.used > max_tokens:
+            _raise_budget(messages, cost, max_tokens, fixed, pinned)
+        return TrimPlan(pinned, cut.start, fixed + cut.used, cut)
+    found = _newest_fit(messages, cost, len(messages), max_tokens - fixed, pinned)
+    if found is None:  # not even the newest user turn fits
+        _raise_budget(messages, cost, max_tokens, fixed, pinned)
+    return TrimPlan(pinned, found[0], fixed + found[1])
 
 
 def _raise_budget(messages: Sequence[Message], cost: Callable[[int], int], max_tokens: int,
@@ -160,17 +233,22 @@ def trim(
     keep_system: bool = True,
     keep_first: int = 0,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    cache_policy: CachePolicy | None = None,
 ) -> list[T]:
     """The newest messages that fit in ``max_tokens`` (prompt tokens, as the API counts them).
 
     Accepts :class:`Message` objects, OpenAI dicts or SDK objects, LangChain or LlamaIndex
     messages, and returns the same objects it was given. See the module docstring for the rules.
+    With ``cache_policy`` (e.g. ``CachePolicy(0.6)``) the window keeps its start across calls on
+    a growing conversation, so that a provider's prompt cache hits; that replays the rule over
+    the whole history, so every message is counted (the default stops at the window's edge).
     """
     view = _Lazy(messages)
     pinned = pinned_count(view, keep_system=keep_system, keep_first=keep_first)
     has_system = bool(messages) and view[0].role in SYSTEM_ROLES
     plan = plan_trim(view, view.cost(counter), max_tokens,
-                     counter.overhead(tools, has_system=has_system), pinned=pinned)
+                     counter.overhead(tools, has_system=has_system), pinned=pinned,
+                     cache_policy=cache_policy)
     kept = plan.select(range(len(messages)))
     check_conversation([view[k] for k in kept], kept)
     return plan.select(messages)
