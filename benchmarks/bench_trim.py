@@ -1,7 +1,9 @@
 """Trim a 10,000-message conversation to 4,000 tokens: contextwindow.trim vs langchain-core.
 
 Both get the same LangChain message objects and the same chars/4 counting rule, and must keep
-the very same messages (checked before timing: the run stops otherwise). The contenders are
+the very same messages (checked before timing: the run stops otherwise). A second case puts an
+image in every 4th user message (a 640x480 PNG data URL at high detail, or a remote URL at low
+detail, alternating), counted by OpenAI's tile rule on both sides. The contenders are
 timed interleaved, one call each per round over ``--rounds`` alternating rounds after a warm-up.
 Run: .venv/bin/python benchmarks/bench_trim.py (writes docs/results/bench_trim.json)
 """
@@ -9,6 +11,8 @@ Run: .venv/bin/python benchmarks/bench_trim.py (writes docs/results/bench_trim.j
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import math
 
@@ -16,6 +20,7 @@ from _common import add_out_argument, emit, interleaved, log, machine, provenanc
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import trim_messages
 
+from contextwindow.images import DEFAULT_PRICING, image_size
 from contextwindow.messages import Message
 from contextwindow.samples import sample_conversation
 from contextwindow.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TokenCounter
@@ -28,7 +33,7 @@ def to_langchain(message: Message) -> BaseMessage:
     if message.role == "system":
         return SystemMessage(message.content)
     if message.role == "user":
-        return HumanMessage(message.content)
+        return HumanMessage(message.content_parts or message.content)
     if message.role == "tool":
         return ToolMessage(message.content, tool_call_id=message.tool_call_id)
     calls = [{"id": c.id, "name": c.name, "args": json.loads(c.arguments)}
@@ -41,7 +46,15 @@ def langchain_price(message: BaseMessage) -> int:
     def t(text: str) -> int:
         return math.ceil(len(text) / 4)
 
-    tokens = TOKENS_PER_MESSAGE + t(ROLE_OF[message.type]) + t(message.content or "")
+    tokens = TOKENS_PER_MESSAGE + t(ROLE_OF[message.type])
+    for part in message.content if isinstance(message.content, list) else [message.content]:
+        if isinstance(part, str):
+            tokens += t(part)
+        elif part["type"] == "text":
+            tokens += t(part["text"])
+        else:  # an image_url part: OpenAI's tile rule, the size read from a data URL
+            image = part["image_url"]
+            tokens += DEFAULT_PRICING.tokens(image_size(image["url"]), image["detail"])
     for call in getattr(message, "tool_calls", None) or ():
         tokens += TOKENS_PER_MESSAGE + t(call["name"]) + t(json.dumps(call["args"]))
     if message.type == "tool":
@@ -68,15 +81,27 @@ def conversation_of(size: int) -> list[Message]:
     return conversation
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--budget", type=int, default=4_000)
-    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (>= 5)")
-    add_out_argument(parser, "bench_trim")
-    args = parser.parse_args()
+def with_images(conversation: list[Message], every: int = 4) -> list[Message]:
+    """``conversation`` with an image in every ``every``-th user message."""
+    buffer = io.BytesIO()
+    __import__("PIL.Image").Image.new("RGB", (640, 480), "white").save(buffer, "PNG")
+    images = [{"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+               "detail": "high"}, {"url": "https://example.org/photo.jpg", "detail": "low"}]
+    out, users = [], 0
+    for message in conversation:
+        if message.role == "user":
+            users += 1
+            if users % every == 0:
+                image = images[users // every % 2]
+                message = Message(role="user", id=message.id, content=[
+                    {"type": "text", "text": message.content},
+                    {"type": "image_url", "image_url": image}])
+        out.append(message)
+    return out
 
-    conversation = conversation_of(args.messages)
+
+def compare(conversation: list[Message], args: argparse.Namespace) -> dict:
+    """Check that both keep the same messages, then time them; the figures of one case."""
     lc_messages = [to_langchain(m) for m in conversation]
     dicts = [m.to_openai() for m in conversation]
     counter = TokenCounter.approximate()
@@ -112,6 +137,26 @@ def main() -> None:
                          "langchain_trim_messages": theirs}, rounds=args.rounds)
     ms = {name: spread(t, 1e3) for name, t in times.items()}
     base = ms["langchain_trim_messages"]["median"]
+    return {
+        "kept_messages": len(kept_lc), "kept_tokens": kept_tokens,
+        "identical_result": True,  # asserted above
+        "ms": ms,
+        "speedup_vs_langchain": {name: round(base / m["median"], 1) for name, m in ms.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--budget", type=int, default=4_000)
+    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (>= 5)")
+    add_out_argument(parser, "bench_trim")
+    args = parser.parse_args()
+
+    conversation = conversation_of(args.messages)
+    text_only = compare(conversation, args)
+    log("now with images...")
+    mixed = compare(with_images(conversation), args)
     emit({
         "benchmark": "trim",
         "inputs": {"messages": len(conversation), "tool_calls_every_n_turns": 5,
@@ -119,10 +164,9 @@ def main() -> None:
                    "timing": "interleaved, alternating order",
                    "counter": "chars/4 (same rule both)",
                    "langchain_core": __import__("langchain_core").__version__},
-        "kept_messages": len(kept_lc), "kept_tokens": kept_tokens,
-        "identical_result": True,  # asserted above
-        "ms": ms,
-        "speedup_vs_langchain": {name: round(base / m["median"], 1) for name, m in ms.items()},
+        **text_only,
+        "mixed_text_image": {"images": "every 4th user message: 640x480 PNG data URL (high) "
+                                       "or remote URL (low), alternating", **mixed},
         "machine": machine(), **provenance(),
     }, args.out)
 

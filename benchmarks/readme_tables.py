@@ -66,10 +66,15 @@ def memory_table(data: dict[str, Any]) -> str:
         "llama_index_ChatMemoryBuffer_deprecated": f"llama-index-core {llama} "
                                                    "`ChatMemoryBuffer` (deprecated)",
     }
-    limit = data["inputs"]["limit_s_per_round"]
+    limit, rounds = data["inputs"]["limit_s_per_round"], data["inputs"]["rounds"]
     rows = []
     for key, label in labels.items():
-        cells = [_range(data["cumulative_seconds"][key][c], "s", 2) for c in checkpoints]
+        cells = []
+        for c in checkpoints:
+            cell = data["cumulative_seconds"][key][c]
+            partial = cell is not None and cell["runs"] < rounds
+            cells.append(_range(cell, "s", 2)
+                         + (f", {cell['runs']} of {rounds} rounds" if partial else ""))
         fed = data["messages_fed_per_round"][key]
         rows.append([label, *cells, f"{min(fed):,}–{max(fed):,}"])
     header = ["contender", *[f"{int(c):,} messages" for c in checkpoints],

@@ -17,6 +17,7 @@ from contextwindow.generation import Generator, SamplingParams
 from contextwindow.memory import SinkWindowMemory, TokenBufferMemory
 from contextwindow.messages import Message
 from contextwindow.stores import SQLiteStore
+from contextwindow.trim import CachePolicy
 
 CONTEXT = 256
 REPLY = 6
@@ -108,8 +109,11 @@ def test_a_small_budget_trims_what_the_model_sees(
     history = store.load("small")
     store.close()
     assert [m.content for m in history if m.role == "user"] == turns
-    make = (lambda: TokenBufferMemory(90, counter=generator.counter)) if memory_kind == "token" \
-        else (lambda: SinkWindowMemory(90, keep_first=2, counter=generator.counter))
+    cut = CachePolicy()  # the chat's default (--cache-aware)
+    make = (lambda: TokenBufferMemory(90, counter=generator.counter, cache_policy=cut)) \
+        if memory_kind == "token" \
+        else (lambda: SinkWindowMemory(90, keep_first=2, counter=generator.counter,
+                                       cache_policy=cut))
     # Replay: each reply must be the one generated from that memory's view at that turn.
     memory = make()
     replies = []

@@ -58,3 +58,23 @@ def test_bad_input_gives_one_clear_line_and_exit_2(stdin, argv, message) -> None
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+def test_trim_keeps_tools_ids_and_content_parts_and_count_prices_tools(tmp_path, capsys) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "Find a word.",
+                                               "parameters": {"type": "object", "properties": {
+                                                   "word": {"type": "string"}}}}}]
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    messages = [{"role": "system", "content": "terse", "id": "s"},
+                *({"role": "user", "content": f"old {k} " * 50, "id": f"u{k}"} for k in range(5)),
+                {"role": "user", "content": parts, "id": "last"}]
+    request = {"model": "gpt-4o", "messages": messages, "tools": tools}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(request))
+    code, out, _ = run(capsys, "trim", str(path), "--max-tokens", "150")
+    assert code == 0
+    assert json.loads(out) == {**request, "messages": [messages[0], messages[-1]]}
+    counter = TokenCounter.for_model("gpt-4o")
+    code, out, _ = run(capsys, "count", str(path))
+    assert (code, int(out)) == (0, counter.count_messages(messages, tools=tools))
+    assert counter.count_tools(tools) > 0

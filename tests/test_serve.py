@@ -181,7 +181,7 @@ def test_overlong_conversation_is_trimmed_exactly(client: Any, server: Any, tiny
     conversation = long_conversation()
     counter = server.generator.counter
     budget = CONTEXT - 16
-    expected = trim(conversation, budget, counter)
+    expected = trim(conversation, budget, counter, cache_policy=server.generator.cache_policy)
     assert len(expected) < len(conversation)  # the test needs real trimming
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL_ID, messages=conversation, max_tokens=16, temperature=0)
@@ -207,7 +207,8 @@ def test_sinks_policy_pins_the_first_messages(tiny: Any) -> None:
     model, tokenizer = tiny
     generator = Generator(model, tokenizer, model_id=MODEL_ID, context=CONTEXT, policy="sinks")
     conversation = long_conversation()
-    expected = trim(conversation, CONTEXT - 16, generator.counter, keep_first=2)
+    expected = trim(conversation, CONTEXT - 16, generator.counter, keep_first=2,
+                    cache_policy=generator.cache_policy)
     assert expected[:3] == conversation[:3]  # system + the first two messages
     with BackgroundServer(create_app(generator)) as srv:
         client = openai.OpenAI(base_url=srv.url, api_key="unused", max_retries=0)
@@ -383,6 +384,8 @@ def test_malformed_json_is_400(server: Any, body: bytes) -> None:
      "messages"),
     ({"model": MODEL_ID, "messages": [{"role": "tool", "content": "x"}]}, "invalid_value",
      "messages"),
+    ({"model": MODEL_ID, "messages": [{"role": "user", "content": [{"type": "image_url",
+      "image_url": {"url": "https://example.org/a.png"}}]}]}, "invalid_value", "messages"),
     ({"model": MODEL_ID, "messages": USER, "max_tokens": 0}, "invalid_value", "max_tokens"),
     ({"model": MODEL_ID, "messages": USER, "max_tokens": "9"}, "invalid_value", "max_tokens"),
     ({"model": MODEL_ID, "messages": USER, "max_completion_tokens": -1}, "invalid_value",
@@ -538,7 +541,8 @@ class TestRealModel:
     def test_overlong_conversation_is_trimmed(self, real: Any) -> None:
         conversation = to_openai(sample_conversation(50, seed=5)) + self.QUESTION
         counter = real.generator.counter
-        expected = trim(conversation, self.CONTEXT - 8, counter)
+        expected = trim(conversation, self.CONTEXT - 8, counter,
+                        cache_policy=real.generator.cache_policy)
         assert counter.count_messages(conversation) > self.CONTEXT
         raw = real.client.chat.completions.with_raw_response.create(
             model=self.NAME, messages=conversation, max_tokens=8, temperature=0)

@@ -45,8 +45,9 @@ def test_trim_memory_and_cli_refuse_broken_pairing(conversation, error, tmp_path
         for message in conversation:
             memory.add_message(message)
     for command in ("count", "trim"):
-        cli = subprocess.run([sys.executable, "-m", "contextwindow", command], timeout=120,
-                             input=json.dumps(conversation), capture_output=True, text=True)
+        cli = subprocess.run([sys.executable, "-m", "contextwindow", command], check=False,
+                             input=json.dumps(conversation), capture_output=True, text=True,
+                             timeout=120)
         assert cli.returncode == 2 and "Traceback" not in cli.stderr
         assert error.replace("\\", "") in " ".join(cli.stderr.split())
 

@@ -9,11 +9,12 @@ let a conversation go over budget, which is what this library exists to prevent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import InvalidMessageError
 from .images import ImagePricing, image_size
+from .messages import Message, part_text
 
 CountText = Callable[[str], int]
 
@@ -71,3 +72,14 @@ def price_parts(parts: list[Any], count_text: CountText, pricing: ImagePricing) 
         except InvalidMessageError as exc:
             raise InvalidMessageError(f"content part {position} ({kind!r}): {exc}") from None
     return total
+
+
+def check_text_only(messages: Sequence[Message]) -> None:
+    """Refuse parts a text-only (local) model cannot read: dropping an image silently would
+    answer a different question than the one asked."""
+    for index, message in enumerate(messages):
+        for position, part in enumerate(message.content_parts or ()):
+            if part_text(part) is None:
+                raise InvalidMessageError(
+                    f"message {index}: content part {position} ({part.get('type')!r}) cannot be "
+                    "read by this text-only model: send text parts only")

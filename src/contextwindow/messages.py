@@ -11,14 +11,16 @@ not model (``refusal``, ``annotations``, ``audio``, ``function_call``, future on
 by duck typing: this module imports no framework.
 
 :func:`check_next` is the one tool-call pairing check that ``trim``, the memories and the CLI
-share: a provider rejects a conversation that breaks it with a 400.
+share: a provider rejects a conversation that breaks it with a 400. (The readers, the message
+type and the check are one module on purpose, a little over 400 lines: they share its
+invariants.)
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +30,13 @@ from .errors import InvalidMessageError
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 SYSTEM_ROLES = ("system", "developer")
 RESULT_ROLES = ("tool", "function")  # messages that answer the assistant message before them
-_MODELLED = ("role", "content", "name", "tool_calls", "tool_call_id", "id")
+_MODELLED = ("role", "content", "name", "tool_calls", "tool_call_id", "id", "meta")
+_NULLABLE = ("name", "tool_calls", "tool_call_id")  # kept in ``extra`` when given as null
 
 
 def new_id() -> str:
     """A fresh message id (random, URL-safe)."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def _jsonable(value: Any) -> Any:
@@ -133,16 +136,18 @@ class Message:
             object.__setattr__(self, "parts", Frozen(list(self.content)))
             object.__setattr__(self, "content", "\n".join(
                 text for text in map(part_text, self.content) if text is not None))
-        for name in ("parts", "extra", "meta"):
-            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        if self.parts is not None or self.extra is not None or self.meta is not None:
+            for name in ("parts", "extra", "meta"):
+                object.__setattr__(self, name, _frozen(getattr(self, name)))
         self._check()
 
     def _check(self) -> None:
         if self.role not in ROLES:
-            raise InvalidMessageError(f"unknown role {self.role!r}; expected one of {', '.join(ROLES)}")
-        if self.content is not None and not isinstance(self.content, str):
             raise InvalidMessageError(
-                f"content must be a string, a list of parts or None, not {type(self.content).__name__}")
+                f"unknown role {self.role!r}; expected one of {', '.join(ROLES)}")
+        if self.content is not None and not isinstance(self.content, str):
+            raise InvalidMessageError("content must be a string, a list of parts or None, "
+                                      f"not {type(self.content).__name__}")
         if self.name is not None and not isinstance(self.name, str):
             raise InvalidMessageError(f"name must be a string, not {type(self.name).__name__}")
         if not isinstance(self.id, str) or not self.id:
@@ -151,7 +156,8 @@ class Message:
                 isinstance(call, ToolCall) for call in self.tool_calls):
             raise InvalidMessageError("tool_calls must be a tuple of ToolCall")
         if self.tool_calls and self.role != "assistant":
-            raise InvalidMessageError(f"only assistant messages carry tool_calls, not {self.role!r}")
+            raise InvalidMessageError(
+                f"only assistant messages carry tool_calls, not {self.role!r}")
         if self.role == "tool" and not self.tool_call_id:
             raise InvalidMessageError("a tool message needs the tool_call_id it answers")
         if self.role == "function" and not self.name:
@@ -245,12 +251,13 @@ def from_openai(raw: Mapping[str, Any]) -> Message:
     if content is not None and not isinstance(content, (str, list)):
         raise InvalidMessageError(f"content must be a string, a list of parts or null, "
                                   f"not {type(content).__name__}")
-    extra = {key: value for key, value in raw.items() if key not in (*_MODELLED, "meta")
-             or (key in ("name", "tool_calls", "tool_call_id") and not value)}
-    fields: dict[str, Any] = dict(
-        role=raw["role"], content=content, name=raw.get("name") or None,
-        tool_calls=tuple(tool_call_from(call) for call in calls),
-        tool_call_id=raw.get("tool_call_id") or None, extra=extra or None, meta=raw.get("meta"))
+    extra = {key: value for key, value in raw.items()
+             if key not in _MODELLED or (key in _NULLABLE and not value)}
+    fields: dict[str, Any] = {
+        "role": raw["role"], "content": content, "name": raw.get("name") or None,
+        "tool_calls": tuple(tool_call_from(call) for call in calls),
+        "tool_call_id": raw.get("tool_call_id") or None, "extra": extra or None,
+        "meta": raw.get("meta")}
     if raw.get("id") is not None:
         fields["id"] = raw["id"]
     return Message(**fields)
@@ -269,6 +276,8 @@ def from_sdk_object(obj: Any) -> Message:
 
 _LANGCHAIN_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool",
                     "function": "function"}
+LANGCHAIN_TYPES = {"system": "system", "developer": "system", "user": "human",
+                   "assistant": "ai", "tool": "tool", "function": "function"}
 _CHAT_ROLES = {"human": "user", "ai": "assistant", **{role: role for role in ROLES}}
 _LANGCHAIN_MODELLED = ("content", "id", "name", "tool_calls", "tool_call_id", "type")
 
@@ -276,29 +285,37 @@ _LANGCHAIN_MODELLED = ("content", "id", "name", "tool_calls", "tool_call_id", "t
 def from_langchain(obj: Any) -> Message:
     """Any langchain-core message (chunks, ``ChatMessage`` and ``FunctionMessage`` included);
     duck-typed. What we do not model (``additional_kwargs``, ``response_metadata``, the class)
-    is kept in ``meta`` so that ``integrations.langchain.to_langchain`` rebuilds the same object."""
-    kind = getattr(obj, "type", None)
+    is kept in ``meta`` so that ``integrations.langchain.to_langchain`` rebuilds the same object.
+    Fields are read from the instance dict: pydantic's attribute fallback is slow on misses."""
+    data, kind = vars(obj), obj.type
     base = kind.removesuffix("MessageChunk").lower() if isinstance(kind, str) else None
-    role = _CHAT_ROLES.get(getattr(obj, "role", None)) if base == "chat" else _LANGCHAIN_ROLES.get(base)
-    if role == "system" and (obj.additional_kwargs or {}).get("__openai_role__") == "developer":
+    role = _CHAT_ROLES.get(data.get("role")) if base == "chat" else _LANGCHAIN_ROLES.get(base)
+    if role == "system" and (data.get("additional_kwargs") or {}).get(
+            "__openai_role__") == "developer":
         role = "developer"
     if role is None:
         raise InvalidMessageError(f"unsupported LangChain message type {kind!r}"
-                                  + (f" with role {obj.role!r}" if base == "chat" else ""))
+                                  + (f" with role {data.get('role')!r}" if base == "chat" else ""))
     calls = []
-    for call in getattr(obj, "tool_calls", None) or ():
+    for call in data.get("tool_calls") or ():
         if not call.get("id"):
             raise InvalidMessageError(f"LangChain tool call {call.get('name')!r} has no id")
         calls.append(ToolCall(id=call["id"], name=call["name"],
                               arguments=json.dumps(call.get("args", {}))))
-    content = obj.content if obj.content != "" or not calls else None
-    meta = {"type": kind, **{key: value for key, value in obj.model_dump().items()
-                             if key not in _LANGCHAIN_MODELLED and value not in (None, {}, [])}}
-    fields: dict[str, Any] = dict(role=role, content=content, name=getattr(obj, "name", None),
-                                  tool_calls=tuple(calls), meta={"langchain": meta},
-                                  tool_call_id=getattr(obj, "tool_call_id", None))
-    if getattr(obj, "id", None):
-        fields["id"] = obj.id
+    content = data["content"]
+    defaults = type(obj).model_fields
+    meta = {key: value for key, value in data.items()
+            if key not in _LANGCHAIN_MODELLED and value not in (None, {}, [])
+            and (key not in defaults or value != defaults[key].default)}
+    if kind != LANGCHAIN_TYPES[role]:  # a chunk, ChatMessage...: the class to rebuild
+        meta["type"] = kind
+    fields: dict[str, Any] = {
+        "role": role, "content": content if content != "" or not calls else None,
+        "name": data.get("name"), "tool_calls": tuple(calls),
+        "tool_call_id": data.get("tool_call_id"),
+        "meta": {"langchain": meta} if meta else None}
+    if data.get("id"):
+        fields["id"] = data["id"]
     return Message(**fields)
 
 
@@ -308,12 +325,12 @@ def as_message(obj: Any) -> Message:
         return obj
     if isinstance(obj, Mapping):
         return from_openai(obj)
+    if hasattr(obj, "type") and hasattr(obj, "content") and hasattr(obj, "additional_kwargs"):
+        return from_langchain(obj)
     if hasattr(obj, "blocks") and hasattr(obj, "role"):
         from .integrations.llamaindex import from_llamaindex
 
         return from_llamaindex(obj)
-    if hasattr(obj, "type") and hasattr(obj, "content") and hasattr(obj, "additional_kwargs"):
-        return from_langchain(obj)
     if callable(getattr(obj, "model_dump", None)) and hasattr(obj, "role"):
         return from_sdk_object(obj)
     raise InvalidMessageError(f"cannot read a message from {type(obj).__name__}")
@@ -353,11 +370,14 @@ class Pending:
         """What is pending once ``message`` (at ``index``) follows; no checking."""
         if message.role == "tool":
             return Pending(self.index, self.calls - {message.tool_call_id or ""}, self.function)
-        if message.role != "assistant":
-            return Pending()
         function = message.function_call
+        if message.role != "assistant" or (not message.tool_calls and function is None):
+            return _NOTHING_PENDING
         return Pending(index, frozenset(call.id for call in message.tool_calls),
                        function.get("name") if function else None)
+
+
+_NOTHING_PENDING = Pending()
 
 
 def check_next(pending: Pending, message: Message, index: int) -> Pending:

@@ -10,7 +10,6 @@ Rules, in order of precedence:
 * The kept window is the longest run of newest units that fits and starts at a user message.
   Nothing is ever returned over budget: if the pinned head plus the newest user turn cannot fit,
   :class:`~contextwindow.errors.BudgetExceededError` says by how much.
-
 * What is returned is a conversation a provider accepts: if the kept messages break tool-call
   pairing (a result without its call, a call whose results are missing before the next
   message), :class:`~contextwindow.errors.InvalidMessageError` names the message and the call.
@@ -57,7 +56,8 @@ class TrimPlan:
         return [*messages[: self.pinned], *messages[self.start:]]
 
 
-def pinned_count(messages: Sequence[Message], *, keep_system: bool = True, keep_first: int = 0) -> int:
+def pinned_count(messages: Sequence[Message], *, keep_system: bool = True,
+                 keep_first: int = 0) -> int:
     """Length of the pinned head: leading system messages, then ``keep_first`` more messages,
     extended so that it never ends between a tool call and its results."""
     if keep_first < 0:
@@ -84,6 +84,12 @@ class Cut:
     basis: tuple[int, int, int]
 
 
+#: Where :class:`CachePolicy` cuts back to, as a fraction of the budget: measured on a 300-turn
+#: chat at 4,000 tokens it keeps ~95% of prompt tokens cacheable at ~74% mean fill
+#: (docs/caching.md).
+DEFAULT_LOW_WATER = 0.6
+
+
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
     """Cut rarely, so that consecutive prompts share their prefix (provider prompt caches,
@@ -96,7 +102,7 @@ class CachePolicy:
     (a reloaded memory, a stateless server) derives the same prompts from the same history.
     """
 
-    low_water: float = 0.6
+    low_water: float = DEFAULT_LOW_WATER
 
     def __post_init__(self) -> None:
         if not 0 < self.low_water <= 1:
@@ -111,6 +117,7 @@ class CachePolicy:
         if since is None or since.basis != basis or since.upto > len(messages):
             since = Cut(pinned, pinned, 0, basis)
         start, used = since.start, since.used
+        cost = _memoized(cost)  # a jump re-reads the window's costs
         for index in range(since.upto, len(messages)):
             used += cost(index)
             if used <= available:
@@ -122,6 +129,19 @@ class CachePolicy:
                     break
             # else: not even the newest turn fits yet; the cut waits for a later message
         return Cut(len(messages), start, used, basis)
+
+
+def _memoized(cost: Callable[[int], int]) -> Callable[[int], int]:
+    """``cost`` that prices each index once."""
+    memo: dict[int, int] = {}
+
+    def priced(index: int) -> int:
+        tokens = memo.get(index)
+        if tokens is None:
+            tokens = memo[index] = cost(index)
+        return tokens
+
+    return priced
 
 
 def _newest_fit(messages: Sequence[Message], cost: Callable[[int], int], end: int,

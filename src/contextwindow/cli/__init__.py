@@ -20,7 +20,7 @@ app = typer.Typer(
     help="Keep LLM conversations and generations inside their token limits.",
 )
 
-_COMMAND_MODULES = ("text", "chat", "serve", "demo", "rope", "stream", "recall")
+_COMMAND_MODULES = ("text", "cache", "chat", "serve", "demo", "rope", "stream", "recall", "evict")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)

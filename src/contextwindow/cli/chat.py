@@ -35,20 +35,23 @@ def default_db() -> Path:
 
 
 def build_memory(kind: str, max_tokens: int, *, counter: Any, store: Any, session: str,
-                 keep_first: int | None = None, summarizer: Any = None) -> Any:
-    """A budgeted memory of the given kind (``token``, ``sinks`` or ``summary``)."""
+                 keep_first: int | None = None, summarizer: Any = None,
+                 cache_policy: Any = None) -> Any:
+    """A budgeted memory of the given kind (``token``, ``sinks`` or ``summary``), cutting as
+    ``cache_policy`` says (a :class:`~contextwindow.trim.CachePolicy`, or None)."""
     from .. import memory as memories
 
+    common = {"counter": counter, "store": store, "session": session,
+              "cache_policy": cache_policy}
     if kind == "token":
-        return memories.TokenBufferMemory(max_tokens, keep_first=keep_first or 0, counter=counter,
-                                          store=store, session=session)
+        return memories.TokenBufferMemory(max_tokens, keep_first=keep_first or 0, **common)
     if kind == "sinks":
         return memories.SinkWindowMemory(
             max_tokens, keep_first=memories.DEFAULT_KEEP_FIRST if keep_first is None
-            else keep_first, counter=counter, store=store, session=session)
+            else keep_first, **common)
     if kind == "summary":
         return memories.SummaryBufferMemory(max_tokens, summarizer, keep_first=keep_first or 0,
-                                            counter=counter, store=store, session=session)
+                                            **common)
     raise ConfigError(f"unknown memory {kind!r}; expected one of {', '.join(MEMORY_KINDS)}")
 
 
@@ -102,6 +105,10 @@ def chat(
         "--summarizer", help="With --memory summary: model, keyfacts or combined.")] = "model",
     sink_cache: Annotated[bool, typer.Option(
         help="Decode with the attention-sink KV cache.")] = True,
+    cache_aware: Annotated[bool, typer.Option(
+        "--cache-aware/--newest", help="Cut the conversation back to 60% of the budget at "
+        "once, then only append, so each prompt extends the previous one (prefix caches); "
+        "--newest keeps the newest turns that fit, shifting every turn.")] = True,
     plain: Annotated[bool, typer.Option(
         help="Line-by-line mode even on a terminal (automatic when stdin is piped).")] = False,
     threads: ThreadsOption = None,
@@ -109,6 +116,7 @@ def chat(
     """Chat with the local model; the session is budgeted, persisted and resumable."""
     from ..generation import Generator, SamplingParams
     from ..stores import SQLiteStore
+    from ..trim import CachePolicy
 
     if memory_kind not in MEMORY_KINDS:
         raise ConfigError(f"unknown memory {memory_kind!r}; "
@@ -122,7 +130,8 @@ def chat(
 
     quiet_transformers(threads)
     with note.status("loading the model...") if interactive else contextlib.nullcontext():
-        generator = Generator.load(model, context=context, policy="trim", sink_cache=sink_cache)
+        generator = Generator.load(model, context=context, policy="trim", sink_cache=sink_cache,
+                                   cache_policy=CachePolicy() if cache_aware else None)
     if max_tokens + generator.reserve_for(reply_tokens) > generator.context:
         raise ConfigError(
             f"--max-tokens {max_tokens} plus --reply-tokens {reply_tokens} exceed the model's "
@@ -135,7 +144,8 @@ def chat(
         summarizer = (build_summarizer(summarizer_kind, generator.model, generator.tokenizer)
                       if memory_kind == "summary" else None)
         memory = build_memory(memory_kind, max_tokens, counter=generator.counter, store=store,
-                              session=session, keep_first=keep_first, summarizer=summarizer)
+                              session=session, keep_first=keep_first, summarizer=summarizer,
+                              cache_policy=generator.cache_policy)
         if len(memory):
             note.print(f"[dim]resumed session [bold]{session}[/] ({len(memory)} messages) "
                        f"from {path}[/]")

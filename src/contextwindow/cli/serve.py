@@ -1,8 +1,11 @@
-"""``contextwindow serve``: an OpenAI-compatible server on the local model (see docs/serve.md)."""
+"""``contextwindow serve``: an OpenAI-compatible server on the local model, or a context gateway
+in front of any OpenAI-compatible server with ``--upstream`` (see docs/serve.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +16,49 @@ from .options import ModelOption, ThreadsOption, quiet_transformers
 POLICY_HELP = ("What to do with a conversation longer than the window: trim (keep the system "
                "prompt and the newest turns), sinks (also pin the first --keep-first messages, "
                "default 2) or none (reject with context_length_exceeded).")
+STORE_HELP = ("Where server-side sessions live (requests with X-Session-Id): redis://..., "
+              "postgresql://..., sqlite:///PATH or a path, memory, or none (no sessions). "
+              "Default: serve.sqlite3 in the user data directory.")
+
+
+def default_store() -> Path:
+    """The sessions database under the user data dir (``CONTEXTWINDOW_DATA`` overrides it)."""
+    from platformdirs import user_data_dir
+
+    root = Path(os.environ.get("CONTEXTWINDOW_DATA") or user_data_dir("contextwindow"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root / "serve.sqlite3"
+
+
+def _secret(var: str | None, what: str) -> str | None:
+    """The value of environment variable ``var`` (a secret: only ever named, never shown)."""
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise ConfigError(f"{what}: the environment variable {var} is not set or empty")
+    return value
+
+
+def _upstream_backend(url: str, *, model: str | None, context: int | None,
+                      tokenizer: str | None, key_env: str | None, window_options: dict[str, Any],
+                      **options: Any) -> Any:
+    """The gateway backend: counts from ``--tokenizer`` (a local model's own template) or from
+    tiktoken for an OpenAI model name."""
+    from ..serve import UpstreamBackend, WindowPolicy
+    from ..tokens import TokenCounter
+
+    if not model or context is None:
+        raise ConfigError("--upstream needs --upstream-model NAME and --upstream-context TOKENS")
+    if tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        counter = TokenCounter.from_hf(AutoTokenizer.from_pretrained(tokenizer))
+    else:
+        counter = TokenCounter.for_model(model)
+    window = WindowPolicy(counter, context, **window_options)
+    return UpstreamBackend(url, upstream_model=model, window=window,
+                           api_key=_secret(key_env, "--upstream-key-env"), **options)
 
 
 def serve(
@@ -38,38 +84,110 @@ def serve(
         min=1, help="Requests queued or running before new ones get 503.")] = 64,
     served_model_name: Annotated[Optional[str], typer.Option(
         help="The model id clients must send (default: the model's name).")] = None,
+    upstream: Annotated[Optional[str], typer.Option(
+        help="Forward to this OpenAI-compatible server (e.g. http://vllm:8000/v1) instead of "
+        "running a local model.")] = None,
+    upstream_model: Annotated[Optional[str], typer.Option(
+        help="The model name the upstream serves.")] = None,
+    upstream_context: Annotated[Optional[int], typer.Option(
+        min=16, help="The upstream model's context window in tokens.")] = None,
+    upstream_key_env: Annotated[Optional[str], typer.Option(
+        help="Environment variable holding the upstream's API key.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(
+        help="Local tokenizer directory of the upstream model (its chat template counts the "
+        "tokens); default: tiktoken for the OpenAI model --upstream-model.")] = None,
+    store: Annotated[Optional[str], typer.Option(help=STORE_HELP)] = None,
+    store_namespace: Annotated[Optional[str], typer.Option(
+        help="Redis key prefix / PostgreSQL schema, to keep apps apart in one server.")] = None,
+    api_key_env: Annotated[str, typer.Option(
+        help="Environment variable holding the key clients must send as 'Authorization: "
+        "Bearer KEY' (unset: no key required).")] = "CONTEXTWINDOW_API_KEY",
+    allow_insecure: Annotated[bool, typer.Option(
+        help="Listen on a non-loopback address without an API key.")] = False,
+    max_body_bytes: Annotated[int, typer.Option(
+        min=1024, help="Larger request bodies get 413 before they are parsed.")] = 4 * 1024 * 1024,
+    request_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds a request may take before the first byte of its answer.")] = 600.0,
+    lock_timeout: Annotated[float, typer.Option(
+        min=0.0, help="Seconds a session turn waits for the one before it (then 409).")] = 30.0,
+    lock_ttl: Annotated[float, typer.Option(
+        min=0.1, help="Redis only: seconds a session lock outlives a crashed holder.")] = 10.0,
     threads: ThreadsOption = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve POST /v1/chat/completions (plain and streaming) and GET /v1/models."""
+    """Serve POST /v1/chat/completions (plain and streaming), GET /v1/models and sessions."""
     try:
         import uvicorn
 
-        from ..serve import create_app
+        from ..serve import Limits, check_bind, create_app
+        from ..serve.sessions import open_store
     except ImportError as exc:
         raise ConfigError(f"serve needs the serve extra ({exc}); "
                           "pip install 'contextwindow[serve]'") from None
-    from ..generation import POLICIES, Generator
-    from ..rope import RESTORE_METHODS
+    from ..generation import POLICIES
 
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    api_key = os.environ.get(api_key_env) or None
+    check_bind(host, api_key, allow_insecure=allow_insecure)
+    limits = Limits(api_key=api_key, max_body_bytes=max_body_bytes,
+                    request_timeout=request_timeout)
+    console = Console(stderr=True, highlight=False)
+    if upstream is not None:
+        backend = _upstream_backend(
+            upstream, model=upstream_model, context=upstream_context, tokenizer=tokenizer,
+            key_env=upstream_key_env, window_options={"policy": policy, "keep_first": keep_first},
+            served_model=served_model_name, default_max_tokens=default_max_tokens,
+            timeout=request_timeout)
+        described = (f"gateway to {backend.where} ({backend.upstream_model}) · window "
+                     f"{backend.window} tokens · policy {policy} · counts {backend.fitter.counter.name}")
+    else:
+        backend = _local_backend(model, context=context, policy=policy, keep_first=keep_first,
+                                 sink_cache=sink_cache, sinks=sinks, rope=rope,
+                                 rope_factor=rope_factor, served_model_name=served_model_name,
+                                 threads=threads, console=console,
+                                 default_max_tokens=default_max_tokens, max_queue=max_queue)
+        described = _describe_local(backend.generator, rope, rope_factor)
+    store_url = store or str(default_store())
+    opened = None if store_url == "none" else open_store(store_url, namespace=store_namespace)
+    app = create_app(backend=backend, store=opened, limits=limits,
+                     default_max_tokens=default_max_tokens, lock_timeout=lock_timeout,
+                     lock_ttl=lock_ttl)
+    sessions = "no sessions" if opened is None else f"sessions in {_store_name(opened)}"
+    auth = "API key required" if api_key else "no API key"
+    console.print(f"[bold]{backend.model_id}[/] on http://{host}:{port}/v1 · {described} · "
+                  f"{sessions} · {auth}")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _local_backend(model: str | None, *, context: int | None, policy: str,
+                   keep_first: int | None, sink_cache: bool, sinks: int, rope: str | None,
+                   rope_factor: float | None, served_model_name: str | None,
+                   threads: int | None, console: Console, **options: Any) -> Any:
+    from ..generation import Generator
+    from ..rope import RESTORE_METHODS
+    from ..serve import LocalBackend
+
     if (rope_factor is None) != (rope is None or rope in RESTORE_METHODS):
         raise ConfigError("--rope and --rope-factor go together")
     quiet_transformers(threads)
-    console = Console(stderr=True, highlight=False)
     with console.status("loading the model..."):
         generator = Generator.load(model, rope=rope, rope_factor=rope_factor,
                                    model_id=served_model_name, context=context, policy=policy,
                                    keep_first=keep_first, sink_cache=sink_cache, sinks=sinks)
-    app = create_app(generator, default_max_tokens=default_max_tokens, max_queue=max_queue)
+    return LocalBackend(generator, **options)
+
+
+def _describe_local(generator: Any, rope: str | None, rope_factor: float | None) -> str:
     cache = (f"sink cache ({generator.sinks} sinks + {generator.context - generator.sinks} "
              "window)" if generator.sink_cache else "dense cache")
     scaled = f" · RoPE {rope} x{rope_factor:g}" if rope and rope_factor else ""
-    console.print(
-        f"[bold]{generator.model_id}[/] on http://{host}:{port}/v1 · window {generator.context} "
-        f"tokens · policy {generator.policy} (keep_first {generator.keep_first}) · {cache}{scaled}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    return (f"window {generator.context} tokens · policy {generator.policy} (keep_first "
+            f"{generator.keep_first}) · {cache}{scaled}")
+
+
+def _store_name(store: Any) -> str:
+    return str(getattr(store, "where", None) or getattr(store, "path", None) or "memory")
 
 
 def register(app: typer.Typer) -> None:

@@ -83,10 +83,13 @@ def count(
     source: SourceArgument = "-",
     model: ModelOption = None,
     encoding: EncodingOption = None,
-    text: Annotated[bool, typer.Option("--text", help="Treat the input as plain text even if it looks like JSON.")] = False,
-    per_message: Annotated[bool, typer.Option("--per-message", help="Also show a table of each message's tokens.")] = False,
+    text: Annotated[bool, typer.Option(
+        "--text", help="Treat the input as plain text even if it looks like JSON.")] = False,
+    per_message: Annotated[bool, typer.Option(
+        "--per-message", help="Also show a table of each message's tokens.")] = False,
 ) -> None:
-    """Count tokens of a text file or of a JSON conversation (prompt tokens, as the API bills them)."""
+    """Count tokens of a text file or of a JSON conversation (prompt tokens, as the API bills
+    them); an object with ``messages`` and ``tools`` counts the tool definitions too."""
     counter = make_counter(model, encoding)
     raw = read_source(source)
     if text or not looks_like_json(raw):
@@ -106,11 +109,14 @@ def count(
 
 def trim(
     source: SourceArgument = "-",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Prompt-token budget.", min=1)] = 4096,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", "-n", help="Prompt-token budget.", min=1)] = 4096,
     model: ModelOption = None,
     encoding: EncodingOption = None,
-    keep_first: Annotated[int, typer.Option(help="Messages after the system prompt that are always kept.", min=0)] = 0,
-    keep_system: Annotated[bool, typer.Option(help="Always keep the leading system messages.")] = True,
+    keep_first: Annotated[int, typer.Option(
+        help="Messages after the system prompt that are always kept.", min=0)] = 0,
+    keep_system: Annotated[bool, typer.Option(
+        help="Always keep the leading system messages.")] = True,
 ) -> None:
     """Fit a JSON conversation into --max-tokens; prints it back with only the kept messages,
     each exactly as given (ids, content parts and every field), and the request's other fields

@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from ..caching import CacheReport
+    from .needle import BudgetSweep
     from .recall import RecallReport, RecallRow
     from .streaming import StreamResult
 
 __all__ = [
     "bucket_table",
     "length_table",
+    "plot_budget_sweep",
+    "plot_cache_billed",
     "plot_passkey",
     "plot_perplexity",
     "plot_recall",
@@ -279,3 +283,71 @@ def plot_recall(report: RecallReport, path: str | Path) -> Path:
                  f"({report.conversation_tokens}-token conversation)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path, dpi=120)
+
+
+# --- KV eviction budget sweep (evaluate.needle) --------------------------------------------------
+
+
+def plot_budget_sweep(sweep: BudgetSweep, path: str | Path, *, title: str = "") -> Path:
+    """Passkey accuracy (left) and streaming perplexity (right) against the KV budget, one line
+    per policy, the full cache as a dashed line (the ceiling); the perplexity panel is left out
+    when the sweep has no perplexity."""
+    plt = _pyplot()
+    policies = list(dict.fromkeys(n.policy for n in sweep.needles if n.budget is not None))
+    budgets = sorted({n.budget for n in sweep.needles if n.budget is not None})
+    panels = 2 if sweep.perplexity else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.0), dpi=120, squeeze=False)
+    acc_ax = axes[0][0]
+    for policy in policies:
+        acc_ax.plot(budgets, [100 * sweep.accuracy(policy, b) for b in budgets], "o-", label=policy)
+    if any(n.policy == "full" for n in sweep.needles):
+        acc_ax.axhline(100 * sweep.accuracy("full", None), color="grey", ls="--", label="full cache")
+    acc_ax.set_ylabel("passkey found (%)")
+    acc_ax.set_ylim(-5, 105)
+    if panels == 2:
+        ppl_ax = axes[0][1]
+        for policy in policies:
+            points = [(b, sweep.perplexity[(policy, b)]) for b in budgets
+                      if (policy, b) in sweep.perplexity]
+            ppl_ax.plot(*zip(*points), "o-", label=policy)
+        if ("full", None) in sweep.perplexity:
+            ppl_ax.axhline(sweep.perplexity[("full", None)], color="grey", ls="--",
+                           label="full cache")
+        ppl_ax.set_ylabel(f"streaming perplexity ({sweep.ppl_tokens} tokens)")
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_xlabel("KV budget (tokens per layer)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --- prompt caching (contextwindow.caching) ------------------------------------------------------
+
+
+def plot_cache_billed(reports: Sequence[CacheReport], path: str | Path, *,
+                      ratios: Sequence[float] = (0.1,), title: str = "") -> Path:
+    """Cumulative billed prompt tokens per request, one line per policy and cached-price ratio
+    (solid for the first ratio, dashed after), and each policy's uncached total as a thin line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
+    for k, report in enumerate(reports):
+        color, width = f"C{k}", max(1.2, 3.6 - 1.2 * k)  # wider first: equal curves stay visible
+        x = range(1, len(report.requests) + 1)
+        ax.plot(x, report.cumulative_billed(1.0), color=color, lw=0.8, alpha=0.45)
+        for style, ratio in zip(("-", "--", ":"), ratios, strict=False):
+            ax.plot(x, report.cumulative_billed(ratio), style, color=color, lw=width,
+                    label=f"{report.policy}, cached at {ratio:g} "
+                          f"(reuse {100 * report.reuse:.0f}%)")
+    ax.set_xlabel("request (model call) in the conversation")
+    ax.set_ylabel("cumulative billed prompt tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="thin lines: no cache", title_fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -6,7 +6,8 @@ A :class:`Generator` owns one local causal LM and does two things:
   window (``context`` tokens) is shared by the prompt and the reply: the prompt gets
   ``context - reserve`` tokens, where ``reserve`` is the reply's ``max_tokens``. The policy says
   what happens to a conversation that is too long: ``"trim"`` keeps the system prompt and the
-  newest turns that fit (:func:`contextwindow.trim.trim`), ``"sinks"`` also pins the
+  recent turns that fit (:func:`contextwindow.trim.trim`, cut by the cache-aware
+  :class:`~contextwindow.trim.CachePolicy` unless ``cache_policy=None``), ``"sinks"`` also pins the
   conversation's first messages (like :class:`~contextwindow.memory.SinkWindowMemory`), and
   ``"none"`` refuses with :class:`~contextwindow.errors.BudgetExceededError`. Counts come from
   the model's own chat template, so the budget is exact.
@@ -34,10 +35,11 @@ from typing import Any
 
 from ..errors import BudgetExceededError, ConfigError, InvalidMessageError
 from ..memory import DEFAULT_KEEP_FIRST
-from ..messages import Message, as_messages
+from ..content import check_text_only
+from ..messages import Message, as_messages, check_conversation
 from ..models.hf import chat_template_ids, forward
 from ..tokens import TokenCounter
-from ..trim import trim
+from ..trim import CachePolicy, trim
 from .decoding import IncrementalDecoder, StopMatcher
 from .sampling import SamplingParams, sample
 
@@ -134,6 +136,10 @@ class Generator:
         policy: ``"trim"``, ``"sinks"`` or ``"none"`` (see the module docstring).
         keep_first: messages after the system prompt that are never trimmed
             (default 0, or 2 with ``"sinks"``).
+        cache_policy: how ``"trim"`` / ``"sinks"`` cut a long conversation: the cache-aware
+            :class:`~contextwindow.trim.CachePolicy` (default: consecutive requests of one
+            conversation share their prefix, for prefix caches; docs/caching.md), or None for
+            the newest turns that fit.
         sink_cache: decode with the attention-sink cache (bounded memory) instead of a dense one.
         sinks: tokens the sink cache never evicts.
         prefill_chunk: prompt tokens per forward pass during prefill (bounds activation memory).
@@ -148,6 +154,7 @@ class Generator:
         context: int | None = None,
         policy: str = "trim",
         keep_first: int | None = None,
+        cache_policy: CachePolicy | None = CachePolicy(),  # frozen: a safe shared default
         sink_cache: bool = True,
         sinks: int = 4,
         prefill_chunk: int = 2048,
@@ -172,6 +179,7 @@ class Generator:
         self.context = context
         self.policy = policy
         self.keep_first = keep_first
+        self.cache_policy = cache_policy
         self.sink_cache = sink_cache
         self.sinks = sinks
         self.prefill_chunk = prefill_chunk
@@ -226,7 +234,10 @@ class Generator:
 
     def prepare(self, messages: Iterable[Any]) -> list[Message]:
         """Validate and normalise a conversation (OpenAI dicts, Messages or LangChain messages)."""
-        converted = [_as_system(m) for m in as_messages(messages)]
+        converted = as_messages(messages)
+        check_conversation(converted)  # tool results answer their calls, as providers require
+        check_text_only(converted)  # images and audio cannot reach a text-only model
+        converted = [_as_system(m) for m in converted]
         if not converted:
             raise InvalidMessageError("a conversation needs at least one message")
         return converted
@@ -255,7 +266,8 @@ class Generator:
                         budget=budget, required=original, pinned=0)
                 kept = conversation
             else:
-                kept = trim(conversation, budget, self.counter, keep_first=self.keep_first)
+                kept = trim(conversation, budget, self.counter, keep_first=self.keep_first,
+                            cache_policy=self.cache_policy)
             ids = self._template_ids(kept)
             # The counter is exact for additive templates; for any other, shrink until it fits.
             target = budget
@@ -270,7 +282,8 @@ class Generator:
                     raise BudgetExceededError(
                         f"the prompt does not fit in {budget} tokens", budget=budget,
                         required=len(ids), pinned=0)
-                kept = trim(conversation, target, self.counter, keep_first=self.keep_first)
+                kept = trim(conversation, target, self.counter, keep_first=self.keep_first,
+                            cache_policy=self.cache_policy)
                 ids = self._template_ids(kept)
             return FitResult(messages=list(kept), prompt_ids=ids, original_tokens=original,
                              original_messages=len(conversation), budget=budget, reserve=reserve)

@@ -16,18 +16,14 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, messages_from_dict
 
 from ..memory import Memory
-from ..messages import Message, as_message
-
-# A message that did not come from LangChain: the class each role maps to.
-_TYPES = {"system": "system", "developer": "system", "user": "human", "assistant": "ai",
-          "tool": "tool", "function": "function"}
+from ..messages import LANGCHAIN_TYPES, Message, as_message
 
 
 def to_langchain(message: Message | Any) -> BaseMessage:
     """One message (anything :func:`~contextwindow.messages.as_message` reads) as LangChain's."""
     message = as_message(message)
     meta = dict((message.meta.value() if message.meta is not None else {}).get("langchain", {}))
-    kind = meta.pop("type", None) or _TYPES[message.role]
+    kind = meta.pop("type", None) or LANGCHAIN_TYPES[message.role]
     data: dict[str, Any] = {**meta, "id": message.id}
     data["content"] = message.content_parts if message.parts is not None else message.content or ""
     if message.name is not None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
 from ..memory import Memory, default_counter
 from ..tokens import TokenCounter
 from ..trim import trim
@@ -19,12 +21,14 @@ from .langchain import to_langchain_messages
 
 
 def trimming_hook(max_tokens: int, counter: TokenCounter | None = None, *, keep_first: int = 0,
-                  tools: Sequence[Mapping[str, Any]] | None = None
+                  tools: Sequence[Any] | None = None
                   ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     """A ``pre_model_hook`` that trims ``state["messages"]`` to ``max_tokens`` prompt tokens
-    (``counter`` defaults to gpt-4o's). Pass the tools' OpenAI schemas as ``tools`` to count
-    them too."""
+    (``counter`` defaults to gpt-4o's). Pass the agent's ``tools`` (LangChain tools or OpenAI
+    schemas) to count their definitions too."""
     counter = counter or default_counter()
+    tools = [tool if isinstance(tool, Mapping) else convert_to_openai_tool(tool)
+             for tool in tools or ()]
 
     def hook(state: Mapping[str, Any]) -> dict[str, Any]:
         messages = state["messages"]
@@ -38,7 +42,9 @@ def invoke(agent: Any, memory: Memory, message: Any, **options: Any) -> dict[str
     """Add ``message`` to ``memory``, run ``agent`` on the memory's view, and append every
     message the agent produced. Returns the agent's final state; ``options`` go to
     ``agent.invoke`` (a ``config``, for instance). A string ``message`` is a user message."""
-    memory.add_message({"role": "user", "content": message} if isinstance(message, str) else message)
+    if isinstance(message, str):
+        message = {"role": "user", "content": message}
+    memory.add_message(message)
     view = to_langchain_messages(memory.messages())
     state = agent.invoke({"messages": view}, **options)
     for produced in state["messages"][len(view):]:

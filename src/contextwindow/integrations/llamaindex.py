@@ -36,14 +36,14 @@ def from_llamaindex(obj: Any) -> Message:
     """A LlamaIndex ``ChatMessage`` as our :class:`Message`."""
     role = getattr(obj.role, "value", obj.role)
     kwargs = dict(obj.additional_kwargs or {})
+    name, tool_call_id = kwargs.pop("name", None), kwargs.pop("tool_call_id", None)
     calls = [tool_call_from(call) for call in kwargs.pop("tool_calls", None) or ()]
     blocks_called = False
     parts: list[dict[str, Any]] = []
     for position, block in enumerate(obj.blocks):
         if isinstance(block, ToolCallBlock):
-            arguments = block.tool_kwargs
             calls.append(tool_call_from({"id": block.tool_call_id, "type": "function", "function": {
-                "name": block.tool_name, "arguments": arguments}}))
+                "name": block.tool_name, "arguments": block.tool_kwargs}}))
             blocks_called = True
         else:
             parts.append(_part(block, position))
@@ -53,8 +53,8 @@ def from_llamaindex(obj: Any) -> Message:
     meta = {"additional_kwargs": kwargs} if kwargs else {}
     if blocks_called:
         meta["tool_call_blocks"] = True
-    return Message(role=_ROLES.get(role, role), content=content, name=kwargs.pop("name", None),
-                   tool_calls=tuple(calls), tool_call_id=kwargs.pop("tool_call_id", None),
+    return Message(role=_ROLES.get(role, role), content=content, name=name,
+                   tool_calls=tuple(calls), tool_call_id=tool_call_id,
                    meta={"llamaindex": meta} if meta else None)
 
 
@@ -64,7 +64,8 @@ def _part(block: Any, position: int) -> dict[str, Any]:
     if isinstance(block, ThinkingBlock):
         return {"type": "reasoning", "reasoning": block.content or ""}
     if isinstance(block, ImageBlock):
-        url = str(block.url) if block.url is not None and block.image is None else block.inline_url()
+        remote = block.url is not None and block.image is None
+        url = str(block.url) if remote else block.inline_url()
         image = {"url": url, **({"detail": block.detail} if block.detail else {})}
         return {"type": "image_url", "image_url": image}
     raise InvalidMessageError(f"LlamaIndex block {position} ({block.block_type!r}) cannot be "
@@ -157,8 +158,14 @@ class ContextWindowMemory(BaseMemory):
         budget = self.memory.max_tokens
         if initial_token_count and budget is not None:
             view = trim(view, budget - initial_token_count, self.memory.counter,
-                        keep_system=self.memory.keep_system, tools=self.memory.tools)
+                        keep_system=self.memory.keep_system, tools=self.memory.tools,
+                        keep_first=getattr(self.memory, "keep_first", 0))
         return to_llamaindex_messages(view)
+
+    def tokenizer_fn(self, text: str) -> list[int]:
+        """What chat engines call to measure their system prompt before :meth:`get` (they use
+        only the length), so that they pass it as ``initial_token_count``."""
+        return [0] * self.memory.counter.count_text(text)
 
     def get_all(self) -> list[ChatMessage]:
         return to_llamaindex_messages(self.memory.history())

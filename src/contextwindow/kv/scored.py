@@ -276,8 +276,14 @@ class ScoredCache(Cache):
         return cache_nbytes(self)
 
 
+def _sink_policy(budget: int, sinks: int) -> SinkPolicy:
+    """Sinks + window at a token budget (the window is what the sinks leave)."""
+    _check(budget, sinks, 0)
+    return SinkPolicy(sinks=sinks, window=budget - sinks)
+
+
 POLICIES: dict[str, Callable[[int, int], Any]] = {
-    "sinks": lambda budget, sinks: SinkPolicy(sinks=sinks, window=budget - sinks),
+    "sinks": _sink_policy,
     "h2o": lambda budget, sinks: H2OPolicy(budget=budget, sinks=sinks),
     "tova": lambda budget, sinks: TOVAPolicy(budget=budget, sinks=sinks),
     "snapkv": lambda budget, sinks: SnapKVPolicy(

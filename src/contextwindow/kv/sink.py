@@ -123,10 +123,13 @@ class RopeShift:
         """
         if keys.shape[-2] == 0 or not bool(deltas.any()):
             return keys
-        angle = deltas.to(device="cpu", dtype=torch.float64)[..., None] * self.inv_freq
+        # Few distinct deltas (one eviction per decode step gives two): one angle row each.
+        distinct, which = deltas.unique(return_inverse=True)
+        angle = distinct.to(device="cpu", dtype=torch.float64)[:, None] * self.inv_freq
         angle = torch.cat((angle, angle), dim=-1)
-        cos = angle.cos().to(device=keys.device, dtype=torch.float32)
-        sin = angle.sin().to(device=keys.device, dtype=torch.float32)
+        which = which.to(keys.device)
+        cos = angle.cos().to(device=keys.device, dtype=torch.float32)[which]
+        sin = angle.sin().to(device=keys.device, dtype=torch.float32)[which]
         return self._rotate(keys, cos, sin)
 
     def _rotate(self, keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

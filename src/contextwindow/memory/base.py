@@ -17,7 +17,7 @@ from ..errors import BudgetExceededError
 from ..messages import SYSTEM_ROLES, Message, Pending, as_message, check_next, to_openai
 from ..stores import InMemoryStore, Store, check_session
 from ..tokens import TokenCounter
-from ..trim import TrimPlan
+from ..trim import CachePolicy, Cut, TrimPlan, plan_trim
 
 __all__ = ["Memory", "MemoryStatus", "default_counter"]
 
@@ -63,6 +63,7 @@ class Memory:
     """
 
     max_tokens: int | None = None  # the view's budget; strategies with one set it
+    cache_policy: CachePolicy | None = None  # how a budgeted view cuts (None: newest that fit)
 
     def __init__(
         self,
@@ -108,6 +109,7 @@ class Memory:
         self._prefix: list[int] = [0]  # _prefix[i] = tokens of history[:i]
         self._user_turns: list[int] = []
         self._open_calls = Pending()  # the tool results the history still owes
+        self._cut: Cut | None = None  # the cache policy's replay so far (see _trim_plan)
         for message in self.store.load(self.session):
             self._track(message)
 
@@ -183,6 +185,14 @@ class Memory:
     def _overhead(self) -> int:
         has_system = bool(self._history) and self._history[0].role in SYSTEM_ROLES
         return self.counter.overhead(self.tools, has_system=has_system)
+
+    def _trim_plan(self, max_tokens: int, overhead: int, pinned: int) -> TrimPlan:
+        """:func:`plan_trim` over the history with this memory's ``cache_policy``, whose replay
+        continues from the previous call's (only the messages added since are replayed)."""
+        plan = plan_trim(self._history, self._cost, max_tokens, overhead, pinned=pinned,
+                         cache_policy=self.cache_policy, since=self._cut)
+        self._cut = plan.cut
+        return plan
 
     def _keep_span(self, pinned: int, start: int) -> TrimPlan:
         """Keep ``[:pinned]`` and ``[start:]``, priced from the running totals."""

@@ -1,7 +1,8 @@
 """The budget memories: which recent part of the history each strategy keeps, no model needed.
 
 Each is one rule over the history (all, the last k turns, the newest that fit, the newest that
-fit after pinned sinks); the trimming itself is :func:`contextwindow.trim.plan_trim`.
+fit after pinned sinks); the trimming itself is :func:`contextwindow.trim.plan_trim`, with the
+memory's ``cache_policy`` if it has one.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..trim import TrimPlan, pinned_count, plan_trim
+from ..trim import CachePolicy, TrimPlan, pinned_count
 from .base import Memory
 
 __all__ = ["DEFAULT_KEEP_FIRST", "BufferMemory", "SinkWindowMemory", "TokenBufferMemory",
@@ -45,22 +46,25 @@ class WindowMemory(Memory):
 class TokenBufferMemory(Memory):
     """The newest turns that fit in ``max_tokens``, after the system prompt and the first
     ``keep_first`` messages, which are always kept. Raises ``BudgetExceededError`` rather than
-    going over budget."""
+    going over budget. With ``cache_policy`` (:class:`~contextwindow.trim.CachePolicy`) the
+    view keeps its start until the budget is reached, then cuts to the low-water mark, so that
+    consecutive views share their prefix (prompt caching); a reloaded memory cuts the same."""
 
-    def __init__(self, max_tokens: int, *, keep_first: int = 0, **options: Any) -> None:
+    def __init__(self, max_tokens: int, *, keep_first: int = 0,
+                 cache_policy: CachePolicy | None = None, **options: Any) -> None:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, not {max_tokens}")
         if keep_first < 0:
             raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
         self.max_tokens = max_tokens
         self.keep_first = keep_first
+        self.cache_policy = cache_policy
         super().__init__(**options)
 
     def plan(self) -> TrimPlan:
         pinned = pinned_count(self._history, keep_system=self.keep_system,
                               keep_first=self.keep_first)
-        return plan_trim(self._history, self._cost, self.max_tokens, self._overhead(),
-                         pinned=pinned)
+        return self._trim_plan(self.max_tokens, self._overhead(), pinned)
 
 
 class SinkWindowMemory(TokenBufferMemory):

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ConfigError, StoreError, SummarizerError
 from ..messages import SYSTEM_ROLES, Message, Summary, as_message
 from ..summarize.base import Summarizer, SummarizerWarning, arun_summarizer, run_summarizer
-from ..trim import TrimPlan, pinned_count, plan_trim
+from ..trim import CachePolicy, TrimPlan, pinned_count
 from .base import Memory, MemoryStatus, default_counter
 from .folding import Fold, cut_summary
 
@@ -37,7 +37,7 @@ class SummarizingMemory(Memory):
 
     def __init__(self, summarizer: Summarizer, *, max_tokens: int | None, max_summary_tokens: int,
                  keep_first: int = 0, timeout: float | None = None, on_error: str = "raise",
-                 **options: Any) -> None:
+                 cache_policy: CachePolicy | None = None, **options: Any) -> None:
         if not callable(getattr(summarizer, "summarize", None)):
             raise ConfigError(f"{type(summarizer).__name__} has no summarize(previous, messages) "
                               "method")
@@ -63,6 +63,7 @@ class SummarizingMemory(Memory):
         self.keep_first = keep_first
         self.timeout = timeout
         self.on_error = on_error
+        self.cache_policy = cache_policy
         self.summarizations = 0  # successful summarizer calls by this object
         self.failures = 0  # failed or timed-out summarizer calls by this object
         self.last_error: SummarizerError | None = None
@@ -152,10 +153,11 @@ class SummarizingMemory(Memory):
         if self.max_tokens is None or tokens <= self.max_tokens:
             return TrimPlan(pinned, base, tokens)
         # Over budget (a failed summarizer, or a turn too big to summarize around): the newest
-        # units that fit. The window then starts at a user message, after ``base``.
+        # units that fit (cut as ``cache_policy`` says). The window then starts at a user
+        # message, after ``base``.
         overhead = (self._first_overhead(pinned, len(self._history), self._summary is not None)
                     + self._summary_cost)
-        return plan_trim(self._history, self._cost, self.max_tokens, overhead, pinned=pinned)
+        return self._trim_plan(self.max_tokens, overhead, pinned)
 
     def messages(self) -> list[Message]:
         """Pinned head, then the summary (a system message), then the verbatim recent turns."""
@@ -189,6 +191,8 @@ class SummarizingMemory(Memory):
         finally:
             del self._history[n:], self._prefix[n + 1:], self._user_turns[user_turns:]
             self._open_calls = open_calls
+            if self._cut is not None and self._cut.upto > n:  # it replayed the untracked message
+                self._cut = None
 
     def _prepare(self, message: Message) -> Fold | None:
         """The fold adding ``message`` needs, or None."""

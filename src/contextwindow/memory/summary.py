@@ -29,7 +29,11 @@ class SummaryBufferMemory(SummarizingMemory):
     (``on_error="raise"``, the default) the add raises :class:`SummarizerError` and changes
     nothing; with ``on_error="trim"`` it warns (:class:`SummarizerWarning`), sets
     :attr:`last_error`, and the view trims the oldest unsummarized turns instead
-    (:attr:`degraded`) until a later summary succeeds.
+    (:attr:`degraded`) until a later summary succeeds; with ``cache_policy``
+    (:class:`~contextwindow.trim.CachePolicy`) that trimming cuts in the same rhythm as folds.
+
+    Between two folds the view only grows at its end (the summary message changes only at a
+    fold), so it already suits prompt caches: ``low_water`` sets how far apart folds are.
     """
 
     max_tokens: int

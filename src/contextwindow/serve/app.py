@@ -1,18 +1,18 @@
 """The FastAPI app: routes and error handlers only.
 
-Parsing lives in :mod:`.request`, the generation worker in :mod:`.worker`, the response bodies
-in :mod:`.responses`. The routes are methods of :class:`ChatApi`, which holds the app's state
-(generator, worker, defaults), so new routes (or a gateway in front of the worker) plug in
-without another closure.
+The routes call a backend (:mod:`.backend`: the local engine in :mod:`.local`, or an upstream
+server in :mod:`.upstream`), the server-side sessions (:mod:`.sessions`) when a request names
+one, and the checks of :mod:`.security` (the :class:`~.security.Guard` middleware in front of
+everything). Parsing lives in :mod:`.request`, the response bodies in :mod:`.responses`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,15 +20,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ConfigError
-from ..generation import FitResult, Generator
-from .request import ApiError, ChatRequest, parse_chat_request
-from .responses import SSE_DONE, Reply, chunk, completion_body, fit_headers, sse, usage
-from .worker import GenerationWorker, Job
+from ..errors import ConfigError, ContextWindowError
+from ..generation import Generator
+from ..messages import Message
+from .backend import Answer, Backend
+from .local import LocalBackend
+from .request import ApiError
+from .responses import SSE_DONE, sse
+from .security import Guard, Limits, check_message_sizes, parse_json
+from .sessions import SESSION_HEADER, Sessions, Turn, check_session_id
+
+log = logging.getLogger("contextwindow.serve")
 
 
 def _error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -46,137 +52,184 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return _error_response(ApiError(400, str(exc), code="invalid_value"))
 
 
+async def _library_error(request: Request, exc: ContextWindowError) -> JSONResponse:
+    return _error_response(ApiError(400, str(exc), code="invalid_value"))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error_response(ApiError(500, f"internal error ({type(exc).__name__})",
+                                    type="server_error"))
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    app.state.worker.close(timeout=1.0)
-
-
-async def _json_body(request: Request) -> Any:
-    body = await request.body()
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"We could not parse the JSON body of your request ({exc}). "
-                       "The request body must be valid JSON.", code="invalid_json") from None
-
-
-async def _stream(job: Job, reply: Reply, fit: FitResult,
-                  include_usage: bool) -> AsyncIterator[str]:
-    """The server-sent events of a streamed reply, from the job's events."""
-    try:
-        yield sse(chunk(reply, {"role": "assistant", "content": ""}))
-        while True:
-            kind, value = await job.events.get()
-            if kind == "text":
-                yield sse(chunk(reply, {"content": value}))
-                continue
-            if kind == "done":
-                yield sse(chunk(reply, {}, value.finish_reason))
-                if include_usage:
-                    yield sse(chunk(reply, usage=usage(fit, value)))
-            else:  # an error after the stream started: report it in-band, then stop
-                yield sse(value.body())
-            yield SSE_DONE
-            return
-    finally:
-        job.cancel.set()  # no-op when finished; stops generation if the client left
+    await app.state.api.aclose()
 
 
 class ChatApi:
-    """The state behind the routes: one generator, its worker, and the request defaults."""
+    """The state behind the routes: one backend, the sessions (if a store is configured) and
+    the request limits."""
 
-    def __init__(self, generator: Generator, worker: GenerationWorker, *,
-                 default_max_tokens: int, poll_interval: float) -> None:
-        self.generator = generator
-        self.worker = worker
-        self.default_max_tokens = default_max_tokens
-        self.poll_interval = poll_interval
-        self.models = (generator.model_id,)
-        self.created = int(time.time())
+    def __init__(self, backend: Backend, *, sessions: Sessions | None = None,
+                 limits: Limits | None = None) -> None:
+        self.backend = backend
+        self.sessions = sessions
+        self.limits = limits or Limits()
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "model": self.generator.model_id, "queued": self.worker.pending}
-
-    def model_card(self) -> dict[str, Any]:
-        return {"id": self.generator.model_id, "object": "model", "created": self.created,
-                "owned_by": "contextwindow", "context_window": self.generator.context,
-                "policy": self.generator.policy}
+        return await self.backend.health()
 
     async def list_models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [self.model_card()]}
+        return await self.backend.models()
 
     async def get_model(self, model_id: str) -> Any:
-        if model_id not in self.models:
+        if model_id != self.backend.model_id:
             raise ApiError(404, f"The model `{model_id}` does not exist.", param="model",
                            code="model_not_found")
-        return self.model_card()
+        return self.backend.card()
 
     async def chat_completions(self, request: Request) -> Any:
-        chat: ChatRequest = parse_chat_request(
-            await _json_body(request), models=self.models,
-            default_max_tokens=self.default_max_tokens, prepare=self.generator.prepare)
-        job = self.worker.submit(chat, asyncio.get_running_loop())
-        fit: FitResult = await self._next_result(job, request)
-        reply = Reply.new(self.generator.model_id)
-        headers = fit_headers(fit)
-        if not chat.stream:
-            completion = await self._next_result(job, request)
-            return JSONResponse(completion_body(reply, fit, completion), headers=headers)
-        return StreamingResponse(_stream(job, reply, fit, chat.include_usage),
-                                 media_type="text/event-stream",
-                                 headers={**headers, "Cache-Control": "no-cache"})
-
-    async def _next_result(self, job: Job, request: Request) -> Any:
-        """The job's next result (its fit, then its completion): an error event is raised, and
-        any failure while waiting (client gone, request cancelled) cancels the job first."""
+        payload = parse_json(await request.body(), self.limits.max_json_depth)
+        session = self._session_of(request)
+        if isinstance(payload, dict):
+            check_message_sizes(payload.get("messages"), self.backend.window)
+        chat = self.backend.parse(payload)
+        if session is None:
+            return _respond(await self._answer(chat, request))
+        turn = await self.sessions.begin(session)  # type: ignore[union-attr]
         try:
-            kind, value = await self._next_event(job, request)
+            chat_in_session = replace(chat, messages=[*turn.history, *chat.messages],
+                                      counted=turn.counted)
+            answer = await self._answer(chat_in_session, request)
+            if answer.events is None:
+                await turn.commit(chat.messages, answer.tap)
         except BaseException:
-            job.cancel.set()
+            await turn.release()
             raise
-        if kind == "error":
-            raise value
-        return value
+        if answer.events is None:
+            await turn.release()
+            return _respond(answer)
+        return _respond(answer, _committed(answer, turn, chat.messages))
 
-    async def _next_event(self, job: Job, request: Request) -> tuple[str, Any]:
-        """The job's next event; cancels the job if the client went away meanwhile."""
-        while True:
-            try:
-                return await asyncio.wait_for(job.events.get(), timeout=self.poll_interval)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    job.cancel.set()
-                    raise ApiError(499, "client disconnected", type="server_error") from None
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        messages = await self._sessions().history(check_session_id(session_id))
+        return {"id": session_id, "object": "session", "messages": [_record(m) for m in messages]}
+
+    async def delete_session(self, session_id: str) -> dict[str, Any]:
+        await self._sessions().delete(check_session_id(session_id))
+        return {"id": session_id, "object": "session.deleted", "deleted": True}
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+        if self.sessions is not None:
+            self.sessions.close()
+
+    async def _answer(self, chat: Any, request: Request) -> Answer:
+        try:
+            async with asyncio.timeout(self.limits.request_timeout):
+                return await self.backend.answer(chat, request.is_disconnected)
+        except TimeoutError:
+            raise ApiError(504, f"the request took longer than {self.limits.request_timeout:g} "
+                           "seconds", type="server_error", code="timeout") from None
+
+    def _session_of(self, request: Request) -> str | None:
+        raw = request.headers.get(SESSION_HEADER)
+        if raw is None:
+            return None
+        if self.sessions is None:
+            raise ApiError(400, "this server keeps no sessions (start it with --store)",
+                           param=SESSION_HEADER, code="sessions_disabled")
+        return check_session_id(raw)
+
+    def _sessions(self) -> Sessions:
+        if self.sessions is None:
+            raise ApiError(404, "this server keeps no sessions (start it with --store)",
+                           code="sessions_disabled")
+        return self.sessions
+
+
+def _respond(answer: Answer, events: AsyncIterator[str] | None = None) -> Any:
+    if answer.body is not None:
+        return JSONResponse(answer.body, headers=answer.headers)
+    return StreamingResponse(events or _done(answer.events), media_type="text/event-stream",
+                             headers={**answer.headers, "Cache-Control": "no-cache"})
+
+
+async def _done(events: Any) -> AsyncIterator[str]:
+    async for event in events:
+        yield event
+    yield SSE_DONE
+
+
+async def _committed(answer: Answer, turn: Turn, new: list[Message]) -> AsyncIterator[str]:
+    """A session's streamed reply: the turn is stored before ``[DONE]`` (so a client that saw
+    ``[DONE]`` has an acknowledged turn), and the lock is released whatever happens."""
+    try:
+        async for event in answer.events:  # type: ignore[union-attr]
+            yield event
+        try:
+            await turn.commit(new, answer.tap)
+        except ApiError as exc:
+            yield sse(exc.body())
+            return
+        yield SSE_DONE
+    finally:
+        await turn.release()
+
+
+def _record(message: Message) -> dict[str, Any]:
+    return {**message.to_openai(), "id": message.id}
 
 
 def create_app(
-    generator: Generator,
+    generator: Generator | None = None,
     *,
+    backend: Backend | None = None,
+    store: Any = None,
+    limits: Limits | None = None,
     default_max_tokens: int = 512,
     max_queue: int = 64,
     poll_interval: float = 0.5,
+    lock_timeout: float = 30.0,
+    lock_ttl: float = 10.0,
 ) -> Any:
-    """The FastAPI app serving ``generator`` under its ``model_id``.
+    """The FastAPI app: the local ``generator`` (served under its ``model_id``), or a ready
+    ``backend`` (e.g. :class:`~.upstream.UpstreamBackend`).
 
     ``default_max_tokens`` is the reply length when a request gives none; ``max_queue`` bounds
-    the requests waiting or running (more get a 503).
+    the local requests waiting or running (more get a 503). With a ``store``, requests that
+    carry ``X-Session-Id`` are turns of a server-side session (:mod:`.sessions`). ``limits``:
+    the API key, body size and nesting limits and the request timeout (:mod:`.security`).
     """
     if default_max_tokens < 1:
         raise ConfigError(f"default_max_tokens must be >= 1, not {default_max_tokens}")
-    worker = GenerationWorker(generator, max_queue=max_queue)
-    api = ChatApi(generator, worker, default_max_tokens=default_max_tokens,
-                  poll_interval=poll_interval)
+    if (generator is None) == (backend is None):
+        raise ConfigError("create_app needs a generator or a backend (one of them)")
+    if backend is None:
+        backend = LocalBackend(generator, default_max_tokens=default_max_tokens,
+                               max_queue=max_queue, poll_interval=poll_interval)
+    counter = getattr(getattr(backend, "fitter", None), "counter", None)
+    sessions = None if store is None else Sessions(
+        store, lock_timeout=lock_timeout, lock_ttl=lock_ttl,
+        count=counter.count_message if counter is not None else None)
+    api = ChatApi(backend, sessions=sessions, limits=limits)
     app = FastAPI(title="contextwindow", version="0.1.0", lifespan=_lifespan, docs_url=None,
-                  redoc_url=None)
-    app.state.generator = generator
-    app.state.worker = worker
+                  redoc_url=None, openapi_url=None)
     app.state.api = api
+    app.state.generator = generator
+    app.state.worker = getattr(backend, "worker", None)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ContextWindowError, _library_error)
+    app.add_exception_handler(Exception, _unexpected)
     app.get("/health")(api.health)
     app.get("/v1/models")(api.list_models)
     app.get("/v1/models/{model_id:path}")(api.get_model)
     app.post("/v1/chat/completions")(api.chat_completions)
+    app.get("/v1/sessions/{session_id}")(api.get_session)
+    app.delete("/v1/sessions/{session_id}")(api.delete_session)
+    app.add_middleware(Guard, limits=api.limits)
     return app

@@ -9,7 +9,7 @@ OpenAI-shaped :class:`ApiError` naming the offending request field.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, InvalidMessageError
@@ -28,19 +28,23 @@ _KNOWN_FIELDS = frozenset({
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
     "seed", "n", "stream", "stream_options",
 }) | _IGNORED_FIELDS
+# What a gateway rewrites before forwarding a request: the rest goes upstream as given.
+_REWRITTEN_FIELDS = frozenset({"model", "messages"})
 
 
 class ApiError(Exception):
     """An error answered to the client as OpenAI-style JSON."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})  # e.g. an upstream's Retry-After
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
@@ -56,6 +60,10 @@ class ChatRequest:
     params: SamplingParams
     stream: bool = False
     include_usage: bool = False
+    #: The other fields of the body, forwarded as given (upstream mode only).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: ``(n, tokens)``: the first n messages (a stored session's history) cost that many tokens.
+    counted: tuple[int, int] = (0, 0)
 
 
 def _is_int(value: Any) -> bool:
@@ -184,19 +192,24 @@ def _check_supported(payload: Mapping[str, Any]) -> None:
 
 
 def parse_chat_request(payload: Any, *, models: tuple[str, ...], default_max_tokens: int,
-                       prepare: Callable[[list[Any]], list[Message]] | None = None
-                       ) -> ChatRequest:
-    """Validate a decoded JSON body; raise :class:`ApiError` (400 / 404) on any problem."""
+                       prepare: Callable[[list[Any]], list[Message]] | None = None,
+                       forward: bool = False) -> ChatRequest:
+    """Validate a decoded JSON body; raise :class:`ApiError` (400 / 404) on any problem.
+
+    With ``forward`` (a gateway in front of another server) fields this module does not use
+    are kept in ``extra`` for the upstream to judge, instead of being checked here."""
     if not isinstance(payload, Mapping):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_type")
     unknown = sorted(set(payload) - _KNOWN_FIELDS)
-    if unknown:
+    if unknown and not forward:
         raise ApiError(400, f"Unrecognized request argument supplied: {', '.join(unknown)}",
                        param=unknown[0], code="unknown_parameter")
     model = _model(payload, models)
     messages = _messages(payload, prepare)
     params = _sampling(payload, default_max_tokens)
     stream, include_usage = _stream(payload)
-    _check_supported(payload)
+    if not forward:
+        _check_supported(payload)
+    extra = {key: value for key, value in payload.items() if key not in _REWRITTEN_FIELDS}
     return ChatRequest(model=model, messages=messages, params=params, stream=stream,
-                       include_usage=include_usage)
+                       include_usage=include_usage, extra=extra if forward else {})

@@ -26,8 +26,9 @@ class Store(Protocol):
     def append(self, session: str, message: Message) -> None:
         """Add ``message`` at the end of ``session``; durable when it returns."""
 
-    def load(self, session: str) -> list[Message]:
-        """Every message of ``session`` in the order appended (empty if unknown)."""
+    def load(self, session: str, start: int = 0) -> list[Message]:
+        """Every message of ``session`` in the order appended (empty if unknown); from the
+        ``start``-th on, so a reader that holds a prefix fetches only what was added since."""
 
     def sessions(self) -> list[str]:
         """All session ids, in order of first write."""
@@ -58,6 +59,13 @@ def check_session(session: object) -> str:
     if "\x00" in session:  # PostgreSQL text cannot hold NUL
         raise StoreError("a session id must not contain NUL characters")
     return session
+
+
+def check_start(start: object) -> int:
+    """``load``'s ``start``: a non-negative integer (an offset into the session)."""
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise StoreError(f"start must be an integer >= 0, not {start!r}")
+    return start
 
 
 def import_driver(module: str, *, store: str, needs: str, extra: str) -> ModuleType:

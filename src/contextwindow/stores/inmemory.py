@@ -6,7 +6,7 @@ import threading
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import check_session
+from .base import check_session, check_start
 
 
 class InMemoryStore:
@@ -27,10 +27,10 @@ class InMemoryStore:
             ids.add(message.id)
             self._messages.setdefault(session, []).append(message)
 
-    def load(self, session: str) -> list[Message]:
+    def load(self, session: str, start: int = 0) -> list[Message]:
         check_session(session)
         with self._lock:
-            return list(self._messages.get(session, ()))
+            return self._messages.get(session, [])[check_start(start):]
 
     def sessions(self) -> list[str]:
         with self._lock:

@@ -19,8 +19,15 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import (check_session, decode_message, decode_summary, encode_message, encode_summary,
-                   import_driver)
+from .base import (
+    check_session,
+    check_start,
+    decode_message,
+    decode_summary,
+    encode_message,
+    encode_summary,
+    import_driver,
+)
 
 MESSAGES_TABLE = "contextwindow_messages"
 SUMMARIES_TABLE = "contextwindow_summaries"
@@ -75,7 +82,7 @@ class PostgresStore:
         self._sql = {
             "append": sql.SQL("INSERT INTO {} (session, id, data) VALUES (%s, %s, %s)")
             .format(messages),
-            "load": sql.SQL("SELECT data FROM {} WHERE session = %s ORDER BY seq")
+            "load": sql.SQL("SELECT data FROM {} WHERE session = %s ORDER BY seq OFFSET %s")
             .format(messages),
             "load_one": sql.SQL("SELECT data FROM {} WHERE session = %s AND id = %s")
             .format(messages),
@@ -168,9 +175,11 @@ class PostgresStore:
         self._run(insert, duplicate=f"message id {message.id!r} is already stored in session "
                                     f"{session!r} of {self.where}")
 
-    def load(self, session: str) -> list[Message]:
+    def load(self, session: str, start: int = 0) -> list[Message]:
         check_session(session)
-        rows = self._run(lambda conn: conn.execute(self._sql["load"], (session,)).fetchall())
+        offset = check_start(start)
+        rows = self._run(lambda conn: conn.execute(self._sql["load"],
+                                                   (session, offset)).fetchall())
         return [decode_message(data) for (data,) in rows]
 
     def sessions(self) -> list[str]:

@@ -24,8 +24,15 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import (check_session, decode_message, decode_summary, encode_message, encode_summary,
-                   import_driver)
+from .base import (
+    check_session,
+    check_start,
+    decode_message,
+    decode_summary,
+    encode_message,
+    encode_summary,
+    import_driver,
+)
 
 DEFAULT_PREFIX = "contextwindow:"
 
@@ -129,9 +136,10 @@ class RedisStore:
             raise StoreError(f"message id {message.id!r} is already stored in session "
                              f"{session!r} of {self.where}")
 
-    def load(self, session: str) -> list[Message]:
+    def load(self, session: str, start: int = 0) -> list[Message]:
         key = self._key(b"msgs", session)
-        return [decode_message(data) for data in self._call(self._client.lrange, key, 0, -1)]
+        rows = self._call(self._client.lrange, key, check_start(start), -1)
+        return [decode_message(data) for data in rows]
 
     def sessions(self) -> list[str]:
         def read() -> list[Any]:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import check_session, decode_message, decode_summary, encode_message, encode_summary
+from .base import (
+    check_session,
+    check_start,
+    decode_message,
+    decode_summary,
+    encode_message,
+    encode_summary,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -63,9 +70,10 @@ class SQLiteStore:
         self._run("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)",
                   (session, message.id, encode_message(message)))
 
-    def load(self, session: str) -> list[Message]:
+    def load(self, session: str, start: int = 0) -> list[Message]:
         check_session(session)
-        rows = self._run("SELECT data FROM messages WHERE session = ? ORDER BY seq", (session,))
+        rows = self._run("SELECT data FROM messages WHERE session = ? ORDER BY seq "
+                         "LIMIT -1 OFFSET ?", (session, check_start(start)))
         return [decode_message(data) for (data,) in rows]
 
     def sessions(self) -> list[str]:

@@ -1,0 +1,121 @@
+"""``contextwindow evict-sweep``: passkey accuracy and perplexity of KV eviction policies per budget.
+
+torch and transformers are imported inside the command body only; the plot comes from
+:mod:`contextwindow.evaluate.report`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import ConfigError
+from .options import ModelOption, ThreadsOption, console, progress_bar, quiet_transformers
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{name} must be positive integers, got {text!r}")
+    return values
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if not values or not all(0.0 <= v <= 1.0 for v in values):
+        raise ConfigError(f"{name} must be between 0 and 1, got {text!r}")
+    return values
+
+
+def evict_sweep(
+    policies: Annotated[str, typer.Option(help="Comma-separated policies: sinks,h2o,tova,snapkv.")]
+    = "sinks,h2o,tova,snapkv",
+    budgets: Annotated[str, typer.Option(help="Comma-separated KV budgets (tokens per layer).")]
+    = "128,256,512,1024,2048",
+    lengths: Annotated[str, typer.Option(help="Comma-separated passkey prompt lengths.")] = "4096",
+    depths: Annotated[str, typer.Option(help="Comma-separated key depths (0 = start, 1 = end).")]
+    = "0.5",
+    trials: Annotated[int, typer.Option(min=1, help="Keys per length and depth.")] = 3,
+    text: Annotated[Path | None, typer.Option(
+        help="A UTF-8 text for streaming perplexity (none: passkey only).")] = None,
+    ppl_tokens: Annotated[int, typer.Option(min=2, help="Tokens of --text to score.")] = 4096,
+    sinks: Annotated[int, typer.Option(min=0, help="Attention sinks every policy pins.")] = 4,
+    chunk: Annotated[int, typer.Option(min=1, help="Prompt tokens per forward pass.")] = 256,
+    full: Annotated[bool, typer.Option(help="Add the full cache as the ceiling.")] = True,
+    plot: Annotated[Path | None, typer.Option(help="Write the accuracy/perplexity plot here.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    model_name: ModelOption = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """Stream passkey prompts (and a text) through each eviction policy at each KV budget.
+
+    The whole prompt is streamed through the bounded cache before the question is answered, so
+    a policy finds the key only if it kept it. Accuracy and perplexity per policy and budget,
+    with the full cache as the ceiling.
+    """
+    from ..kv import POLICIES
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown or not names:
+        raise ConfigError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    sizes, prompt_lengths = _ints(budgets, "--budgets"), _ints(lengths, "--lengths")
+    where = _floats(depths, "--depths")
+    for name in names:  # bad budgets fail here, before the model loads
+        for size in sizes:
+            POLICIES[name](size, sinks)
+    if text is not None and not text.is_file():
+        raise ConfigError(f"no such file: {text}")
+    quiet_transformers(threads)
+    from ..evaluate.needle import budget_sweep
+    from ..evaluate.report import plot_budget_sweep
+    from ..models import load_model
+
+    model, tokenizer = load_model(model_name)
+    runs = (len(names) * len(sizes) + full) * (len(prompt_lengths) * len(where) + (text is not None))
+    with progress_bar(transient=as_json) as progress:
+        task = progress.add_task("eviction sweep", total=runs)
+        sweep = budget_sweep(
+            model, tokenizer, policies=names, budgets=sizes, lengths=prompt_lengths, depths=where,
+            trials=trials, text=text.read_text(encoding="utf-8") if text else None,
+            ppl_tokens=ppl_tokens, sinks=sinks, chunk=chunk, full=full,
+            progress=lambda label: progress.update(task, advance=1, description=label[:22]),
+        )
+    if plot is not None:
+        plot_budget_sweep(sweep, plot, title=f"{model.config.name_or_path.split('/')[-1]}")
+    if as_json:
+        print(json.dumps(sweep.as_dict()))
+        return
+    table = Table(title="Keys found (and perplexity) per KV budget")
+    table.add_column("policy")
+    for size in sizes:
+        table.add_column(str(size), justify="right")
+    rows = ([("full", None)] if full else []) + [(n, None) for n in names]
+    for name, _ in rows:
+        cells = []
+        for size in sizes:
+            budget = None if name == "full" else size
+            cell = f"{sweep.accuracy(name, budget):.0%}"
+            if (name, budget) in sweep.perplexity:
+                cell += f" / {sweep.perplexity[(name, budget)]:.1f}"
+            cells.append(cell)
+        table.add_row(name, *cells)
+    console.print(table)
+    if plot is not None:
+        console.print(f"plot written to {plot}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``evict-sweep`` command to the app."""
+    app.command("evict-sweep")(evict_sweep)

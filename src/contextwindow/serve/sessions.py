@@ -1,0 +1,292 @@
+"""Server-side sessions: the conversation lives in the store, clients send only what is new.
+
+A request with the header ``X-Session-Id: ID`` is one *turn* of session ``ID``:
+
+1. the turn takes the session's lock (:mod:`contextwindow.stores.locks`: shared by every
+   server process on the same store), waiting at most ``lock_timeout`` seconds (then 409
+   ``session_busy``, which OpenAI clients retry);
+2. it reads the stored history and answers ``history + request messages``, fitted to the window;
+3. only once the answer is complete does it append the request's messages, then the reply,
+   and release the lock. A failed, cancelled or timed-out answer stores nothing.
+
+So the turns of one session are serialised, across processes too: each sees every turn
+acknowledged before it began, in order, none twice. Message ids record the turn
+(``turn-<hex>.<i>``, the reply ``turn-<hex>.reply``); a turn whose reply is missing (its server
+was killed between two appends) is not part of the history: it was never acknowledged.
+
+Each process caches the histories it has read, and re-reads only what was appended since (the
+store's ``load(session, start)``), so a 10,000-message session is not reloaded per turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import StoreError
+from ..messages import Message
+from ..stores.locks import lock_key, session_locks
+from .backend import ReplyTap
+from .request import ApiError
+
+SESSION_HEADER = "X-Session-Id"
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+TURN_ID = re.compile(r"(turn-[0-9a-f]{32})\.(\d+|reply)")
+log = logging.getLogger("contextwindow.serve")
+
+
+def open_store(url: str, *, namespace: str | None = None) -> Any:
+    """A store from a URL: ``redis://...`` / ``rediss://...``, ``postgresql://...``,
+    ``memory`` (one process only), or a SQLite file (``sqlite:///path`` or a plain path).
+    ``namespace`` keeps apps apart in one server: a Redis key prefix, a PostgreSQL schema."""
+    from ..stores import InMemoryStore, PostgresStore, RedisStore, SQLiteStore
+
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisStore(url, **({"prefix": f"{namespace}:"} if namespace else {}))
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStore(url, schema=namespace)
+    if url == "memory":
+        return InMemoryStore()
+    if scheme not in ("", "sqlite"):
+        raise StoreError(f"unknown store URL scheme {scheme!r}: use redis://, postgresql://, "
+                         "sqlite:///PATH, a file path, or memory")
+    path = url.removeprefix("sqlite://") if scheme else url
+    return SQLiteStore(path)
+
+
+def check_session_id(raw: str) -> str:
+    """Session ids: 1-128 characters of ``A-Z a-z 0-9 . _ : @ -``, starting alphanumeric."""
+    if not SESSION_ID.fullmatch(raw):
+        raise ApiError(400, "Invalid session id: use 1 to 128 characters among letters, digits "
+                       "and . _ : @ - (starting with a letter or digit).", param=SESSION_HEADER,
+                       code="invalid_session_id")
+    return raw
+
+
+@dataclass
+class _View:
+    """A session's history as this process last read it."""
+
+    raw: int = 0  # stored messages seen, complete or not
+    last_id: str | None = None
+    complete: list[Message] = field(default_factory=list)
+    tokens: int = 0  # what ``complete`` costs, when the sessions count tokens
+    pending: list[Message] = field(default_factory=list)  # a turn still without its reply
+    pending_turn: str | None = None
+
+    def absorb(self, messages: list[Message], count: Callable[[Message], int] | None) -> None:
+        for message in messages:
+            match = TURN_ID.fullmatch(message.id)
+            if match is None or match[1] != self.pending_turn:
+                self.pending, self.pending_turn = [], None  # an unfinished turn: never answered
+            done = [message] if match is None else []
+            if match is not None and match[2] == "reply":
+                done = [*self.pending, message]
+                self.pending, self.pending_turn = [], None
+            elif match is not None:
+                self.pending.append(message)
+                self.pending_turn = match[1]
+            self.complete.extend(done)
+            if count is not None:
+                self.tokens += sum(map(count, done))
+        self.raw += len(messages)
+        if messages:
+            self.last_id = messages[-1].id
+
+
+class Sessions:
+    """Turns over one store (see the module docstring); ``count`` prices messages so a turn can
+    tell the fitter what its history costs without summing it again."""
+
+    def __init__(self, store: Any, *, lock_timeout: float = 30.0, lock_ttl: float = 10.0,
+                 count: Callable[[Message], int] | None = None, cache_size: int = 1024,
+                 threads: int = 16) -> None:
+        self.store = store
+        self.locks = session_locks(store, ttl=lock_ttl)
+        self.lock_timeout = lock_timeout
+        self.count = count
+        self._views: OrderedDict[str, _View] = OrderedDict()
+        self._views_guard = threading.Lock()
+        self._cache_size = cache_size
+        self._local: dict[int, list[Any]] = {}  # lock key -> [asyncio.Lock, users]
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="contextwindow-store")
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the store threads; a StoreError is a 503 for the client."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except StoreError as exc:
+            raise ApiError(503, f"the session store failed: {exc}", type="server_error",
+                           code="store_unavailable") from None
+
+    async def begin(self, session: str) -> Turn:
+        """Take the session's lock and read its history (ApiError 409 if busy too long)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lock_timeout
+        key = lock_key(session)
+        entry = self._local.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            await asyncio.wait_for(entry[0].acquire(), self.lock_timeout)
+        except TimeoutError:
+            self._unuse(key)
+            raise _busy(session) from None
+        try:
+            token = await self._acquire_shared(session, deadline)
+        except BaseException:
+            self._release_local(key)
+            raise
+        turn = Turn(self, session, key, token)
+        try:
+            view = await self.run(self._refresh, session)
+        except BaseException:
+            await turn.release()
+            raise
+        turn.history, turn.counted = list(view.complete), (len(view.complete), view.tokens)
+        return turn
+
+    async def history(self, session: str) -> list[Message]:
+        """The acknowledged turns, read afresh (no lock: unfinished turns are left out)."""
+        view = _View()
+        view.absorb(await self.run(self.store.load, session), None)
+        return view.complete
+
+    async def delete(self, session: str) -> None:
+        turn = await self.begin(session)
+        try:
+            await self.run(self.store.delete, session)
+        finally:
+            self._forget(session)
+            await turn.release()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(StoreError, OSError):
+            self.locks.close()
+        with contextlib.suppress(StoreError):
+            self.store.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    async def _acquire_shared(self, session: str, deadline: float) -> str:
+        loop, delay = asyncio.get_running_loop(), 0.002
+        while True:
+            token = await self.run(self.locks.try_acquire, session)
+            if token is not None:
+                return token
+            if loop.time() + delay > deadline:
+                raise _busy(session)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.05)
+
+    def _refresh(self, session: str) -> _View:
+        """The cached view brought up to date, or a fresh one (runs on a store thread)."""
+        with self._views_guard:
+            view = self._views.get(session)
+        if view is not None and view.raw:
+            tail = self.store.load(session, view.raw - 1)
+            if tail and tail[0].id == view.last_id:
+                view.absorb(tail[1:], self.count)
+                return view
+        view = _View()
+        view.absorb(self.store.load(session), self.count)
+        with self._views_guard:
+            self._views[session] = view
+            self._views.move_to_end(session)
+            while len(self._views) > self._cache_size:
+                self._views.popitem(last=False)
+        return view
+
+    def _view(self, session: str) -> _View | None:
+        with self._views_guard:
+            return self._views.get(session)
+
+    def _forget(self, session: str) -> None:
+        with self._views_guard:
+            self._views.pop(session, None)
+
+    def _release_local(self, key: int) -> None:
+        self._local[key][0].release()
+        self._unuse(key)
+
+    def _unuse(self, key: int) -> None:
+        entry = self._local[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._local[key]
+
+
+class Turn:
+    """One turn holding its session's lock: ``history`` to answer from, then :meth:`commit`
+    (only for a complete reply) and :meth:`release` (always)."""
+
+    def __init__(self, sessions: Sessions, session: str, key: int, token: str) -> None:
+        self.sessions = sessions
+        self.session = session
+        self.history: list[Message] = []
+        self.counted = (0, 0)
+        self._key = key
+        self._token: str | None = token
+        self._renewer = (asyncio.ensure_future(self._renew_lease())
+                         if getattr(sessions.locks, "lease", None) else None)
+
+    async def commit(self, new: list[Message], tap: ReplyTap) -> bool:
+        """Store the request's messages and the reply, if the reply is complete."""
+        if not tap.complete:
+            return False
+        sessions = self.sessions
+        if not await sessions.run(sessions.locks.renew, self.session, self._token):
+            raise ApiError(409, f"session {self.session!r} was taken over while this turn ran; "
+                           "nothing was stored", code="session_busy")
+        turn = f"turn-{uuid.uuid4().hex}"
+        messages = [*(replace(m, id=f"{turn}.{i}") for i, m in enumerate(new)),
+                    tap.message(f"{turn}.reply")]
+        try:
+            await sessions.run(self._append, messages)
+        except BaseException:
+            sessions._forget(self.session)  # a partial turn may be stored: re-read next time
+            raise
+        return True
+
+    def _append(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.sessions.store.append(self.session, message)
+        view = self.sessions._view(self.session)
+        if view is not None:
+            view.absorb(messages, self.sessions.count)
+
+    async def release(self) -> None:
+        if self._token is None:
+            return
+        token, self._token = self._token, None
+        if self._renewer is not None:
+            self._renewer.cancel()
+        try:
+            await self.sessions.run(self.sessions.locks.release, self.session, token)
+        except ApiError as exc:  # the lease runs out by itself
+            log.warning("could not release the lock of a session: %s", exc.message)
+        finally:
+            self.sessions._release_local(self._key)
+
+    async def _renew_lease(self) -> None:
+        lease = self.sessions.locks.lease
+        with contextlib.suppress(ApiError):  # a lost lease shows at commit
+            while self._token is not None:
+                await asyncio.sleep(lease / 3)
+                if not await self.sessions.run(self.sessions.locks.renew, self.session,
+                                               self._token):
+                    return
+
+
+def _busy(session: str) -> ApiError:
+    return ApiError(409, f"session {session!r} is busy with another request; retry",
+                    code="session_busy")

@@ -1,0 +1,223 @@
+"""A backend that forwards to any OpenAI-compatible server, each request fitted to its window.
+
+The upstream (OpenAI, vLLM, llama.cpp's server, another ``contextwindow serve``) runs the model;
+this side counts, trims and forwards. Requests go out on one ``httpx.AsyncClient`` (pooled
+connections). What can go wrong upstream reaches the client in OpenAI's error shape:
+
+| upstream | client gets |
+| --- | --- |
+| connection refused / reset, bad reply | 502 ``upstream_unavailable`` / ``upstream_error`` |
+| connect, read or pool timeout | 504 ``upstream_timeout`` |
+| 429 or 5xx | the same status, message and ``Retry-After`` |
+| 401 / 403 (the gateway's upstream key) | 502 ``upstream_auth_failed`` (not the client's fault) |
+| other 4xx | the same status and error body |
+
+A client that disconnects cancels its upstream request (the connection is closed, which is how
+OpenAI-compatible servers learn of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from ..errors import BudgetExceededError, ContextWindowError
+from ..messages import as_messages, to_openai
+from .backend import Answer, Disconnected, ReplyTap, until_disconnected
+from .fitting import Fitted, WindowPolicy
+from .request import ApiError, ChatRequest, parse_chat_request
+from .responses import fit_headers, sse
+
+PASSED_ON = frozenset({429, 500, 502, 503, 504})
+
+
+class UpstreamBackend:
+    """Answers through ``base_url`` (e.g. ``http://vllm:8000/v1``) as ``upstream_model``.
+
+    Clients name the model ``served_model`` (default: ``upstream_model``). ``window`` fits
+    each request; ``default_max_tokens`` is the reply reserve (and the ``max_tokens`` sent)
+    when a request sets none, so prompt plus reply always fit the upstream's window.
+    """
+
+    def __init__(self, base_url: str, *, upstream_model: str, window: WindowPolicy,
+                 api_key: str | None = None, served_model: str | None = None,
+                 default_max_tokens: int = 512, timeout: float = 600.0,
+                 connect_timeout: float = 10.0, transport: Any = None) -> None:
+        self.upstream_model = upstream_model
+        self.model_id = served_model or upstream_model
+        self.fitter = window
+        self.window = window.context
+        self.default_max_tokens = default_max_tokens
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/", headers=headers, transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        self.where = _redacted(base_url)
+
+    # -- the Backend interface ------------------------------------------------------------------
+    def parse(self, payload: Any) -> ChatRequest:
+        return parse_chat_request(payload, models=(self.model_id,), forward=True,
+                                  default_max_tokens=self.default_max_tokens,
+                                  prepare=as_messages)
+
+    async def answer(self, chat: ChatRequest, disconnected: Disconnected) -> Answer:
+        fitted = await asyncio.to_thread(self._fit, chat)
+        body = {**chat.extra, "model": self.upstream_model, "messages": to_openai(fitted.messages)}
+        if "max_tokens" not in body and "max_completion_tokens" not in body:
+            body["max_tokens"] = chat.params.max_tokens
+        request = self._client.build_request(
+            "POST", "chat/completions", headers={"content-type": "application/json"},
+            content=json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
+        response = await until_disconnected(self._send(request), disconnected)
+        tap, headers = ReplyTap(), fit_headers(fitted)
+        if not chat.stream:
+            reply = await until_disconnected(self._json(response), disconnected)
+            choice = (reply.get("choices") or [{}])[0]
+            if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+                tap.feed_message(choice["message"], choice.get("finish_reason"))
+            if isinstance(reply.get("usage"), dict):
+                reply["usage"].update(_usage_extra(fitted))
+            reply["model"] = self.model_id
+            return Answer(headers, tap, body=reply)
+        return Answer(headers, tap, events=self._events(response, tap, fitted))
+
+    async def models(self) -> dict[str, Any]:
+        response = await self._send(self._client.build_request("GET", "models"))
+        listed = (await self._json(response)).get("data") or []
+        found = next((m for m in listed if isinstance(m, dict)
+                      and m.get("id") == self.upstream_model), {})
+        return {"object": "list", "data": [{**found, **self.card()}]}
+
+    def card(self) -> dict[str, Any]:
+        return {"id": self.model_id, "object": "model", "owned_by": "contextwindow",
+                "created": 0, "context_window": self.window, "policy": self.fitter.policy,
+                "upstream": self.where}
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model": self.model_id, "upstream": self.where}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _fit(self, chat: ChatRequest) -> Fitted:
+        try:
+            return self.fitter.fit(chat.messages, chat.params.max_tokens, counted=chat.counted)
+        except BudgetExceededError as exc:
+            raise ApiError(400, str(exc), param="messages",
+                           code="context_length_exceeded") from None
+        except ContextWindowError as exc:
+            raise ApiError(400, f"Invalid messages: {exc}", param="messages",
+                           code="invalid_value") from None
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """The upstream's response (its body still to read), or the mapped ApiError."""
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.where) from None
+        if response.status_code >= 400:
+            try:
+                raw = await response.aread()
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, self.where) from None
+            finally:
+                await response.aclose()
+            raise _status_error(response, raw, self.where)
+        return response
+
+    async def _json(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.where) from None
+        finally:
+            await response.aclose()
+        try:
+            reply = json.loads(raw)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            raise ApiError(502, f"the upstream {self.where} answered something that is not a "
+                           "JSON object", type="server_error", code="upstream_error")
+        return reply
+
+    async def _events(self, response: httpx.Response, tap: ReplyTap,
+                      fitted: Fitted) -> Any:
+        """The upstream's events, passed on as they come (the usage chunk gains the fit)."""
+        try:
+            async for line in response.aiter_lines():
+                data = line[5:].strip() if line.startswith("data:") else None
+                if data is None or not data:
+                    continue
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    chunk = None
+                if not isinstance(chunk, dict):
+                    yield f"data: {data}\n\n"
+                    continue
+                tap.feed_chunk(chunk)
+                chunk["model"] = self.model_id
+                if isinstance(chunk.get("usage"), dict):
+                    chunk["usage"].update(_usage_extra(fitted))
+                yield sse(chunk)
+        except httpx.HTTPError as exc:
+            tap.failed = True
+            yield sse(_transport_error(exc, self.where).body())
+        finally:
+            await response.aclose()
+
+
+def _usage_extra(fitted: Fitted) -> dict[str, int]:
+    return {"trimmed_tokens": fitted.trimmed_tokens, "trimmed_messages": fitted.trimmed_messages,
+            "context_window": fitted.budget + fitted.reserve}
+
+
+def _redacted(url: str) -> str:
+    """``url`` without credentials or query (what may be shown and logged)."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+
+
+def _transport_error(exc: httpx.HTTPError, where: str) -> ApiError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiError(504, f"the upstream {where} did not answer in time "
+                        f"({type(exc).__name__})", type="server_error", code="upstream_timeout")
+    if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+        return ApiError(502, f"cannot reach the upstream {where} ({type(exc).__name__})",
+                        type="server_error", code="upstream_unavailable")
+    return ApiError(502, f"the upstream {where} failed ({type(exc).__name__})",
+                    type="server_error", code="upstream_error")
+
+
+def _status_error(response: httpx.Response, raw: bytes, where: str) -> ApiError:
+    status = response.status_code
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if not isinstance(error, dict):
+        text = raw.decode("utf-8", "replace")[:300]
+        error = {"message": f"the upstream {where} answered {status}: {text}"}
+    if status in (401, 403):
+        return ApiError(502, f"the upstream {where} refused the gateway's credentials "
+                        f"({status}); check its API key", type="server_error",
+                        code="upstream_auth_failed")
+    if status >= 500 and status not in PASSED_ON:
+        status = 502
+    headers = {"Retry-After": response.headers["retry-after"]} if (
+        "retry-after" in response.headers) else {}
+    return ApiError(status, str(error.get("message") or f"upstream error {status}"),
+                    type=str(error.get("type") or ("server_error" if status >= 500
+                                                   else "invalid_request_error")),
+                    param=error.get("param") if isinstance(error.get("param"), str) else None,
+                    code=error.get("code") if isinstance(error.get("code"), str) else None,
+                    headers=headers)
+
