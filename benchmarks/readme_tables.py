@@ -136,7 +136,28 @@ def streaming_table(data: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def cache_table(data: dict[str, Any]) -> str:
+    langchain = data["inputs"]["langchain_core"]
+    labels = {
+        "langchain_trim_messages": f"langchain-core {langchain} `trim_messages`",
+        "trim_newest": "`trim` (newest turns that fit)",
+        "trim_cache": f"`trim(..., cache_policy=CachePolicy({data['inputs']['low_water']:g}))`",
+    }
+    policies = {row["policy"]: row for row in data["policies"]}
+    vs_newest = data["billed_at_0.1_vs_trim_newest"]
+    rows = [[label, f"{100 * policies[key]['reuse']:.1f}%",
+             f"{100 * policies[key]['mean_fill']:.1f}%", str(policies[key]["cuts"]),
+             f"{100 * policies[key]['billed_ratio']['0.5']:.0f}%",
+             f"{100 * policies[key]['billed_ratio']['0.1']:.0f}% ({vs_newest[key]:g}x `trim`'s)"]
+            for key, label in labels.items()]
+    requests = data["policies"][0]["requests"]
+    return _table(["policy", "prompt tokens reused", "mean fill", f"cuts in {requests} requests",
+                   "billed, cached at 0.5 (share of prompt tokens)", "billed, cached at 0.1"],
+                  rows)
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench_cache": cache_table,
     "bench_streaming": streaming_table,
     "bench_trim": trim_table,
     "bench_memory": memory_table,

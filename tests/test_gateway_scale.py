@@ -154,3 +154,39 @@ def test_killed_replica_loses_no_acknowledged_turn(fake: Proc,
                             "s": [q for q in questions if q.startswith("s-")],
                             "after": [after]})
         assert survivor.alive()
+
+
+def test_store_turn_primitives(store_backend: Backend) -> None:
+    """What sessions need from every store: ``append_many`` (all or nothing, in order),
+    ``load(session, start)``, and per-session locks that exclude a second holder."""
+    from contextwindow.errors import StoreError
+    from contextwindow.messages import Message
+    from contextwindow.stores.locks import session_locks
+
+    store, _ = store_backend.new()
+    batch = [Message(role="user", content=f"m{i}", id=f"id-{i}") for i in range(3)]
+    store.append_many("s", batch)
+    with pytest.raises(StoreError, match="already stored|UNIQUE"):
+        store.append_many("s", [Message(role="user", content="new", id="id-9"), batch[1]])
+    with pytest.raises(StoreError, match="already stored|UNIQUE"):
+        store.append_many("s", [Message(role="user", content="a", id="twice")] * 2)
+    assert [m.id for m in store.load("s")] == ["id-0", "id-1", "id-2"]
+    assert [m.content for m in store.load("s", 2)] == ["m2"] and store.load("s", 7) == []
+    with pytest.raises(StoreError):
+        store.load("s", -1)
+    if store_backend.kind == "inmemory":
+        return  # one process: the in-process lock is the whole story
+    mine, theirs = session_locks(store), session_locks(store_backend.open(
+        store_backend._specs[-1]))
+    token = mine.try_acquire("s")
+    assert token is not None
+    if store_backend.kind != "sqlite":  # fcntl locks of one process never exclude each other
+        assert theirs.try_acquire("s") is None
+    assert theirs.try_acquire("other") is not None
+    assert mine.renew("s", token)
+    mine.release("s", token)
+    again = theirs.try_acquire("s")
+    assert again is not None
+    theirs.release("s", again)
+    mine.close()
+    theirs.close()

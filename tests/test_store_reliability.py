@@ -257,6 +257,7 @@ def run_hostile(kind: str, store: Any, sessions: list[str], ops: list[tuple[int,
         # id are refused before any store sees them.
         constructible = (op["role"] in ROLES and op["content"] is not None
                          and (op["role"] == "tool") == ("tool_call_id" in op)
+                         and (op["role"] != "function" or bool(op.get("name")))
                          and op.get("id") != "")
         if not constructible:
             event("message refused at construction")

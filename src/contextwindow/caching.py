@@ -115,10 +115,10 @@ class CacheReport:
         """The report's figures as plain data (for JSON and tables)."""
         return {
             "policy": self.policy, "requests": len(self.requests), "budget": self.budget,
-            "prompt_tokens": self.prompt_tokens, "reuse": round(self.reuse, 4),
-            "mean_fill": round(self.mean_fill, 4), "cuts": self.cuts,
+            "prompt_tokens": self.prompt_tokens, "reuse": round(self.reuse, 6),
+            "mean_fill": round(self.mean_fill, 6), "cuts": self.cuts,
             "billed": {str(r): round(self.billed(r)) for r in ratios},
-            "billed_ratio": {str(r): round(self.billed(r) / max(1, self.prompt_tokens), 4)
+            "billed_ratio": {str(r): round(self.billed(r) / max(1, self.prompt_tokens), 6)
                              for r in ratios},
         }
 

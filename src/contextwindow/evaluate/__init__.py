@@ -2,6 +2,7 @@
 
 Their plots and tables live in :mod:`contextwindow.evaluate.report`.
 """
+from .needle import BudgetSweep, NeedleResult, budget_sweep, needle_in_a_stream  # noqa: F401
 from .positions import (  # noqa: F401
     PasskeyResult,
     PositionPerplexity,
@@ -17,6 +18,7 @@ from .recall import (  # noqa: F401
     plant_facts,
 )
 from .report import (  # noqa: F401
+    plot_budget_sweep,
     plot_passkey,
     plot_perplexity,
     plot_recall,

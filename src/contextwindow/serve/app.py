@@ -104,13 +104,11 @@ class ChatApi:
                                       counted=turn.counted)
             answer = await self._answer(chat_in_session, request)
             if answer.events is None:
-                await turn.commit(chat.messages, answer.tap)
+                await turn.close(chat.messages, answer.tap)
+                return _respond(answer)
         except BaseException:
-            await turn.release()
+            await turn.close()
             raise
-        if answer.events is None:
-            await turn.release()
-            return _respond(answer)
         return _respond(answer, _committed(answer, turn, chat.messages))
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
@@ -170,13 +168,13 @@ async def _committed(answer: Answer, turn: Turn, new: list[Message]) -> AsyncIte
         async for event in answer.events:  # type: ignore[union-attr]
             yield event
         try:
-            await turn.commit(new, answer.tap)
+            await turn.close(new, answer.tap)
         except ApiError as exc:
             yield sse(exc.body())
             return
         yield SSE_DONE
     finally:
-        await turn.release()
+        await turn.close()  # no-op once closed
 
 
 def _record(message: Message) -> dict[str, Any]:

@@ -6,13 +6,15 @@ A request with the header ``X-Session-Id: ID`` is one *turn* of session ``ID``:
    server process on the same store), waiting at most ``lock_timeout`` seconds (then 409
    ``session_busy``, which OpenAI clients retry);
 2. it reads the stored history and answers ``history + request messages``, fitted to the window;
-3. only once the answer is complete does it append the request's messages, then the reply,
-   and release the lock. A failed, cancelled or timed-out answer stores nothing.
+3. only once the answer is complete does it append the request's messages and the reply (one
+   ``append_many``: one transaction, all or nothing) and release the lock. A failed, cancelled
+   or timed-out answer stores nothing.
 
 So the turns of one session are serialised, across processes too: each sees every turn
 acknowledged before it began, in order, none twice. Message ids record the turn
-(``turn-<hex>.<i>``, the reply ``turn-<hex>.reply``); a turn whose reply is missing (its server
-was killed between two appends) is not part of the history: it was never acknowledged.
+(``turn-<hex>.<i>``, the reply ``turn-<hex>.reply``); a turn whose reply is missing (a store
+without transactions, a writer killed between two appends) is left out of the history: it was
+never acknowledged.
 
 Each process caches the histories it has read, and re-reads only what was appended since (the
 store's ``load(session, start)``), so a 10,000-message session is not reloaded per turn.
@@ -126,8 +128,7 @@ class Sessions:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except StoreError as exc:
-            raise ApiError(503, f"the session store failed: {exc}", type="server_error",
-                           code="store_unavailable") from None
+            raise _unavailable(exc) from None
 
     async def begin(self, session: str) -> Turn:
         """Take the session's lock and read its history (ApiError 409 if busy too long)."""
@@ -142,18 +143,11 @@ class Sessions:
             self._unuse(key)
             raise _busy(session) from None
         try:
-            token = await self._acquire_shared(session, deadline)
+            token, view = await self._enter(session, deadline)
         except BaseException:
             self._release_local(key)
             raise
-        turn = Turn(self, session, key, token)
-        try:
-            view = await self.run(self._refresh, session)
-        except BaseException:
-            await turn.release()
-            raise
-        turn.history, turn.counted = list(view.complete), (len(view.complete), view.tokens)
-        return turn
+        return Turn(self, session, key, token, view)
 
     async def history(self, session: str) -> list[Message]:
         """The acknowledged turns, read afresh (no lock: unfinished turns are left out)."""
@@ -167,7 +161,7 @@ class Sessions:
             await self.run(self.store.delete, session)
         finally:
             self._forget(session)
-            await turn.release()
+            await turn.close()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -177,16 +171,38 @@ class Sessions:
             self.store.close()
 
     # -- plumbing -------------------------------------------------------------------------------
-    async def _acquire_shared(self, session: str, deadline: float) -> str:
+    async def _enter(self, session: str, deadline: float) -> tuple[str, _View]:
+        """The shared lock and the history, in one trip to the store threads per attempt."""
         loop, delay = asyncio.get_running_loop(), 0.002
         while True:
-            token = await self.run(self.locks.try_acquire, session)
-            if token is not None:
-                return token
+            future = loop.run_in_executor(self._executor, self._try_enter, session)
+            try:
+                entered = await asyncio.shield(future)
+            except StoreError as exc:
+                raise _unavailable(exc) from None
+            except asyncio.CancelledError:  # if the lock is taken after all, give it back
+                future.add_done_callback(lambda done: self._abandon(session, done))
+                raise
+            if entered is not None:
+                return entered
             if loop.time() + delay > deadline:
                 raise _busy(session)
             await asyncio.sleep(delay)
             delay = min(2 * delay, 0.05)
+
+    def _abandon(self, session: str, done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is None and done.result() is not None:
+            self._executor.submit(self.locks.release, session, done.result()[0])
+
+    def _try_enter(self, session: str) -> tuple[str, _View] | None:
+        token = self.locks.try_acquire(session)
+        if token is None:
+            return None
+        try:
+            return token, self._refresh(session)
+        except BaseException:
+            self.locks.release(session, token)
+            raise
 
     def _refresh(self, session: str) -> _View:
         """The cached view brought up to date, or a fresh one (runs on a store thread)."""
@@ -226,65 +242,79 @@ class Sessions:
 
 
 class Turn:
-    """One turn holding its session's lock: ``history`` to answer from, then :meth:`commit`
-    (only for a complete reply) and :meth:`release` (always)."""
+    """One turn holding its session's lock: ``history`` to answer from, then :meth:`close`,
+    which stores a complete reply with the request's messages and releases the lock."""
 
-    def __init__(self, sessions: Sessions, session: str, key: int, token: str) -> None:
+    def __init__(self, sessions: Sessions, session: str, key: int, token: str,
+                 view: _View) -> None:
         self.sessions = sessions
         self.session = session
-        self.history: list[Message] = []
-        self.counted = (0, 0)
+        self.history = list(view.complete)
+        self.counted = (len(view.complete), view.tokens)
         self._key = key
         self._token: str | None = token
         self._renewer = (asyncio.ensure_future(self._renew_lease())
-                         if getattr(sessions.locks, "lease", None) else None)
+                         if sessions.locks.lease else None)
 
-    async def commit(self, new: list[Message], tap: ReplyTap) -> bool:
-        """Store the request's messages and the reply, if the reply is complete."""
-        if not tap.complete:
-            return False
-        sessions = self.sessions
-        if not await sessions.run(sessions.locks.renew, self.session, self._token):
-            raise ApiError(409, f"session {self.session!r} was taken over while this turn ran; "
-                           "nothing was stored", code="session_busy")
-        turn = f"turn-{uuid.uuid4().hex}"
-        messages = [*(replace(m, id=f"{turn}.{i}") for i, m in enumerate(new)),
-                    tap.message(f"{turn}.reply")]
-        try:
-            await sessions.run(self._append, messages)
-        except BaseException:
-            sessions._forget(self.session)  # a partial turn may be stored: re-read next time
-            raise
-        return True
-
-    def _append(self, messages: list[Message]) -> None:
-        for message in messages:
-            self.sessions.store.append(self.session, message)
-        view = self.sessions._view(self.session)
-        if view is not None:
-            view.absorb(messages, self.sessions.count)
-
-    async def release(self) -> None:
+    async def close(self, new: list[Message] | None = None, tap: ReplyTap | None = None) -> bool:
+        """Store ``new`` and the reply if it is complete (one transaction), then release the
+        lock; without them (a failed turn), only release. Idempotent; True if stored."""
         if self._token is None:
-            return
+            return False
         token, self._token = self._token, None
         if self._renewer is not None:
             self._renewer.cancel()
+        turn = f"turn-{uuid.uuid4().hex}"
+        messages = None if new is None or tap is None or not tap.complete else [
+            *(replace(m, id=f"{turn}.{i}") for i, m in enumerate(new)),
+            tap.message(f"{turn}.reply")]
+        # The in-process lock goes when the store work is done, even if this caller is
+        # cancelled meanwhile (a client gone mid-stream): never while the release is pending.
+        future = asyncio.get_running_loop().run_in_executor(
+            self.sessions._executor, self._finish, messages, token)
+        future.add_done_callback(lambda _: self.sessions._release_local(self._key))
         try:
-            await self.sessions.run(self.sessions.locks.release, self.session, token)
-        except ApiError as exc:  # the lease runs out by itself
-            log.warning("could not release the lock of a session: %s", exc.message)
+            return await asyncio.shield(future)
+        except StoreError as exc:
+            raise _unavailable(exc) from None
+
+    def _finish(self, messages: list[Message] | None, token: str) -> bool:
+        """On a store thread: append the turn if the lock is still ours, then release it."""
+        sessions = self.sessions
+        try:
+            if messages is None:
+                return False
+            if not sessions.locks.renew(self.session, token):
+                raise ApiError(409, f"session {self.session!r} was taken over while this turn "
+                               "ran; nothing was stored", code="session_busy")
+            try:
+                sessions.store.append_many(self.session, messages)  # one transaction
+            except BaseException:
+                sessions._forget(self.session)  # whatever was stored, re-read it next time
+                raise
+            view = sessions._view(self.session)
+            if view is not None:
+                view.absorb(messages, sessions.count)
+            return True
         finally:
-            self.sessions._release_local(self._key)
+            try:
+                sessions.locks.release(self.session, token)
+            except StoreError as exc:  # a lease runs out by itself
+                log.warning("could not release the lock of a session: %s", exc)
 
     async def _renew_lease(self) -> None:
         lease = self.sessions.locks.lease
-        with contextlib.suppress(ApiError):  # a lost lease shows at commit
+        with contextlib.suppress(ApiError):  # a lost lease shows at close
             while self._token is not None:
                 await asyncio.sleep(lease / 3)
                 if not await self.sessions.run(self.sessions.locks.renew, self.session,
                                                self._token):
                     return
+
+
+def _unavailable(exc: StoreError) -> ApiError:
+    return ApiError(503, f"the session store failed: {exc}", type="server_error",
+                    code="store_unavailable")
 
 
 def _busy(session: str) -> ApiError:

@@ -32,6 +32,9 @@ from .request import ApiError, ChatRequest, parse_chat_request
 from .responses import fit_headers, sse
 
 PASSED_ON = frozenset({429, 500, 502, 503, 504})
+INLINE_FIT_CHARS = 20_000
+"""Requests with less new text than this are fitted on the event loop (about a millisecond);
+longer ones in a thread, so a big request does not stall the others."""
 
 
 class UpstreamBackend:
@@ -65,7 +68,9 @@ class UpstreamBackend:
                                   prepare=as_messages)
 
     async def answer(self, chat: ChatRequest, disconnected: Disconnected) -> Answer:
-        fitted = await asyncio.to_thread(self._fit, chat)
+        uncounted = sum(len(m.content or "") for m in chat.messages[chat.counted[0]:])
+        fitted = (self._fit(chat) if uncounted < INLINE_FIT_CHARS  # a thread hop costs more
+                  else await asyncio.to_thread(self._fit, chat))
         body = {**chat.extra, "model": self.upstream_model, "messages": to_openai(fitted.messages)}
         if "max_tokens" not in body and "max_completion_tokens" not in body:
             body["max_tokens"] = chat.params.max_tokens

@@ -26,6 +26,9 @@ class Store(Protocol):
     def append(self, session: str, message: Message) -> None:
         """Add ``message`` at the end of ``session``; durable when it returns."""
 
+    def append_many(self, session: str, messages: list[Message]) -> None:
+        """Add ``messages`` in order, all or none (one transaction); durable when it returns."""
+
     def load(self, session: str, start: int = 0) -> list[Message]:
         """Every message of ``session`` in the order appended (empty if unknown); from the
         ``start``-th on, so a reader that holds a prefix fetches only what was added since."""

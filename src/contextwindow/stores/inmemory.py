@@ -19,13 +19,18 @@ class InMemoryStore:
         self._lock = threading.Lock()
 
     def append(self, session: str, message: Message) -> None:
+        self.append_many(session, [message])
+
+    def append_many(self, session: str, messages: list[Message]) -> None:
         check_session(session)
+        new = [message.id for message in messages]
         with self._lock:
             ids = self._ids.setdefault(session, set())
-            if message.id in ids:
-                raise StoreError(f"message id {message.id!r} is already stored in this session")
-            ids.add(message.id)
-            self._messages.setdefault(session, []).append(message)
+            taken = ids.intersection(new) or {i for i in new if new.count(i) > 1}
+            if taken:
+                raise StoreError(f"message id {min(taken)!r} is already stored in this session")
+            ids.update(new)
+            self._messages.setdefault(session, []).extend(messages)
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         check_session(session)

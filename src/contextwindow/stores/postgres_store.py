@@ -157,22 +157,33 @@ class PostgresStore:
 
     # -- the Store protocol -----------------------------------------------------------------
     def append(self, session: str, message: Message) -> None:
+        self.append_many(session, [message])
+
+    def append_many(self, session: str, messages: list[Message]) -> None:
         check_session(session)
-        _check_id(message)
-        data = encode_message(message)
+        for message in messages:
+            _check_id(message)
+        rows = [(session, message.id, encode_message(message)) for message in messages]
+        if not rows:
+            return
         state = {"tries": 0}
 
         def insert(conn: Any) -> None:
             state["tries"] += 1
             if state["tries"] > 1:
                 # The first try broke the connection: its commit may or may not have happened.
-                # If this very message is there, it did; an id with other data is a duplicate.
-                row = conn.execute(self._sql["load_one"], (session, message.id)).fetchone()
-                if row is not None and row[0] == data:
+                # If its first message is there, it did; an id with other data is a duplicate.
+                row = conn.execute(self._sql["load_one"], rows[0][:2]).fetchone()
+                if row is not None and row[0] == rows[0][2]:
                     return
-            conn.execute(self._sql["append"], (session, message.id, data))
+            if len(rows) == 1:  # autocommit: the INSERT is its own transaction
+                conn.execute(self._sql["append"], rows[0])
+                return
+            with conn.transaction():
+                conn.cursor().executemany(self._sql["append"], rows)
 
-        self._run(insert, duplicate=f"message id {message.id!r} is already stored in session "
+        ids = ", ".join(repr(row[1]) for row in rows)
+        self._run(insert, duplicate=f"message id {ids} is already stored in session "
                                     f"{session!r} of {self.where}")
 
     def load(self, session: str, start: int = 0) -> list[Message]:

@@ -36,17 +36,21 @@ from .base import (
 
 DEFAULT_PREFIX = "contextwindow:"
 
-# KEYS: msgs list, ids hash, sessions zset, clock.  ARGV: message id, encoded message, session,
-# token of this call. A retry of the same call (redis-py retries after a lost connection) finds
-# its own token and succeeds without storing twice; another call with the same id is rejected.
+# KEYS: msgs list, ids hash, sessions zset, clock.  ARGV: session, token of this call, then
+# (message id, encoded message) pairs. A retry of the same call (redis-py retries after a lost
+# connection) finds its own token and succeeds without storing twice; a call with an id already
+# stored (or twice in the call) stores nothing and is rejected.
 _APPEND = """
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[4]) == 0 then
-  if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[4] then return 1 end
-  return 0
+if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then return 1 end
+for i = 3, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[2]) == 0 then
+    for j = 3, i - 2, 2 do redis.call('HDEL', KEYS[2], ARGV[j]) end
+    return 0
+  end
 end
-redis.call('RPUSH', KEYS[1], ARGV[2])
-if not redis.call('ZSCORE', KEYS[3], ARGV[3]) then
-  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[3])
+for i = 4, #ARGV, 2 do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1])
 end
 return 1
 """
@@ -127,13 +131,23 @@ class RedisStore:
     def append(self, session: str, message: Message) -> None:
         self._append(session, message, secrets.token_hex(8))
 
+    def append_many(self, session: str, messages: list[Message]) -> None:
+        self._append_all(session, messages, secrets.token_hex(8))
+
     def _append(self, session: str, message: Message, token: str) -> None:
+        self._append_all(session, [message], token)
+
+    def _append_all(self, session: str, messages: list[Message], token: str) -> None:
         keys = [self._key(b"msgs", session), self._key(b"ids", session), self._sessions_key,
                 self._clock_key]
-        args = [message.id.encode("utf-8", "surrogatepass"), encode_message(message),
-                session.encode("utf-8"), token]
+        if not messages:
+            return
+        args: list[Any] = [session.encode("utf-8"), token]
+        for message in messages:
+            args += [message.id.encode("utf-8", "surrogatepass"), encode_message(message)]
         if not self._call(self._append_script, keys=keys, args=args):
-            raise StoreError(f"message id {message.id!r} is already stored in session "
+            ids = ", ".join(repr(message.id) for message in messages)
+            raise StoreError(f"message id {ids} is already stored in session "
                              f"{session!r} of {self.where}")
 
     def load(self, session: str, start: int = 0) -> list[Message]:

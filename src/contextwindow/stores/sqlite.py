@@ -53,10 +53,17 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
-    def _run(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _run(self, sql: str, params: tuple | list[tuple] = (), *,
+             many: bool = False) -> list[tuple]:
+        """One statement; with ``many``, once per row of ``params`` in one transaction."""
         with self._lock:
             try:
-                return self._conn.execute(sql, params).fetchall()
+                if not many:
+                    return self._conn.execute(sql, params).fetchall()
+                with self._conn:  # all rows or none
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.executemany(sql, params)
+                return []
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"rejected by {self.path}: {exc}") from exc
             except UnicodeEncodeError as exc:  # a message id with a lone surrogate
@@ -66,9 +73,12 @@ class SQLiteStore:
                 raise StoreError(f"SQLite store {self.path} failed: {exc}") from exc
 
     def append(self, session: str, message: Message) -> None:
+        self.append_many(session, [message])
+
+    def append_many(self, session: str, messages: list[Message]) -> None:
         check_session(session)
-        self._run("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)",
-                  (session, message.id, encode_message(message)))
+        rows = [(session, message.id, encode_message(message)) for message in messages]
+        self._run("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)", rows, many=True)
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         check_session(session)
