@@ -126,9 +126,16 @@ def main() -> None:
             cache = make_cache(model, policy, budget, sinks=args.sinks)
             run = streaming_perplexity(model, None, ids[: args.ppl_tokens], cache=cache)
             perplexity[(policy, budget)] = run.ppl
-            result["perplexity"].append({"policy": policy, "budget": budget, "ppl": round(run.ppl, 3),
-                                         "tokens": run.tokens, "seconds": round(run.seconds, 1),
-                                         "max_cache_tokens": run.max_cache_tokens})
+            result["perplexity"].append(
+                {
+                    "policy": policy,
+                    "budget": budget,
+                    "ppl": round(run.ppl, 3),
+                    "tokens": run.tokens,
+                    "seconds": round(run.seconds, 1),
+                    "max_cache_tokens": run.max_cache_tokens,
+                }
+            )
             log(f"perplexity {policy} {budget}: {run.ppl:.2f} ({run.seconds:.0f} s)")
             emit_partial(result, args)
     if not args.no_decode:
@@ -140,8 +147,12 @@ def main() -> None:
     sweep = BudgetSweep(needles=tuple(needles), perplexity=perplexity, ppl_tokens=args.ppl_tokens)
     if args.plot:
         lengths = ", ".join(str(n) for n in args.lengths)
-        plot_budget_sweep(sweep, args.plot, title=f"SmolLM2-135M: passkey at depths {args.depths} "
-                          f"of {lengths}-token prompts ({args.trials} keys each), chunks of {args.chunk}")
+        plot_budget_sweep(
+            sweep,
+            args.plot,
+            title=f"SmolLM2-135M: passkey at depths {args.depths} "
+            f"of {lengths}-token prompts ({args.trials} keys each), chunks of {args.chunk}",
+        )
         log(f"wrote {args.plot}")
     result["summary"] = {
         f"{p} {b}": {"accuracy": sweep.accuracy(p, b), "ppl": perplexity.get((p, b))}

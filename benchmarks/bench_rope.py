@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = ROOT.parent / "shared" / "corpora" / "austen_emma.txt"
@@ -45,13 +45,13 @@ class PeakRSS:
             self.peak = max(self.peak, self._proc.memory_info().rss)
             self._stop.wait(0.02)
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> Self:
         self.peak = self._proc.memory_info().rss
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._proc.memory_info().rss)
@@ -70,7 +70,9 @@ def summarize(result: dict[str, Any], bucket: int, trained: int, t0: float) -> d
     summary: dict[str, Any] = {}
     if ppl:
         summary["median_bucket_ppl"] = {m: statistics.median(e["ppl"]) for m, e in ppl.items()}
-        summary["last_over_first_bucket"] = {m: round(e["last_over_first"], 3) for m, e in ppl.items()}
+        summary["last_over_first_bucket"] = {
+            m: round(e["last_over_first"], 3) for m, e in ppl.items()
+        }
         if "none" in ppl:
             in_range = [i for i, s in enumerate(ppl["none"]["starts"]) if s + bucket <= trained]
             base_in = [ppl["none"]["ppl"][i] for i in in_range]
@@ -81,25 +83,33 @@ def summarize(result: dict[str, Any], bucket: int, trained: int, t0: float) -> d
         targets = {}
         if "none" in ppl:
             targets["none_last_ge_5x_first"] = {
-                "value": round(ppl["none"]["last_over_first"], 3), "met": ppl["none"]["last_over_first"] >= 5,
+                "value": round(ppl["none"]["last_over_first"], 3),
+                "met": ppl["none"]["last_over_first"] >= 5,
             }
         for m in ("yarn", "dynamic"):
             if m in ppl:
                 targets[f"{m}_last_within_1.5x_first"] = {
-                    "value": round(ppl[m]["last_over_first"], 3), "met": ppl[m]["last_over_first"] <= 1.5,
+                    "value": round(ppl[m]["last_over_first"], 3),
+                    "met": ppl[m]["last_over_first"] <= 1.5,
                 }
         summary["targets"] = targets
     if result["passkey"]:
         summary["passkey_accuracy"] = {
-            m: {L: c.get("accuracy") for L, c in cells.items()} for m, cells in result["passkey"].items()
+            m: {L: c.get("accuracy") for L, c in cells.items()}
+            for m, cells in result["passkey"].items()
         }
         per_length: dict[str, list[float]] = {}
         for cells in result["passkey"].values():
             for L, c in cells.items():
                 if "s_per_trial" in c and "reused_from" not in c:
                     per_length.setdefault(L, []).append(c["s_per_trial"])
-        summary["median_s_per_trial"] = {L: statistics.median(v) for L, v in sorted(per_length.items(), key=lambda kv: int(kv[0]))}
-    summary["median_ppl_wall_s"] = statistics.median(e["wall_s"] for e in ppl.values()) if ppl else None
+        summary["median_s_per_trial"] = {
+            L: statistics.median(v)
+            for L, v in sorted(per_length.items(), key=lambda kv: int(kv[0]))
+        }
+    summary["median_ppl_wall_s"] = (
+        statistics.median(e["wall_s"] for e in ppl.values()) if ppl else None
+    )
     summary["total_wall_s"] = round(time.time() - t0, 1)
     return summary
 
@@ -108,8 +118,11 @@ PPL_INPUTS = ("model", "text", "length", "bucket", "factor")
 PASSKEY_INPUTS = ("model", "factor", "passkey_depth", "seed", "max_new_tokens")
 
 
-def load_previous(paths: list[Path], inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Finished perplexity entries and passkey cells of earlier runs whose inputs match each half."""
+def load_previous(
+    paths: list[Path], inputs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Finished perplexity entries and passkey cells of earlier runs whose inputs match each
+    half."""
     ppl: dict[str, Any] = {}
     passkey: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -147,7 +160,9 @@ def make_plots(result: dict[str, Any], plot_dir: Path) -> None:
             },
             plot_dir / "passkey.png",
             counts={
-                m: {int(L): (c["correct"], c["trials"]) for L, c in cells.items() if "accuracy" in c}
+                m: {
+                    int(L): (c["correct"], c["trials"]) for L, c in cells.items() if "accuracy" in c
+                }
                 for m, cells in result["passkey"].items()
             },
             title=f"Passkey accuracy, {inputs['model']} (depth {depth:g}, factor {factor:g})",
@@ -200,7 +215,9 @@ def run_two_workers(args: argparse.Namespace) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=None, help="local model dir (default: SmolLM2-135M-Instruct)")
+    ap.add_argument(
+        "--model", default=None, help="local model dir (default: SmolLM2-135M-Instruct)"
+    )
     ap.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     ap.add_argument("--length", type=int, default=16384, help="perplexity length (tokens)")
     ap.add_argument("--bucket", type=int, default=2048)
@@ -215,15 +232,29 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-ppl", action="store_true")
     ap.add_argument("--no-passkey", action="store_true")
-    ap.add_argument("--deadline-min", type=float, default=0.0,
-                    help="start no new passkey cell after this many minutes (0 = no limit); skipped cells are listed")
-    ap.add_argument("--partial", type=Path, default=None, help="rewrite the JSON here after each cell")
-    ap.add_argument("--plot-dir", type=Path, default=None, help="write rope_ppl.png / passkey.png here")
+    ap.add_argument(
+        "--deadline-min",
+        type=float,
+        default=0.0,
+        help="start no new passkey cell after this many minutes (0 = no limit); "
+        "skipped cells are listed",
+    )
+    ap.add_argument(
+        "--partial", type=Path, default=None, help="rewrite the JSON here after each cell"
+    )
+    ap.add_argument(
+        "--plot-dir", type=Path, default=None, help="write rope_ppl.png / passkey.png here"
+    )
     ap.add_argument("--workers", type=int, default=1, choices=(1, 2),
                     help="2: run perplexity and passkey in two processes of --threads threads each")
     ap.add_argument("--start-time", type=float, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--resume", type=Path, action="append", default=[],
-                    help="reuse finished cells from an earlier run's JSON (same inputs); repeatable")
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        action="append",
+        default=[],
+        help="reuse finished cells from an earlier run's JSON (same inputs); repeatable",
+    )
     args = ap.parse_args()
     if args.workers == 2 and not args.no_ppl and not args.no_passkey:
         return run_two_workers(args)
@@ -263,7 +294,8 @@ def main() -> int:
             "seed": args.seed,
             "max_new_tokens": max_new_tokens,
             "threads": args.threads,
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, no GPU, torch {torch.__version__}",
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, no GPU, "
+            f"torch {torch.__version__}",
             "dtype": str(next(model.parameters()).dtype),
         },
         "perplexity": {},
@@ -308,7 +340,10 @@ def main() -> int:
             peak_rss_mib=round(mem.peak / 2**20),
         )
         result["perplexity"][method] = entry
-        log(f"  {method}: buckets {[round(p, 1) for p in r.ppl]} ({wall:.0f} s, {mem.peak / 2**20:.0f} MiB)")
+        log(
+            f"  {method}: buckets {[round(p, 1) for p in r.ppl]} "
+            f"({wall:.0f} s, {mem.peak / 2**20:.0f} MiB)"
+        )
         dump()
 
     # ---- passkey --------------------------------------------------------------------------
@@ -352,14 +387,26 @@ def main() -> int:
             start = time.perf_counter()
             with PeakRSS() as mem:
                 r = passkey_retrieval(
-                    model, tokenizer, length, args.depth, n, seed=args.seed, max_new_tokens=max_new_tokens
+                    model,
+                    tokenizer,
+                    length,
+                    args.depth,
+                    n,
+                    seed=args.seed,
+                    max_new_tokens=max_new_tokens,
                 )
             wall = time.perf_counter() - start
             entry = r.as_dict()
-            entry.update(wall_s=round(wall, 1), s_per_trial=round(wall / n, 1), peak_rss_mib=round(mem.peak / 2**20))
+            entry.update(
+                wall_s=round(wall, 1),
+                s_per_trial=round(wall / n, 1),
+                peak_rss_mib=round(mem.peak / 2**20),
+            )
             cell[str(length)] = entry
             done[(length, fp)] = method
-            log(f"  {method} {length}: {r.correct}/{n} ({wall:.0f} s) answers={list(r.answers)[:3]}")
+            log(
+                f"  {method} {length}: {r.correct}/{n} ({wall:.0f} s) answers={list(r.answers)[:3]}"
+            )
             dump()
     scale_rope(model, "none")
     result["summary"] = summarize(result, args.bucket, trained, t0)

@@ -21,6 +21,7 @@ import statistics
 import time
 
 from _common import add_out_argument, emit, log, machine, provenance
+
 from contextwindow.evaluate.recall import default_memories, fact_recall
 from contextwindow.evaluate.report import plot_recall
 from contextwindow.memory import SummaryBufferMemory, TokenBufferMemory, default_counter

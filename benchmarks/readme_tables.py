@@ -21,7 +21,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
-BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)",
+                   re.DOTALL)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -76,7 +77,8 @@ def memory_table(data: dict[str, Any]) -> str:
             cells.append(_range(cell, "s", 2)
                          + (f", {cell['runs']} of {rounds} rounds" if partial else ""))
         fed = data["messages_fed_per_round"][key]
-        rows.append([label, *cells, f"{min(fed):,}–{max(fed):,}"])
+        fed_cell = f"{min(fed):,}" if min(fed) == max(fed) else f"{min(fed):,}–{max(fed):,}"
+        rows.append([label, *cells, fed_cell])
     header = ["contender", *[f"{int(c):,} messages" for c in checkpoints],
               f"messages fed in a {limit:g} s round"]
     return _table(header, rows)
@@ -156,8 +158,24 @@ def cache_table(data: dict[str, Any]) -> str:
                   rows)
 
 
+def gateway_table(data: dict[str, Any]) -> str:
+    rows = [[store, f"{int(size.removeprefix('session_')):,} messages",
+             f"{cell['direct']['p50_ms']:.1f} / {cell['direct']['p99_ms']:.1f} ms",
+             f"{cell['gateway']['p50_ms']:.1f} / {cell['gateway']['p99_ms']:.1f} ms",
+             f"{cell['overhead_p50_ms']:+.1f} / {cell['overhead_p99_ms']:+.1f} ms"]
+            for store, sizes in data["overhead"].items() for size, cell in sizes.items()]
+    load = data["throughput"]
+    rows.append([f"{load['store']}, {load['clients']} clients", "1 → 2 replicas",
+                 f"{load['replicas_1']['requests_per_s']:g} requests/s",
+                 f"{load['replicas_2']['requests_per_s']:g} requests/s",
+                 f"{load['speedup']:g}x"])
+    return _table(["store", "session", "upstream directly, p50 / p99",
+                   "through the gateway, p50 / p99", "added by the gateway"], rows)
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_cache": cache_table,
+    "bench_gateway": gateway_table,
     "bench_streaming": streaming_table,
     "bench_trim": trim_table,
     "bench_memory": memory_table,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+
 import pytest
 
 from contextwindow.cli import main

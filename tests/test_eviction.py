@@ -44,12 +44,14 @@ def weights(*rows: list[float], heads: int = 1, group: int = 1) -> torch.Tensor:
 
 
 def test_keep_indices_pins_sinks_and_recent_and_takes_the_best_of_the_rest() -> None:
-    priority = torch.tensor([[0.0, 9.0, 1.0, 7.0, 2.0, 8.0, 0.0, 0.0], [0.0, 1.0, 9.0, 2.0, 8.0, 0.0, 7.0, 0.0]])
+    priority = torch.tensor(
+        [[0.0, 9.0, 1.0, 7.0, 2.0, 8.0, 0.0, 0.0], [0.0, 1.0, 9.0, 2.0, 8.0, 0.0, 7.0, 0.0]]
+    )
     kept = keep_indices(priority, budget=5, sinks=1, recent=2)
     assert kept.tolist() == [[0, 1, 5, 6, 7], [0, 2, 4, 6, 7]]
 
 
-def test_h2o_keeps_heavy_hitters_by_accumulated_attention_where_tova_follows_the_current_query() -> None:
+def test_h2o_keeps_heavy_hitters_by_accumulated_attention_where_tova_follows_the_current_query() -> None:  # noqa: E501
     h2o = H2OPolicy(budget=4, sinks=0, recent=2)
     # step 1: four tokens, the queries pile their attention onto token 1
     first = h2o.priority(weights([0.05, 0.9, 0.05, 0.0]), None)

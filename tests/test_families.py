@@ -177,6 +177,49 @@ def test_generate_equals_the_manual_loop_far_past_the_window(family: str) -> Non
     assert generated[0].tolist() == tokens
 
 
+# -- RoPE evaluation and scaling ---------------------------------------------------------------
+
+
+def char_tokenizer(text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+    """One id per character (mod 128): enough to feed a tiny model a text."""
+    return {"input_ids": [ord(c) % 128 for c in text]}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_perplexity_by_position_equals_a_full_forward(family: str) -> None:
+    from contextwindow.evaluate.positions import perplexity_by_position
+
+    model = FAMILIES[family]()
+    text = "It is a truth universally acknowledged, that a single man in possession " * 2
+    result = perplexity_by_position(model, char_tokenizer, text, 96, 32, chunk=40)
+    ids = torch.tensor([char_tokenizer(text)["input_ids"][:96]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1]
+    nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+    assert result.tokens == (31, 32, 32)
+    assert result.overall_ppl == pytest.approx(math.exp(float(nll.mean())), rel=1e-5)
+
+
+def test_passkey_reuses_its_prefix_cache_on_sliding_window_layers(smollm2_tokenizer: Any) -> None:
+    # Trials at one depth share the filler before the key: the second one crops the cached
+    # prefix, which a sliding-window layer that already dropped tokens could not do.
+    from contextwindow.evaluate.positions import passkey_retrieval
+
+    model = tiny_gemma3(vocab_size=49152, initializer_range=0.2)
+    result = passkey_retrieval(model, smollm2_tokenizer, 160, depth=0.5, trials=2,
+                               max_new_tokens=3, prefill_chunk=32)
+    assert result.trials == 2 and len(result.answers) == 2
+
+
+def test_scale_rope_refuses_gemma3_per_layer_rope_precisely() -> None:
+    from contextwindow.errors import ModelError
+    from contextwindow.rope import scale_rope
+
+    model = tiny_gemma3()
+    with pytest.raises(ModelError, match="full_attention, sliding_attention.*only the global"):
+        scale_rope(model, "linear", 2.0)
+
+
 # -- chat templates ---------------------------------------------------------------------------
 
 

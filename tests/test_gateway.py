@@ -183,6 +183,22 @@ def test_failed_turns_store_nothing(client: openai.OpenAI, gateway: Proc) -> Non
     assert history(gateway, "carol") == [("user", "first"), ("assistant", "echo: first")]
 
 
+def test_client_gone_mid_stream_stores_nothing_and_frees_the_session(
+        client: openai.OpenAI, gateway: Proc) -> None:
+    session(client, "erin", "first")
+    body = {"model": FAKE_MODEL, "stream": True,
+            "messages": [{"role": "user", "content": "__drip:0.5 a b c d e f g h"}]}
+    with httpx.stream("POST", f"{gateway.url}/chat/completions", json=body, timeout=30,
+                      headers={"X-Session-Id": "erin"}) as reply:
+        assert reply.status_code == 200
+        next(reply.iter_lines())  # the first chunk, then hang up
+    start = time.monotonic()
+    assert session(client, "erin", "second").choices[0].message.content == "echo: second"
+    assert time.monotonic() - start < 8  # not stuck behind a lock left behind
+    assert history(gateway, "erin") == [("user", "first"), ("assistant", "echo: first"),
+                                        ("user", "second"), ("assistant", "echo: second")]
+
+
 def test_session_delete(client: openai.OpenAI, gateway: Proc) -> None:
     session(client, "dave", "hello")
     deleted = httpx.delete(f"{gateway.url}/sessions/dave")

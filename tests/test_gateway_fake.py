@@ -4,8 +4,9 @@ Run as ``python tests/test_gateway_fake.py PORT``, this file is a tiny FastAPI s
 answers at once: the reply is ``echo: <last message>`` (streamed word by word with
 ``stream: true``). The last message can steer it: ``__slow:S`` answers after S seconds (and
 counts a cancellation if the client leaves first), ``__status:N`` answers HTTP N with an
-OpenAI-shaped error and ``Retry-After: 7``. ``GET /debug`` returns every request's messages and
-the cancellations, so tests can check what the gateway really sent.
+OpenAI-shaped error and ``Retry-After: 7``, ``__drip:S`` streams one word every S seconds.
+``GET /debug`` returns every request's messages and the cancellations, so tests can check what
+the gateway really sent.
 
 The helpers start real processes on 127.0.0.1 (this fake, ``contextwindow serve`` gateways) and
 stop them at the end; the tests in this file check the fake itself.
@@ -87,6 +88,8 @@ def build_fake() -> Any:
             yield chunk({"role": "assistant", "content": ""})
             for word in text.split(" "):
                 yield chunk({"content": word + " "})
+                if last.startswith("__drip:"):
+                    await asyncio.sleep(float(last.split(":")[1]))
             yield chunk({}, "stop")
             if (body.get("stream_options") or {}).get("include_usage"):
                 data = {**envelope, "object": "chat.completion.chunk", "choices": [],

@@ -172,8 +172,10 @@ def test_store_turn_primitives(store_backend: Backend) -> None:
         store.append_many("s", [Message(role="user", content="a", id="twice")] * 2)
     assert [m.id for m in store.load("s")] == ["id-0", "id-1", "id-2"]
     assert [m.content for m in store.load("s", 2)] == ["m2"] and store.load("s", 7) == []
+    assert [m.id for m in store.load("s", -2)] == ["id-1", "id-2"]
+    assert [m.id for m in store.load("s", -9)] == ["id-0", "id-1", "id-2"]
     with pytest.raises(StoreError):
-        store.load("s", -1)
+        store.load("s", "1")
     if store_backend.kind == "inmemory":
         return  # one process: the in-process lock is the whole story
     mine, theirs = session_locks(store), session_locks(store_backend.open(
@@ -183,7 +185,7 @@ def test_store_turn_primitives(store_backend: Backend) -> None:
     if store_backend.kind != "sqlite":  # fcntl locks of one process never exclude each other
         assert theirs.try_acquire("s") is None
     assert theirs.try_acquire("other") is not None
-    assert mine.renew("s", token)
+    assert mine.renew("s", token) and mine.held("s", token)
     mine.release("s", token)
     again = theirs.try_acquire("s")
     assert again is not None

@@ -23,7 +23,7 @@ from contextwindow.messages import as_message, from_openai
 
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
-from store_fixtures import Backend  # noqa: E402
+from store_fixtures import Backend
 
 COUNTER = TokenCounter.for_model("gpt-4o")
 
@@ -350,7 +350,7 @@ def test_llamaindex_agent_on_our_memory(tmp_path) -> None:
     from contextwindow.integrations.llamaindex import ContextWindowMemory
 
     class Scripted(CustomLLM):
-        replies: list[str] = []
+        replies: list[str] = []  # noqa: RUF012 (a pydantic field, copied per instance)
 
         @property
         def metadata(self) -> LLMMetadata:

@@ -287,9 +287,8 @@ def test_model_without_rope_is_rejected() -> None:
 
 def test_batch_larger_than_one_is_rejected(tiny_llama: Any) -> None:
     cache = SinkCache(tiny_llama, sinks=SINKS, window=WINDOW)
-    with pytest.raises(ConfigError, match="batch size 1"):
-        with torch.no_grad():
-            tiny_llama(input_ids=torch.zeros(2, 3, dtype=torch.long), cache=cache)
+    with pytest.raises(ConfigError, match="batch size 1"), torch.no_grad():
+        tiny_llama(input_ids=torch.zeros(2, 3, dtype=torch.long), cache=cache)
     with pytest.raises(ConfigError, match="batch size 1"):
         tiny_llama.generate(
             torch.zeros(1, 3, dtype=torch.long),
@@ -302,12 +301,11 @@ def test_batch_larger_than_one_is_rejected(tiny_llama: Any) -> None:
 
 def test_non_consecutive_positions_and_crop_are_rejected(tiny_llama: Any) -> None:
     cache = SinkCache(tiny_llama, sinks=SINKS, window=WINDOW)
-    with pytest.raises(ConfigError, match="consecutive"):
-        with torch.no_grad():
-            tiny_llama(
-                input_ids=torch.zeros(1, 3, dtype=torch.long),
-                position_ids=torch.tensor([[0, 2, 4]]),
-                cache=cache,
-            )
+    with pytest.raises(ConfigError, match="consecutive"), torch.no_grad():
+        tiny_llama(
+            input_ids=torch.zeros(1, 3, dtype=torch.long),
+            position_ids=torch.tensor([[0, 2, 4]]),
+            cache=cache,
+        )
     with pytest.raises(ConfigError, match="cropped"):
         SinkCache(tiny_llama).crop(-1)

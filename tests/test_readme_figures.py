@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import readme_tables  # noqa: E402
+import readme_tables
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 TABLES = dict(readme_tables.tables(README))
@@ -42,7 +42,9 @@ def test_equal_work_was_asserted_not_just_logged() -> None:
     memory = json.loads((ROOT / "docs" / "results" / "bench_memory.json").read_text())
     assert trim["identical_result"] is True and trim["inputs"]["rounds"] >= 5
     assert memory["identical_views"] is True and memory["inputs"]["rounds"] >= 5
-    assert all(len(s) == memory["inputs"]["rounds"] for s in memory["messages_fed_per_round"].values())
+    assert all(
+        len(s) == memory["inputs"]["rounds"] for s in memory["messages_fed_per_round"].values()
+    )
 
 
 def test_a_changed_figure_is_caught(tmp_path: Path) -> None:

@@ -136,8 +136,12 @@ def test_fact_recall_report_without_model():
 
 def test_fact_recall_custom_memories_conversation_and_facts():
     conversation = [Message(role="system", content="Be brief.")] + [
-        Message(role=role, content=f"{role} talks about the weather again, at length and in detail.")
-        for k in range(60) for role in ("user", "assistant")]
+        Message(
+            role=role, content=f"{role} talks about the weather again, at length and in detail."
+        )
+        for k in range(60)
+        for role in ("user", "assistant")
+    ]
     facts = [Fact("code", "the code", "ZX81", "The code is ZX81."),
              Fact("name", "the cat", "Bartholomew", "The cat is called Bartholomew.")]
     memories = {"keyfacts": lambda: SummaryBufferMemory(300, KeyFactsSummarizer(),

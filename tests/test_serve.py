@@ -40,9 +40,9 @@ MODEL_ID = "tiny"
 
 def build_tiny_chat_model(seed: int = 0) -> tuple[Any, Any]:
     """:func:`conftest.make_tiny_chat_llama` and the real SmolLM2 tokenizer."""
+    from conftest import make_tiny_chat_llama
     from transformers import AutoTokenizer
 
-    from conftest import make_tiny_chat_llama
     from contextwindow.models import resolve
 
     return make_tiny_chat_llama(seed), AutoTokenizer.from_pretrained(resolve())
@@ -527,7 +527,7 @@ class TestRealModel:
     CONTEXT = REAL_CONTEXT
     NAME = REAL_NAME
 
-    QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+    QUESTION = [{"role": "user", "content": "What is the capital of France?"}]  # noqa: RUF012
 
     def test_completion_and_stream(self, real: Any) -> None:
         reply = real.client.chat.completions.create(model=self.NAME, messages=self.QUESTION,

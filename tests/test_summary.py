@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -197,7 +198,7 @@ def test_summarizes_only_when_over_budget_and_folds_to_low_water():
     assert len(trigger_points) == memory.summarizations == len(recorder.calls)
     assert 2 <= len(trigger_points) < len(conversation) // 4
     # never on consecutive adds: a fold buys room for several more
-    assert all(b - a >= 4 for a, b in zip(trigger_points, trigger_points[1:]))
+    assert all(b - a >= 4 for a, b in itertools.pairwise(trigger_points))
 
 
 def test_pinned_head_and_keep_first_stay_verbatim():
@@ -836,7 +837,9 @@ class FakeTokenizer:
     def decode(self, ids, skip_special_tokens=False):
         if isinstance(ids, list):
             return " ".join(ids)
-        return f"Summary: notes v{len(self.generated)} v{len(self.generated)} v{len(self.generated)}"
+        return (
+            f"Summary: notes v{len(self.generated)} v{len(self.generated)} v{len(self.generated)}"
+        )
 
 
 class FakeModel:
@@ -862,7 +865,9 @@ def test_transformers_summarizer_greedy_bounded_and_chunked():
     chats = tokenizer.generated
     assert len(chats) > 1 and result == f"notes v{len(chats)}"  # label and stutter cleaned
     assert chats[0][0] == {"role": "system", "content": "You are a careful note-taker."}
-    assert chats[0][1]["content"].startswith("Previous notes: old notes\n\nNew messages:\nUser: line 0")
+    assert chats[0][1]["content"].startswith(
+        "Previous notes: old notes\n\nNew messages:\nUser: line 0"
+    )
     assert chats[1][1]["content"].startswith("Previous notes: notes v1\n")  # progressive
     shown = [line for chat in chats for line in chat[1]["content"].splitlines()
              if line.startswith("User: ")]

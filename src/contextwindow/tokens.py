@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from .content import price_parts
@@ -53,7 +53,7 @@ REPLY_PRIMING = 3
 def encoding_name_for_model(model: str) -> str:
     """The tiktoken encoding an OpenAI chat model uses (``UnknownModelError`` if none is known)."""
     for prefix, encoding in _MODEL_PREFIX_ENCODINGS:
-        if model == prefix or model.startswith(prefix + "-") or model.startswith(prefix + "."):
+        if model == prefix or model.startswith((prefix + "-", prefix + ".")):
             return encoding
     import tiktoken
 
@@ -87,7 +87,7 @@ def _seed_tiktoken_cache(name: str) -> bool:
     return True
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_encoding(name: str) -> Any:
     """A tiktoken ``Encoding``: tiktoken's normal path, seeded from the offline copy if needed."""
     import tiktoken

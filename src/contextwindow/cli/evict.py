@@ -1,4 +1,4 @@
-"""``contextwindow evict-sweep``: passkey accuracy and perplexity of KV eviction policies per budget.
+"""``contextwindow evict-sweep``: passkey accuracy and perplexity of KV eviction per budget.
 
 torch and transformers are imported inside the command body only; the plot comes from
 :mod:`contextwindow.evaluate.report`.
@@ -83,7 +83,9 @@ def evict_sweep(
     from ..models import load_model
 
     model, tokenizer = load_model(model_name)
-    runs = (len(names) * len(sizes) + full) * (len(prompt_lengths) * len(where) + (text is not None))
+    runs = (len(names) * len(sizes) + full) * (
+        len(prompt_lengths) * len(where) + (text is not None)
+    )
     with progress_bar(transient=as_json) as progress:
         task = progress.add_task("eviction sweep", total=runs)
         sweep = budget_sweep(

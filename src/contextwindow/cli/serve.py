@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -65,53 +65,105 @@ def serve(
     model: ModelOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    context: Annotated[Optional[int], typer.Option(
-        min=16, help="The window shared by prompt and reply (default: the model's trained "
-        "length, times --rope-factor when scaled).")] = None,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            min=16,
+            help="The window shared by prompt and reply (default: the model's trained "
+            "length, times --rope-factor when scaled).",
+        ),
+    ] = None,
     policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "trim",
-    keep_first: Annotated[Optional[int], typer.Option(
-        min=0, help="Messages after the system prompt never trimmed (default 0; 2 for sinks).")] = None,
-    sink_cache: Annotated[bool, typer.Option(
-        help="Decode with the attention-sink KV cache (bounded memory; replies may outgrow the "
-        "window). --no-sink-cache uses a dense cache.")] = True,
+    keep_first: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Messages after the system prompt never trimmed (default 0; 2 for sinks)."
+        ),
+    ] = None,
+    sink_cache: Annotated[
+        bool,
+        typer.Option(
+            help="Decode with the attention-sink KV cache (bounded memory; replies may outgrow the "
+            "window). --no-sink-cache uses a dense cache."
+        ),
+    ] = True,
     sinks: Annotated[int, typer.Option(min=0, help="Tokens the sink cache never evicts.")] = 4,
-    rope: Annotated[Optional[str], typer.Option(
-        help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...).")] = None,
-    rope_factor: Annotated[Optional[float], typer.Option(help="RoPE scaling factor, e.g. 2.")] = None,
-    default_max_tokens: Annotated[int, typer.Option(
-        min=1, help="Reply length when a request sets no max_tokens.")] = 512,
-    max_queue: Annotated[int, typer.Option(
-        min=1, help="Requests queued or running before new ones get 503.")] = 64,
-    served_model_name: Annotated[Optional[str], typer.Option(
-        help="The model id clients must send (default: the model's name).")] = None,
-    upstream: Annotated[Optional[str], typer.Option(
-        help="Forward to this OpenAI-compatible server (e.g. http://vllm:8000/v1) instead of "
-        "running a local model.")] = None,
-    upstream_model: Annotated[Optional[str], typer.Option(
-        help="The model name the upstream serves.")] = None,
-    upstream_context: Annotated[Optional[int], typer.Option(
-        min=16, help="The upstream model's context window in tokens.")] = None,
-    upstream_key_env: Annotated[Optional[str], typer.Option(
-        help="Environment variable holding the upstream's API key.")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(
-        help="Local tokenizer directory of the upstream model (its chat template counts the "
-        "tokens); default: tiktoken for the OpenAI model --upstream-model.")] = None,
-    store: Annotated[Optional[str], typer.Option(help=STORE_HELP)] = None,
-    store_namespace: Annotated[Optional[str], typer.Option(
-        help="Redis key prefix / PostgreSQL schema, to keep apps apart in one server.")] = None,
-    api_key_env: Annotated[str, typer.Option(
-        help="Environment variable holding the key clients must send as 'Authorization: "
-        "Bearer KEY' (unset: no key required).")] = "CONTEXTWINDOW_API_KEY",
-    allow_insecure: Annotated[bool, typer.Option(
-        help="Listen on a non-loopback address without an API key.")] = False,
-    max_body_bytes: Annotated[int, typer.Option(
-        min=1024, help="Larger request bodies get 413 before they are parsed.")] = 4 * 1024 * 1024,
-    request_timeout: Annotated[float, typer.Option(
-        min=0.001, help="Seconds a request may take before the first byte of its answer.")] = 600.0,
-    lock_timeout: Annotated[float, typer.Option(
-        min=0.0, help="Seconds a session turn waits for the one before it (then 409).")] = 30.0,
-    lock_ttl: Annotated[float, typer.Option(
-        min=0.1, help="Redis only: seconds a session lock outlives a crashed holder.")] = 10.0,
+    rope: Annotated[
+        str | None,
+        typer.Option(help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...)."),
+    ] = None,
+    rope_factor: Annotated[
+        float | None, typer.Option(help="RoPE scaling factor, e.g. 2.")
+    ] = None,
+    default_max_tokens: Annotated[
+        int, typer.Option(min=1, help="Reply length when a request sets no max_tokens.")
+    ] = 512,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Requests queued or running before new ones get 503.")
+    ] = 64,
+    served_model_name: Annotated[
+        str | None,
+        typer.Option(help="The model id clients must send (default: the model's name)."),
+    ] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Forward to this OpenAI-compatible server (e.g. http://vllm:8000/v1) instead of "
+            "running a local model."
+        ),
+    ] = None,
+    upstream_model: Annotated[
+        str | None, typer.Option(help="The model name the upstream serves.")
+    ] = None,
+    upstream_context: Annotated[
+        int | None, typer.Option(min=16, help="The upstream model's context window in tokens.")
+    ] = None,
+    upstream_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the upstream's API key.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Local tokenizer directory of the upstream model (its chat template counts the "
+            "tokens); default: tiktoken for the OpenAI model --upstream-model."
+        ),
+    ] = None,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
+    store_namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="Redis key prefix / PostgreSQL schema, to keep apps apart in one server."
+        ),
+    ] = None,
+    api_key_env: Annotated[
+        str,
+        typer.Option(
+            help="Environment variable holding the key clients must send as 'Authorization: "
+            "Bearer KEY' (unset: no key required)."
+        ),
+    ] = "CONTEXTWINDOW_API_KEY",
+    allow_insecure: Annotated[
+        bool, typer.Option(help="Listen on a non-loopback address without an API key.")
+    ] = False,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1024, help="Larger request bodies get 413 before they are parsed.")
+    ] = 4 * 1024 * 1024,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="Seconds a request may take before the first byte of its answer."
+        ),
+    ] = 600.0,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Seconds a session turn waits for the one before it (then 409)."
+        ),
+    ] = 30.0,
+    lock_ttl: Annotated[
+        float,
+        typer.Option(min=0.1, help="Redis only: seconds a session lock outlives a crashed holder."),
+    ] = 10.0,
     threads: ThreadsOption = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -139,8 +191,10 @@ def serve(
             key_env=upstream_key_env, window_options={"policy": policy, "keep_first": keep_first},
             served_model=served_model_name, default_max_tokens=default_max_tokens,
             timeout=request_timeout)
-        described = (f"gateway to {backend.where} ({backend.upstream_model}) · window "
-                     f"{backend.window} tokens · policy {policy} · counts {backend.fitter.counter.name}")
+        described = (
+            f"gateway to {backend.where} ({backend.upstream_model}) · window "
+            f"{backend.window} tokens · policy {policy} · counts {backend.fitter.counter.name}"
+        )
     else:
         backend = _local_backend(model, context=context, policy=policy, keep_first=keep_first,
                                  sink_cache=sink_cache, sinks=sinks, rope=rope,

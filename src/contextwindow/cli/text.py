@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,9 +18,9 @@ from ..trim import trim as trim_messages
 
 console = Console(stderr=True)
 
-ModelOption = Annotated[Optional[str], typer.Option(
+ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", help="OpenAI model whose tokenizer and chat framing to use (default gpt-4o).")]
-EncodingOption = Annotated[Optional[str], typer.Option(
+EncodingOption = Annotated[str | None, typer.Option(
     "--encoding", "-e", help="A tiktoken encoding instead of a model (o200k_base, cl100k_base).")]
 SourceArgument = Annotated[str, typer.Argument(
     help="A file path, or - for standard input.", show_default=True)]

@@ -24,16 +24,16 @@ from ..models.hf import encode_prefix, forward
 from .streaming import Progress
 
 __all__ = [
-    "PositionPerplexity",
     "PasskeyPrompt",
     "PasskeyResult",
-    "perplexity_by_position",
-    "passkey_prompt",
-    "passkey_retrieval",
-    "score_passkey",
-    "estimate_memory",
+    "PositionPerplexity",
     "available_memory",
     "check_memory",
+    "estimate_memory",
+    "passkey_prompt",
+    "passkey_retrieval",
+    "perplexity_by_position",
+    "score_passkey",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +63,9 @@ def _efficient_attention(model: Any) -> bool:
     return getattr(model.config, "_attn_implementation", "eager") in ("sdpa", "flash_attention_2")
 
 
-def estimate_memory(model: Any, length: int, *, chunk: int = 512, prefill_chunk: int | None = None) -> int:
+def estimate_memory(
+    model: Any, length: int, *, chunk: int = 512, prefill_chunk: int | None = None
+) -> int:
     """Bytes of working memory (beyond the weights) an evaluation of ``length`` tokens needs.
 
     Counts the KV cache, the activations of one decoder layer over the longest chunk fed at once
@@ -84,7 +86,8 @@ def estimate_memory(model: Any, length: int, *, chunk: int = 512, prefill_chunk:
     kv_cache = 2 * layers * kv_heads * head_dim * length * itemsize
     activations = q * (8 * hidden + 3 * inter + 2 * (heads + 2 * kv_heads) * head_dim) * itemsize
     rope_tables = 4 * q * head_dim * 4
-    # a boolean mask is built for chunks on top of a cache; a single causal forward with SDPA skips it
+    # a boolean mask is built for chunks on top of a cache; a single causal forward with SDPA
+    # skips it
     mask = 0 if (q == length and _efficient_attention(model)) else q * length
     if _efficient_attention(model):
         attention = 2 * heads * q * head_dim * itemsize
@@ -107,8 +110,9 @@ def check_memory(model: Any, length: int, *, max_memory: int | None = None, **kw
     limit = available_memory() if max_memory is None else int(max_memory)
     if need > limit:
         raise ResourceError(
-            f"evaluating {length} tokens needs about {_gib(need)} of memory beyond the model weights, "
-            f"but only {_gib(limit)} is available; use a shorter length (or a machine with more RAM)"
+            f"evaluating {length} tokens needs about {_gib(need)} of memory beyond the model "
+            f"weights, but only {_gib(limit)} is available; use a shorter length (or a machine "
+            "with more RAM)"
         )
     return need
 
@@ -238,7 +242,9 @@ def perplexity_by_position(
             stop = min(start + chunk, total)
             logits = _logits(model, head, hidden[0, start:stop])
             targets = ids[0, start + 1 : stop + 1]
-            nll[start:stop] = torch.nn.functional.cross_entropy(logits, targets, reduction="none").double()
+            nll[start:stop] = torch.nn.functional.cross_entropy(
+                logits, targets, reduction="none"
+            ).double()
             del logits
             if progress is not None:
                 progress(stop, total)
@@ -273,7 +279,9 @@ INTRO = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
     "I will quiz you about the important information there."
 )
-FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+FILLER = (
+    " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+)
 KEY_SENTENCE = " The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "\nWhat is the pass key? The pass key is"
 

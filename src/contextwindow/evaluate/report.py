@@ -301,7 +301,9 @@ def plot_budget_sweep(sweep: BudgetSweep, path: str | Path, *, title: str = "") 
     for policy in policies:
         acc_ax.plot(budgets, [100 * sweep.accuracy(policy, b) for b in budgets], "o-", label=policy)
     if any(n.policy == "full" for n in sweep.needles):
-        acc_ax.axhline(100 * sweep.accuracy("full", None), color="grey", ls="--", label="full cache")
+        acc_ax.axhline(
+            100 * sweep.accuracy("full", None), color="grey", ls="--", label="full cache"
+        )
     acc_ax.set_ylabel("passkey found (%)")
     acc_ax.set_ylim(-5, 105)
     if panels == 2:

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..content import check_text_only
 from ..errors import BudgetExceededError, ConfigError, InvalidMessageError
 from ..memory import DEFAULT_KEEP_FIRST
-from ..content import check_text_only
 from ..messages import Message, as_messages, check_conversation
 from ..models.hf import chat_template_ids, forward
 from ..tokens import TokenCounter
@@ -154,7 +154,7 @@ class Generator:
         context: int | None = None,
         policy: str = "trim",
         keep_first: int | None = None,
-        cache_policy: CachePolicy | None = CachePolicy(),  # frozen: a safe shared default
+        cache_policy: CachePolicy | None = CachePolicy(),  # noqa: B008 (frozen: safe to share)
         sink_cache: bool = True,
         sinks: int = 4,
         prefill_chunk: int = 2048,

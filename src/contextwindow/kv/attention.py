@@ -50,11 +50,14 @@ class Observer(Protocol):
 
 
 def hand_over(layer: Observer) -> None:
-    """Called by a cache layer's ``update``: the next attention call on this thread scores for it."""
+    """Called by a cache layer's ``update``: the next attention call on this thread scores for
+    it."""
     _slot.layer = layer
 
 
-def attention_weights(query: torch.Tensor, key: torch.Tensor, rows: int, scaling: float) -> torch.Tensor:
+def attention_weights(
+    query: torch.Tensor, key: torch.Tensor, rows: int, scaling: float
+) -> torch.Tensor:
     """Causal softmax weights of the last ``rows`` queries, ``[kv_heads, group, rows, keys]`` fp32.
 
     ``query`` is ``[1, heads, q, dim]`` and ``key`` ``[1, kv_heads, k, dim]`` (grouped-query

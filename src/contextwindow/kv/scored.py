@@ -70,7 +70,7 @@ def _check(budget: int, sinks: int, recent: int) -> None:
 
 
 def keep_indices(priority: torch.Tensor, budget: int, sinks: int, recent: int) -> torch.Tensor:
-    """Which of ``priority.shape[-1]`` cached tokens each head keeps, ascending, ``[heads, budget]``.
+    """Which of ``priority.shape[-1]`` cached tokens each head keeps: ``[heads, budget]``, sorted.
 
     The first ``sinks`` and the last ``recent`` tokens always; of the rest, the ``budget - sinks
     - recent`` with the highest ``priority`` (``[heads, tokens]``).

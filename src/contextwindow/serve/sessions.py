@@ -41,6 +41,8 @@ from .backend import ReplyTap
 from .request import ApiError
 
 SESSION_HEADER = "X-Session-Id"
+TAIL_PROBE = 16
+"""Messages read from the end of a cached session to find what other processes added."""
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 TURN_ID = re.compile(r"(turn-[0-9a-f]{32})\.(\d+|reply)")
 log = logging.getLogger("contextwindow.serve")
@@ -209,9 +211,14 @@ class Sessions:
         with self._views_guard:
             view = self._views.get(session)
         if view is not None and view.raw:
-            tail = self.store.load(session, view.raw - 1)
-            if tail and tail[0].id == view.last_id:
-                view.absorb(tail[1:], self.count)
+            # The newest messages, from the end (cheap in every store); if ours is among them,
+            # what follows it is new. Else many turns came meanwhile: read from our offset.
+            tail = self.store.load(session, -TAIL_PROBE)
+            if len(tail) == TAIL_PROBE and all(m.id != view.last_id for m in tail):
+                tail = self.store.load(session, view.raw - 1)
+            ids = [message.id for message in tail]
+            if view.last_id in ids:  # else the session was deleted meanwhile: read it afresh
+                view.absorb(tail[ids.index(view.last_id) + 1:], self.count)
                 return view
         view = _View()
         view.absorb(self.store.load(session), self.count)
@@ -258,7 +265,11 @@ class Turn:
 
     async def close(self, new: list[Message] | None = None, tap: ReplyTap | None = None) -> bool:
         """Store ``new`` and the reply if it is complete (one transaction), then release the
-        lock; without them (a failed turn), only release. Idempotent; True if stored."""
+        lock; without them (a failed turn), only release. Idempotent; True if stored.
+
+        It returns once the turn is stored: the release follows in the background, and the
+        session's in-process lock goes only when it is done (even if this caller is cancelled
+        meanwhile), so the next turn never starts before the lock is free."""
         if self._token is None:
             return False
         token, self._token = self._token, None
@@ -268,39 +279,42 @@ class Turn:
         messages = None if new is None or tap is None or not tap.complete else [
             *(replace(m, id=f"{turn}.{i}") for i, m in enumerate(new)),
             tap.message(f"{turn}.reply")]
-        # The in-process lock goes when the store work is done, even if this caller is
-        # cancelled meanwhile (a client gone mid-stream): never while the release is pending.
-        future = asyncio.get_running_loop().run_in_executor(
-            self.sessions._executor, self._finish, messages, token)
-        future.add_done_callback(lambda _: self.sessions._release_local(self._key))
+        loop, executor = asyncio.get_running_loop(), self.sessions._executor
+        stored = loop.run_in_executor(executor, self._store, messages, token)
+
+        def release(_: Any) -> None:
+            loop.run_in_executor(executor, self._release, token).add_done_callback(
+                lambda _: self.sessions._release_local(self._key))
+
+        stored.add_done_callback(release)
         try:
-            return await asyncio.shield(future)
+            return await asyncio.shield(stored)
         except StoreError as exc:
             raise _unavailable(exc) from None
 
-    def _finish(self, messages: list[Message] | None, token: str) -> bool:
-        """On a store thread: append the turn if the lock is still ours, then release it."""
+    def _store(self, messages: list[Message] | None, token: str) -> bool:
+        """On a store thread: append the turn if the lock is still ours."""
         sessions = self.sessions
+        if messages is None:
+            return False
+        if not sessions.locks.held(self.session, token):
+            raise ApiError(409, f"session {self.session!r} was taken over while this turn ran; "
+                           "nothing was stored", code="session_busy")
         try:
-            if messages is None:
-                return False
-            if not sessions.locks.renew(self.session, token):
-                raise ApiError(409, f"session {self.session!r} was taken over while this turn "
-                               "ran; nothing was stored", code="session_busy")
-            try:
-                sessions.store.append_many(self.session, messages)  # one transaction
-            except BaseException:
-                sessions._forget(self.session)  # whatever was stored, re-read it next time
-                raise
-            view = sessions._view(self.session)
-            if view is not None:
-                view.absorb(messages, sessions.count)
-            return True
-        finally:
-            try:
-                sessions.locks.release(self.session, token)
-            except StoreError as exc:  # a lease runs out by itself
-                log.warning("could not release the lock of a session: %s", exc)
+            sessions.store.append_many(self.session, messages)  # one transaction
+        except BaseException:
+            sessions._forget(self.session)  # whatever was stored, re-read it next time
+            raise
+        view = sessions._view(self.session)
+        if view is not None:
+            view.absorb(messages, sessions.count)
+        return True
+
+    def _release(self, token: str) -> None:
+        try:
+            self.sessions.locks.release(self.session, token)
+        except StoreError as exc:  # a lease runs out by itself
+            log.warning("could not release the lock of a session: %s", exc)
 
     async def _renew_lease(self) -> None:
         lease = self.sessions.locks.lease

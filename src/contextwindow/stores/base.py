@@ -31,7 +31,8 @@ class Store(Protocol):
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         """Every message of ``session`` in the order appended (empty if unknown); from the
-        ``start``-th on, so a reader that holds a prefix fetches only what was added since."""
+        ``start``-th on, so a reader that holds a prefix fetches only what was added since
+        (a negative ``start`` counts from the end, as in ``messages[start:]``)."""
 
     def sessions(self) -> list[str]:
         """All session ids, in order of first write."""
@@ -65,9 +66,9 @@ def check_session(session: object) -> str:
 
 
 def check_start(start: object) -> int:
-    """``load``'s ``start``: a non-negative integer (an offset into the session)."""
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise StoreError(f"start must be an integer >= 0, not {start!r}")
+    """``load``'s ``start``: an integer offset into the session (negative: from its end)."""
+    if isinstance(start, bool) or not isinstance(start, int):
+        raise StoreError(f"start must be an integer, not {start!r}")
     return start
 
 

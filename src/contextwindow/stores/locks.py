@@ -52,6 +52,9 @@ class SessionLocks(Protocol):
     def renew(self, session: str, token: str) -> bool:
         """Keep holding (extends a lease); False if the lock was lost."""
 
+    def held(self, session: str, token: str) -> bool:
+        """Whether the lock is still ours (a read: nothing is extended)."""
+
     def release(self, session: str, token: str) -> None:
         """Give the lock up (a no-op if it was lost)."""
 
@@ -69,6 +72,8 @@ class LocalLocks:
 
     def renew(self, session: str, token: str) -> bool:
         return True
+
+    held = renew
 
     def release(self, session: str, token: str) -> None:
         """Nothing held outside the process."""
@@ -117,6 +122,12 @@ class RedisLocks:
         except self._errors as exc:
             raise StoreError(f"cannot renew the session lock in Redis: {exc}") from exc
 
+    def held(self, session: str, token: str) -> bool:
+        try:
+            return self._client.get(self._key(session)) == token.encode()
+        except self._errors as exc:
+            raise StoreError(f"cannot read the session lock in Redis: {exc}") from exc
+
     def release(self, session: str, token: str) -> None:
         try:
             self._renew(keys=[self._key(session)], args=[token, 0])
@@ -160,6 +171,8 @@ class PostgresLocks:
         with self._guard:
             return not self._conn.closed and not self._conn.broken
 
+    held = renew
+
     def release(self, session: str, token: str) -> None:
         self._query("SELECT pg_advisory_unlock(%s)", int(token))
 
@@ -190,6 +203,8 @@ class FileLocks:
 
     def renew(self, session: str, token: str) -> bool:
         return True
+
+    held = renew
 
     def release(self, session: str, token: str) -> None:
         fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, int(token))

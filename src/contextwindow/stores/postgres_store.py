@@ -84,6 +84,8 @@ class PostgresStore:
             .format(messages),
             "load": sql.SQL("SELECT data FROM {} WHERE session = %s ORDER BY seq OFFSET %s")
             .format(messages),
+            "load_tail": sql.SQL("SELECT data FROM (SELECT seq, data FROM {} WHERE session = %s "
+                                 "ORDER BY seq DESC LIMIT %s) AS t ORDER BY seq").format(messages),
             "load_one": sql.SQL("SELECT data FROM {} WHERE session = %s AND id = %s")
             .format(messages),
             # One statement, so one snapshot: sessions with messages by their first append,
@@ -188,9 +190,9 @@ class PostgresStore:
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         check_session(session)
-        offset = check_start(start)
-        rows = self._run(lambda conn: conn.execute(self._sql["load"],
-                                                   (session, offset)).fetchall())
+        query, bound = ((self._sql["load"], start) if check_start(start) >= 0
+                        else (self._sql["load_tail"], -start))
+        rows = self._run(lambda conn: conn.execute(query, (session, bound)).fetchall())
         return [decode_message(data) for (data,) in rows]
 
     def sessions(self) -> list[str]:

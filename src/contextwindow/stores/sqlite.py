@@ -82,8 +82,12 @@ class SQLiteStore:
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         check_session(session)
-        rows = self._run("SELECT data FROM messages WHERE session = ? ORDER BY seq "
-                         "LIMIT -1 OFFSET ?", (session, check_start(start)))
+        if check_start(start) < 0:  # the last -start messages: read from the end of the index
+            rows = self._run("SELECT data FROM (SELECT seq, data FROM messages WHERE session = ? "
+                             "ORDER BY seq DESC LIMIT ?) ORDER BY seq", (session, -start))
+        else:
+            rows = self._run("SELECT data FROM messages WHERE session = ? ORDER BY seq "
+                             "LIMIT -1 OFFSET ?", (session, start))
         return [decode_message(data) for (data,) in rows]
 
     def sessions(self) -> list[str]:
