@@ -229,6 +229,26 @@ def test_session_history_is_trimmed_not_lost(client: openai.OpenAI, gateway: Pro
     assert forwarded == to_openai(expected) and len(forwarded) < 23
 
 
+def test_summary_policy_keeps_the_facts_of_what_it_leaves_out(fake: Proc, tmp_path: Any) -> None:
+    from contextwindow.serve.fitting import SUMMARY_PREFIX
+
+    proc = start_gateway(fake.url, "--store", str(tmp_path / "s.db"), "--policy", "summary",
+                         "--default-max-tokens", "32", context=CONTEXT)
+    with running(proc):
+        client = openai.OpenAI(base_url=proc.url, api_key="unused", max_retries=0)
+        session(client, "fred", "My booking code is XK42Q and the flight leaves on 14 March.")
+        for i in range(10):  # no facts in these (no digits, names or quotes)
+            session(client, "fred", f"filler turn {'abcdefghij'[i]} " + "words " * 15)
+        forwarded = sent(fake)[-1]["messages"]
+        summaries = [m for m in forwarded if m["content"].startswith(SUMMARY_PREFIX)]
+        assert len(summaries) == 1 and forwarded[0] == summaries[0]
+        assert "XK42Q" in summaries[0]["content"] and "14 March" in summaries[0]["content"]
+        assert forwarded[-1]["content"].startswith("filler turn j")
+        counter = TokenCounter.for_model(FAKE_MODEL)
+        assert counter.count_messages(as_messages(forwarded)) <= CONTEXT - 32
+        assert len(history(proc, "fred")) == 22  # the store keeps everything
+
+
 # -- security -----------------------------------------------------------------------------------
 def test_api_key_is_required_when_set(fake: Proc) -> None:
     proc = start_gateway(fake.url, "--store", "memory", "--api-key-env", "GW_TEST_KEY",
@@ -338,3 +358,44 @@ def test_gateway_in_front_of_a_local_contextwindow_server(tmp_path: Any) -> None
             model=DEFAULT_MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8,
             temperature=0, stream=True, extra_headers={"X-Session-Id": "e2e"}))
         assert history(gateway_proc, "e2e") == [("user", "Say hi."), ("assistant", streamed)]
+
+
+def test_a_growing_sessions_summary_is_extended_not_rebuilt() -> None:
+    from contextwindow.messages import Message
+    from contextwindow.serve import WindowPolicy
+    from contextwindow.summarize import KeyFactsSummarizer
+
+    seen: list[list[str]] = []
+
+    class Recording(KeyFactsSummarizer):
+        def summarize(self, previous: str | None, messages: Any) -> str:
+            seen.append([m.id for m in messages])
+            return super().summarize(previous, messages)
+
+    window = WindowPolicy(TokenCounter.for_model(FAKE_MODEL), 200, policy="summary",
+                          summarizer=Recording())
+    history_ = [Message(role="user" if i % 2 == 0 else "assistant", id=f"m{i}",
+                        content=f"Message {i} mentions code Q{i}X and " + "text " * 20)
+                for i in range(30)]
+    first = window.fit(history_[:21], 32)
+    second = window.fit(history_[:25], 32)
+    assert first.messages[0].content.startswith("Summary of the earlier conversation")
+    assert "Q" in second.messages[0].content
+    assert len(seen) == 2 and seen[1] and seen[1][0] == f"m{int(seen[0][-1][1:]) + 1}"
+    assert TokenCounter.for_model(FAKE_MODEL).count_messages(second.messages) <= 200 - 32
+
+
+def test_tool_definitions_count_against_the_window(client: openai.OpenAI, fake: Proc) -> None:
+    tools = [{"type": "function", "function": {
+        "name": "lookup", "description": "Look a booking up " + "in detail " * 10,
+        "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}}}]
+    conversation = to_openai(sample_conversation(30, seed=5, tool_every=0))
+    counter = TokenCounter.for_model(FAKE_MODEL)
+    raw = client.chat.completions.with_raw_response.create(
+        model=FAKE_MODEL, messages=conversation, max_tokens=40, tools=tools)
+    forwarded = sent(fake)[-1]
+    assert forwarded["tools"] == tools
+    expected = trim(as_messages(conversation), CONTEXT - 40, counter, tools=tools)
+    assert forwarded["messages"] == to_openai(expected)
+    assert raw.headers["x-contextwindow-prompt-tokens"] == str(
+        counter.count_messages(expected, tools))

@@ -15,7 +15,8 @@ from .options import ModelOption, ThreadsOption, quiet_transformers
 
 POLICY_HELP = ("What to do with a conversation longer than the window: trim (keep the system "
                "prompt and the newest turns), sinks (also pin the first --keep-first messages, "
-               "default 2) or none (reject with context_length_exceeded).")
+               "default 2), none (reject with context_length_exceeded) or, with --upstream, "
+               "summary (trim, and put a key-facts summary of what was left out in its place).")
 STORE_HELP = ("Where server-side sessions live (requests with X-Session-Id): redis://..., "
               "postgresql://..., sqlite:///PATH or a path, memory, or none (no sessions). "
               "Default: serve.sqlite3 in the user data directory.")
@@ -177,9 +178,12 @@ def serve(
         raise ConfigError(f"serve needs the serve extra ({exc}); "
                           "pip install 'contextwindow[serve]'") from None
     from ..generation import POLICIES
+    from ..serve.fitting import GATEWAY_POLICIES
 
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    policies = GATEWAY_POLICIES if upstream is not None else POLICIES
+    if policy not in policies:
+        raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(policies)}"
+                          + ("" if upstream is not None else " (summary: with --upstream)"))
     api_key = os.environ.get(api_key_env) or None
     check_bind(host, api_key, allow_insecure=allow_insecure)
     limits = Limits(api_key=api_key, max_body_bytes=max_body_bytes,

@@ -111,7 +111,9 @@ class UpstreamBackend:
     # -- plumbing -------------------------------------------------------------------------------
     def _fit(self, chat: ChatRequest) -> Fitted:
         try:
-            return self.fitter.fit(chat.messages, chat.params.max_tokens, counted=chat.counted)
+            tools = chat.extra.get("tools")
+            return self.fitter.fit(chat.messages, chat.params.max_tokens, counted=chat.counted,
+                                   tools=tools if isinstance(tools, list) and tools else None)
         except BudgetExceededError as exc:
             raise ApiError(400, str(exc), param="messages",
                            code="context_length_exceeded") from None
