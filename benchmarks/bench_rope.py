@@ -279,7 +279,7 @@ def main() -> int:
     result: dict[str, Any] = {
         "benchmark": "rope_scaling",
         "inputs": {
-            "model": args.model or "smollm2-135m-instruct",
+            "model": args.model or "smollm2-135m",
             "trained_context": trained,
             "rope_theta": model.config.rope_parameters.get("rope_theta"),
             "text": args.text.name,

@@ -30,7 +30,7 @@ from typing import Any
 from _common import emit, log, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "smollm2-135m-instruct"
+MODEL = "smollm2-135m"
 QUESTIONS = ("What is the capital of France?", "Name a primary colour.", "What is 2 plus 2?",
              "Say hello in Spanish.", "What colour is the sky?", "Name a fruit.")
 

@@ -173,7 +173,24 @@ def gateway_table(data: dict[str, Any]) -> str:
                    "through the gateway, p50 / p99", "added by the gateway"], rows)
 
 
+def prefix_table(data: dict[str, Any]) -> str:
+    first = data["first_turn"]
+    rows = [[f"1 ({first['prompt_tokens']:,} prompt tokens)", f"{first['ttft_s']:.1f} s", "—",
+             "—", "—"]]
+    rows += [[f"{t['turn']} ({t['warm']['prompt_tokens']:,} prompt tokens)",
+              f"{t['cold']['ttft_s']:.1f} s",
+              f"{t['warm']['ttft_s']:.2f} s ({t['ttft_ratio']:.1%} of cold)",
+              f"{t['warm']['cached_tokens']:,}", "yes" if t["same_reply"] else "**no**"]
+             for t in data["turns"]]
+    mib = 2**20
+    rows.append([f"prefix cache, budget {data['prefix_cache_budget_bytes'] / mib:,.0f} MiB",
+                 "—", f"peak {data['prefix_cache_peak_bytes'] / mib:,.1f} MiB", "—", "—"])
+    return _table(["turn", "time to first token, cold prefill", "with prefix reuse",
+                   "prompt tokens reused", "same greedy reply"], rows)
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench_prefix": prefix_table,
     "bench_cache": cache_table,
     "bench_gateway": gateway_table,
     "bench_streaming": streaming_table,

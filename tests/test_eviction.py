@@ -277,3 +277,23 @@ def test_cli_evict_sweep_rejects_bad_options_before_loading(
 
     assert main(["evict-sweep", "--model", "/nonexistent", *extra]) == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_cli_stream_adds_each_policy_at_the_sink_budget(
+    tiny_chat_dir: Any, tmp_path: Any, capsys: Any
+) -> None:
+    import json
+
+    from contextwindow.cli import main
+
+    novel = tmp_path / "novel.txt"
+    novel.write_text("Mr. Knightley walked in the garden with Harriet. " * 40, encoding="utf-8")
+    argv = ["stream", "--text", str(novel), "--tokens", "150", "--sinks", "4", "--window", "40",
+            "--chunk", "16", "--segment", "50", "--policy", "tova", "--policy", "h2o",
+            "--model", str(tiny_chat_dir), "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(summary["ppl"]) == ["dense", "window 0+44", "sinks 4+40", "tova 44", "h2o 44"]
+    assert summary["max_cache_tokens"]["tova 44"] == summary["max_cache_tokens"]["h2o 44"] == 44
+    assert main([*argv[:-3], "--policy", "lru", "--model", "/nonexistent"]) == 2
+    assert "unknown --policy" in capsys.readouterr().err

@@ -324,3 +324,19 @@ def test_qwen_answers_the_demo_recall_question() -> None:
          {"role": "user", "content": "What is my name, and which city am I visiting?"}],
         SamplingParams(max_tokens=24, temperature=0.0))
     assert "Ingrid" in completion.text and "Lisbon" in completion.text
+
+
+@pytest.mark.large_model
+def test_counts_equal_the_real_qwen_template_and_gemma_has_none() -> None:
+    from transformers import AutoTokenizer
+
+    from contextwindow.models import resolve
+
+    qwen = AutoTokenizer.from_pretrained(resolve("qwen2.5-0.5b"))
+    counter = TokenCounter.from_hf(qwen)
+    for conversation in _conversations():
+        ids = qwen.apply_chat_template(conversation, tokenize=True, add_generation_prompt=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        assert counter.count_messages(conversation) == len(ids)
+    with pytest.raises(UnknownModelError, match="no chat template"):
+        TokenCounter.from_hf(AutoTokenizer.from_pretrained(resolve("gemma3-270m")))

@@ -18,10 +18,33 @@ import typer
 from rich.console import Console
 
 from ..errors import BudgetExceededError, ConfigError
-from .options import ModelOption, ThreadsOption, memory_status, quiet_transformers
+from .options import (
+    ChatModelOption,
+    DeviceOption,
+    DtypeOption,
+    ThreadsOption,
+    memory_status,
+    quiet_transformers,
+)
 
 MEMORY_KINDS = ("token", "sinks", "summary")
 SUMMARIZERS = ("model", "keyfacts", "combined")
+
+# The options that shape the conversation's memory, named so the command's signature stays short.
+MemoryKindOption = Annotated[str, typer.Option(
+    "--memory", help="token: newest turns that fit; sinks: also pin the first messages; "
+    "summary: fold old turns into a running summary.")]
+BudgetOption = Annotated[int, typer.Option(
+    "--max-tokens", "-n", min=16, help="Prompt-token budget of the conversation.")]
+KeepFirstOption = Annotated[int | None, typer.Option(
+    min=0, help="Messages after the system prompt that are never trimmed "
+    "(default 0, or 2 with --memory sinks).")]
+SummarizerOption = Annotated[str, typer.Option(
+    "--summarizer", help="With --memory summary: model, keyfacts or combined.")]
+CacheAwareOption = Annotated[bool, typer.Option(
+    "--cache-aware/--newest", help="Cut the conversation back to 60% of the budget at "
+    "once, then only append, so each prompt extends the previous one (prefix caches); "
+    "--newest keeps the newest turns that fit, shifting every turn.")]
 
 
 def default_db() -> Path:
@@ -79,15 +102,12 @@ def status_line(status: dict[str, int]) -> str:
 
 
 def chat(
-    model: ModelOption = None,
-    memory_kind: Annotated[str, typer.Option(
-        "--memory", help="token: newest turns that fit; sinks: also pin the first messages; "
-        "summary: fold old turns into a running summary.")] = "token",
-    max_tokens: Annotated[int, typer.Option(
-        "--max-tokens", "-n", min=16, help="Prompt-token budget of the conversation.")] = 2048,
-    keep_first: Annotated[int | None, typer.Option(
-        min=0, help="Messages after the system prompt that are never trimmed "
-        "(default 0, or 2 with --memory sinks).")] = None,
+    model: ChatModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    memory_kind: MemoryKindOption = "token",
+    max_tokens: BudgetOption = 2048,
+    keep_first: KeepFirstOption = None,
     reply_tokens: Annotated[int, typer.Option(min=1, help="Longest reply, in tokens.")] = 256,
     session: Annotated[str | None, typer.Option(
         help="Session to resume or create (default: a new chat-YYYYMMDD-HHMMSS).")] = None,
@@ -101,22 +121,17 @@ def chat(
         help="Seed for sampling (repeatable replies).")] = None,
     context: Annotated[int | None, typer.Option(
         min=16, help="The model's window (default: its trained length).")] = None,
-    summarizer_kind: Annotated[str, typer.Option(
-        "--summarizer", help="With --memory summary: model, keyfacts or combined.")] = "model",
+    summarizer_kind: SummarizerOption = "model",
     sink_cache: Annotated[bool, typer.Option(
         help="Decode with the attention-sink KV cache.")] = True,
-    cache_aware: Annotated[bool, typer.Option(
-        "--cache-aware/--newest", help="Cut the conversation back to 60% of the budget at "
-        "once, then only append, so each prompt extends the previous one (prefix caches); "
-        "--newest keeps the newest turns that fit, shifting every turn.")] = True,
+    cache_aware: CacheAwareOption = True,
     plain: Annotated[bool, typer.Option(
         help="Line-by-line mode even on a terminal (automatic when stdin is piped).")] = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Chat with the local model; the session is budgeted, persisted and resumable."""
-    from ..generation import Generator, SamplingParams
+    from ..generation import SamplingParams
     from ..stores import SQLiteStore
-    from ..trim import CachePolicy
 
     if memory_kind not in MEMORY_KINDS:
         raise ConfigError(f"unknown memory {memory_kind!r}; "
@@ -127,11 +142,9 @@ def chat(
     note = out if interactive else err
     params = SamplingParams(max_tokens=reply_tokens, temperature=temperature, top_p=top_p,
                             seed=seed)
-
-    quiet_transformers(threads)
-    with note.status("loading the model...") if interactive else contextlib.nullcontext():
-        generator = Generator.load(model, context=context, policy="trim", sink_cache=sink_cache,
-                                   cache_policy=CachePolicy() if cache_aware else None)
+    generator = _load(model, device=device, dtype=dtype, context=context,
+                      sink_cache=sink_cache, cache_aware=cache_aware, threads=threads,
+                      note=note if interactive else None)
     if max_tokens + generator.reserve_for(reply_tokens) > generator.context:
         raise ConfigError(
             f"--max-tokens {max_tokens} plus --reply-tokens {reply_tokens} exceed the model's "
@@ -140,23 +153,50 @@ def chat(
     path.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(path)
     try:
-        session = session or time.strftime("chat-%Y%m%d-%H%M%S")
-        summarizer = (build_summarizer(summarizer_kind, generator.model, generator.tokenizer)
-                      if memory_kind == "summary" else None)
-        memory = build_memory(memory_kind, max_tokens, counter=generator.counter, store=store,
-                              session=session, keep_first=keep_first, summarizer=summarizer,
-                              cache_policy=generator.cache_policy)
-        if len(memory):
-            note.print(f"[dim]resumed session [bold]{session}[/] ({len(memory)} messages) "
-                       f"from {path}[/]")
-        else:
-            if system:
-                memory.add("system", system)
-            note.print(f"[dim]session [bold]{session}[/] in {path} · memory {memory_kind} · "
-                       f"budget {max_tokens} tokens · /quit to leave[/]")
+        memory = _open_memory(memory_kind, max_tokens, generator, store, path,
+                              session=session or time.strftime("chat-%Y%m%d-%H%M%S"),
+                              keep_first=keep_first, summarizer_kind=summarizer_kind,
+                              system=system, note=note)
         _loop(memory, generator, params, interactive=interactive, out=out, err=err)
     finally:
         store.close()
+
+
+def _load(model: str | None, *, device: str | None, dtype: str | None, context: int | None,
+          sink_cache: bool, cache_aware: bool, threads: int | None,
+          note: Console | None) -> Any:
+    """The chat :class:`~contextwindow.generation.Generator` (default model: the registry's
+    chat model), behind a status spinner on ``note`` (interactive runs only)."""
+    from ..generation import Generator
+    from ..models import DEFAULT_CHAT_MODEL
+    from ..trim import CachePolicy
+
+    quiet_transformers(threads)
+    with note.status("loading the model...") if note is not None else contextlib.nullcontext():
+        return Generator.load(model or DEFAULT_CHAT_MODEL, device=device, dtype=dtype,
+                              context=context, policy="trim", sink_cache=sink_cache,
+                              cache_policy=CachePolicy() if cache_aware else None)
+
+
+def _open_memory(memory_kind: str, max_tokens: int, generator: Any, store: Any, path: Path, *,
+                 session: str, keep_first: int | None, summarizer_kind: str,
+                 system: str | None, note: Console) -> Any:
+    """The session's memory: resumed from ``store`` if it has messages, else new (with the
+    ``system`` prompt, if given); says which on ``note``."""
+    summarizer = (build_summarizer(summarizer_kind, generator.model, generator.tokenizer)
+                  if memory_kind == "summary" else None)
+    memory = build_memory(memory_kind, max_tokens, counter=generator.counter, store=store,
+                          session=session, keep_first=keep_first, summarizer=summarizer,
+                          cache_policy=generator.cache_policy)
+    if len(memory):
+        note.print(f"[dim]resumed session [bold]{session}[/] ({len(memory)} messages) "
+                   f"from {path}[/]")
+    else:
+        if system:
+            memory.add("system", system)
+        note.print(f"[dim]session [bold]{session}[/] in {path} · memory {memory_kind} · "
+                   f"budget {max_tokens} tokens · /quit to leave[/]")
+    return memory
 
 
 def _lines(interactive: bool, out: Console) -> Any:

@@ -24,7 +24,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .options import ModelOption, ThreadsOption, memory_status, quiet_transformers
+from .options import (
+    ChatModelOption,
+    DeviceOption,
+    DtypeOption,
+    ThreadsOption,
+    memory_status,
+    quiet_transformers,
+)
 
 SCRIPT = (
     "Hi! I'm Ada, and I'm planning a three-day trip to Lisbon in May.",
@@ -148,6 +155,7 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
 
     from ..generation import IncrementalDecoder, SamplingParams, sample
     from ..kv import SinkCache, cache_nbytes
+    from ..models import model_device
     from ..models.hf import chat_template_ids, forward
 
     sinks, window, new_tokens, every = (4, 28, 48, 8) if quick else (4, 124, 256, 32)
@@ -175,14 +183,16 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
 
     with Live(render(), console=console, refresh_per_second=8, transient=False) as live, \
             torch.inference_mode():
-        out = forward(model, torch.tensor([ids]), cache, logits_to_keep=1)
+        device = model_device(model)
+        out = forward(model, torch.tensor([ids], device=device), cache, logits_to_keep=1)
         streamed = len(ids)
         for step in range(1, new_tokens + 1):
-            logits = out.logits[0, -1].clone()
+            logits = out.logits[0, -1].float().cpu()  # sampled with the CPU generator
             logits[list(eos)] = float("-inf")  # no end of story: the point is a long stream
             token = sample(logits, params, rng)
             text.append(decoder.push(token))
-            out = forward(model, torch.tensor([[token]]), cache, logits_to_keep=1)
+            out = forward(model, torch.tensor([[token]], device=device), cache,
+                          logits_to_keep=1)
             streamed += 1
             if step % every == 0 or step == new_tokens:
                 held, nbytes = cache.get_seq_length(), cache_nbytes(cache)
@@ -235,7 +245,9 @@ def busy_machine() -> bool:
 
 
 def demo(
-    model: ModelOption = None,
+    model: ChatModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     quick: Annotated[bool, typer.Option(
         help="Smaller conversation, shorter replies and stream "
         "(a fast first look; used by tests).")] = False,
@@ -246,10 +258,11 @@ def demo(
     from transformers import AutoTokenizer
 
     from ..generation import Generator
-    from ..models import resolve
+    from ..models import DEFAULT_CHAT_MODEL, resolve
 
     console = Console(highlight=False)
     started = time.perf_counter()
+    model = model or DEFAULT_CHAT_MODEL
     if threads is None and busy_machine():
         threads = 1
         console.print(f"[dim]other processes keep the {os.cpu_count()} cores busy (load "
@@ -258,11 +271,11 @@ def demo(
     previous_threads = torch.get_num_threads()
     quiet_transformers(threads)
     try:
-        with console.status("loading the tokenizer (the first run converts the model, ~25 s)..."):
+        with console.status("loading the tokenizer (the first run converts the model, ~1 min)..."):
             tokenizer = AutoTokenizer.from_pretrained(resolve(model))
         part_memories(console, tokenizer, quick=quick)
         with console.status("loading the local model..."):
-            generator = Generator.load(model)
+            generator = Generator.load(model, device=device, dtype=dtype)
         console.print(f"[dim]loaded {generator.model_id}: window {generator.context} tokens[/]")
         part_chat(console, generator, quick=quick)
         part_sink_stream(console, generator, quick=quick)

@@ -14,7 +14,15 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from .options import ModelOption, ThreadsOption, console, progress_bar, quiet_transformers
+from .options import (
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    ThreadsOption,
+    console,
+    progress_bar,
+    quiet_transformers,
+)
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -56,6 +64,8 @@ def evict_sweep(
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     model_name: ModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Stream passkey prompts (and a text) through each eviction policy at each KV budget.
@@ -82,7 +92,7 @@ def evict_sweep(
     from ..evaluate.report import plot_budget_sweep
     from ..models import load_model
 
-    model, tokenizer = load_model(model_name)
+    model, tokenizer = load_model(model_name, device=device, dtype=dtype)
     runs = (len(names) * len(sizes) + full) * (
         len(prompt_lengths) * len(where) + (text is not None)
     )

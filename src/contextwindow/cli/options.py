@@ -19,7 +19,20 @@ err_console = Console(stderr=True)
 
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m",
-    help="A local transformers model directory (default SmolLM2-135M-Instruct).")]
+    help="A registered model (smollm2-135m, qwen2.5-0.5b, gemma3-270m; docs/models.md) or a "
+    "local transformers model directory (default smollm2-135m).")]
+
+ChatModelOption = Annotated[str | None, typer.Option(
+    "--model", "-m",
+    help="A registered model or a local transformers model directory (default qwen2.5-0.5b, "
+    "the smallest registered model that answers from its prompt; docs/models.md).")]
+
+DeviceOption = Annotated[str | None, typer.Option(
+    help="Torch device of the model: cpu (default), cuda, cuda:1, mps...")]
+
+DtypeOption = Annotated[str | None, typer.Option(
+    help="float32, bfloat16 or float16 (default: the model's registered one, measured faster "
+    "on CPU; float32 for a directory).")]
 
 ThreadsOption = Annotated[int | None, typer.Option(
     min=0, help="CPU threads for the model (default or 0: torch's choice, one per core). Use 1 "

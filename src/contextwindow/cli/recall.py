@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -46,44 +46,23 @@ def recall(
 
     The facts are names, numbers, dates and codes; a fact counts when it survives verbatim in
     the memory's final context."""
-    from ..evaluate.recall import default_memories, fact_recall
     from ..evaluate.report import plot_recall, recall_table
-    from ..messages import as_messages
 
     if facts < 1 or turns < 1:
         raise ConfigError("--facts and --turns must be >= 1")
-    chat = None
-    if conversation is not None:
-        if not conversation.is_file():
-            raise ConfigError(f"no such file: {conversation}")
-        try:
-            data = json.loads(conversation.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{conversation} is not a JSON list of messages: {exc}") from None
-        if isinstance(data, dict):
-            data = data.get("messages")
-        if not isinstance(data, list):
-            raise ConfigError(f"{conversation}: expected a JSON list of messages")
-        chat = as_messages(data)
+    chat = _read_conversation(conversation) if conversation is not None else None
     summarizer = None
     if not no_model:
         from ..summarize import TransformersSummarizer
 
         summarizer = TransformersSummarizer(model_path=model_name, max_new_tokens=max_new_tokens)
+    from ..evaluate.recall import default_memories
     from ..memory import default_counter
 
     memories = default_memories(budget, counter=default_counter(), model_summarizer=summarizer,
                                 window_k=window_k, max_summary_tokens=summary_tokens)
-    with progress_bar(transient=True, disable=as_json) as progress:
-        tasks: dict[str, int] = {}
-
-        def report_progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=total)
-            progress.update(tasks[name], completed=done)
-
-        report = fact_recall(memories, conversation=chat, n_facts=facts, turns=turns, seed=seed,
-                             within=within, budget=budget, progress=report_progress)
+    report = _run(memories, quiet=as_json, conversation=chat, n_facts=facts, turns=turns,
+                  seed=seed, within=within, budget=budget)
     if plot is not None:
         plot_recall(report, plot)
     if as_json:
@@ -92,6 +71,39 @@ def recall(
     console.print(recall_table(report))
     if plot is not None:
         console.print(f"plot written to {plot}")
+
+
+def _read_conversation(path: Path) -> list[Any]:
+    """The messages of a JSON file: a list of messages, or an object with a ``messages`` list."""
+    from ..messages import as_messages
+
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not a JSON list of messages: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("messages")
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: expected a JSON list of messages")
+    return as_messages(data)
+
+
+def _run(memories: dict[str, Any], *, quiet: bool, **options: Any) -> Any:
+    """:func:`~contextwindow.evaluate.recall.fact_recall` with one progress bar per memory
+    (none when ``quiet``)."""
+    from ..evaluate.recall import fact_recall
+
+    with progress_bar(transient=True, disable=quiet) as progress:
+        tasks: dict[str, int] = {}
+
+        def report_progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        return fact_recall(memories, progress=report_progress, **options)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,8 @@ import typer
 
 from ..errors import ConfigError
 from .options import (
+    DeviceOption,
+    DtypeOption,
     ModelOption,
     ThreadsOption,
     console,
@@ -62,12 +64,13 @@ def _apply(model: Any, method: str, factor: float) -> dict[str, Any]:
     return scale_rope(model, method, factor)
 
 
-def _load(model_path: str | None, threads: int | None) -> tuple[Any, Any]:
+def _load(model_path: str | None, threads: int | None, device: str | None = None,
+          dtype: str | None = None) -> tuple[Any, Any]:
     """Set torch's CPU threads (None or 0 keeps its default), then load ``(model, tokenizer)``."""
     from ..models import load_model
 
     set_threads(threads)
-    return load_model(model_path)
+    return load_model(model_path, device=device, dtype=dtype)
 
 
 def _sweep(model: Any, methods: list[str], lengths: list[int], factor: float
@@ -96,6 +99,8 @@ def rope_command(
     factor: FactorOption = 2.0,
     bucket: Annotated[int, typer.Option(help="Positions per perplexity bucket.")] = 2048,
     model_path: ModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     plot: Annotated[Path | None, typer.Option(
         help="Write a perplexity-by-position plot (PNG) here.")] = None,
     json_out: JsonOption = None,
@@ -111,7 +116,7 @@ def rope_command(
     from ..evaluate.positions import check_memory, perplexity_by_position
     from ..evaluate.report import bucket_table, length_table, plot_perplexity
 
-    model, tokenizer = _load(model_path, threads)
+    model, tokenizer = _load(model_path, threads, device, dtype)
     check_memory(model, max(length_list))  # fail before any work
     trained = int(model.config.max_position_embeddings)
     results: dict[str, dict[int, Any]] = {m: {} for m in method_list}
@@ -153,6 +158,8 @@ def passkey_command(
         help="Where the key sits in the filler (0 = start, 1 = end).")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed for the random keys.")] = 0,
     model_path: ModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     plot: Annotated[Path | None, typer.Option(
         help="Write an accuracy heat map (PNG) here.")] = None,
     json_out: JsonOption = None,
@@ -169,7 +176,7 @@ def passkey_command(
     from ..evaluate.positions import check_memory, passkey_retrieval
     from ..evaluate.report import length_table, plot_passkey
 
-    model, tokenizer = _load(model_path, threads)
+    model, tokenizer = _load(model_path, threads, device, dtype)
     check_memory(model, max(length_list), prefill_chunk=2048)
     results: dict[str, dict[int, Any]] = {m: {} for m in method_list}
     with progress_bar() as progress:

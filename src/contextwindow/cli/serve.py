@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError
-from .options import ModelOption, ThreadsOption, quiet_transformers
+from .options import DeviceOption, DtypeOption, ModelOption, ThreadsOption, quiet_transformers
 
 POLICY_HELP = ("What to do with a conversation longer than the window: trim (keep the system "
                "prompt and the newest turns), sinks (also pin the first --keep-first messages, "
@@ -64,6 +64,8 @@ def _upstream_backend(url: str, *, model: str | None, context: int | None,
 
 def serve(
     model: ModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     context: Annotated[
@@ -89,6 +91,13 @@ def serve(
         ),
     ] = True,
     sinks: Annotated[int, typer.Option(min=0, help="Tokens the sink cache never evicts.")] = 4,
+    prefix_cache_mb: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="MiB of KV cache kept from recent requests, so a prompt that starts "
+            "with one of them prefills only the rest (0: off)."
+        ),
+    ] = 512.0,
     rope: Annotated[
         str | None,
         typer.Option(help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...)."),
@@ -200,8 +209,10 @@ def serve(
             f"{backend.window} tokens · policy {policy} · counts {backend.fitter.counter.name}"
         )
     else:
-        backend = _local_backend(model, context=context, policy=policy, keep_first=keep_first,
-                                 sink_cache=sink_cache, sinks=sinks, rope=rope,
+        backend = _local_backend(model, device=device, dtype=dtype, context=context,
+                                 policy=policy, keep_first=keep_first,
+                                 sink_cache=sink_cache, sinks=sinks,
+                                 prefix_cache_mb=prefix_cache_mb, rope=rope,
                                  rope_factor=rope_factor, served_model_name=served_model_name,
                                  threads=threads, console=console,
                                  default_max_tokens=default_max_tokens, max_queue=max_queue)
@@ -218,8 +229,10 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-def _local_backend(model: str | None, *, context: int | None, policy: str,
-                   keep_first: int | None, sink_cache: bool, sinks: int, rope: str | None,
+def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
+                   context: int | None, policy: str,
+                   keep_first: int | None, sink_cache: bool, sinks: int,
+                   prefix_cache_mb: float, rope: str | None,
                    rope_factor: float | None, served_model_name: str | None,
                    threads: int | None, console: Console, **options: Any) -> Any:
     from ..generation import Generator
@@ -230,9 +243,11 @@ def _local_backend(model: str | None, *, context: int | None, policy: str,
         raise ConfigError("--rope and --rope-factor go together")
     quiet_transformers(threads)
     with console.status("loading the model..."):
-        generator = Generator.load(model, rope=rope, rope_factor=rope_factor,
+        generator = Generator.load(model, device=device, dtype=dtype, rope=rope,
+                                   rope_factor=rope_factor,
                                    model_id=served_model_name, context=context, policy=policy,
-                                   keep_first=keep_first, sink_cache=sink_cache, sinks=sinks)
+                                   keep_first=keep_first, sink_cache=sink_cache, sinks=sinks,
+                                   prefix_cache_mb=prefix_cache_mb)
     return LocalBackend(generator, **options)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ConfigError
-from .options import ModelOption, console, progress_bar
+from .options import DeviceOption, DtypeOption, ModelOption, console, progress_bar
 
 
 def stream(
@@ -33,7 +33,17 @@ def stream(
     samples: Annotated[
         int, typer.Option("--samples", help="Re-computation blocks scored per segment.")
     ] = 4,
+    policies: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="Also stream through this KV eviction policy at the same budget "
+            "(h2o, tova, snapkv; repeatable).",
+        ),
+    ] = None,
     model_name: ModelOption = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary, not a table.")
     ] = False,
@@ -53,12 +63,20 @@ def stream(
     from ..kv import SinkCache, SinkPolicy
 
     SinkPolicy(sinks=sinks, window=window)  # bad sizes fail here, before the model loads
+    from ..kv import POLICIES
+    from ..kv import make_cache as policy_cache  # the loop below binds make_cache
+
+    extra = [name for name in policies or [] if name != "sinks"]  # sinks + window always runs
+    if unknown := [name for name in extra if name not in POLICIES]:
+        raise ConfigError(f"unknown --policy {unknown}; choose from {', '.join(POLICIES)}")
+    for name in extra:
+        POLICIES[name](sinks + window, sinks)
 
     from ..evaluate.report import plot_streaming, segment_table
     from ..evaluate.streaming import encode_text, recompute_perplexity, streaming_perplexity
     from ..models import load_model
 
-    model, tokenizer = load_model(model_name)
+    model, tokenizer = load_model(model_name, device=device, dtype=dtype)
     ids = encode_text(tokenizer, text.read_text(encoding="utf-8"), tokens).tolist()
     budget = sinks + window
     runs: list[tuple[str, Any]] = [
@@ -66,6 +84,8 @@ def stream(
         (f"window 0+{budget}", lambda: SinkCache(model, sinks=0, window=budget)),
         (f"sinks {sinks}+{window}", lambda: SinkCache(model, sinks=sinks, window=window)),
     ]
+    runs += [(f"{name} {budget}", lambda name=name: policy_cache(model, name, budget, sinks=sinks))
+             for name in extra]
     results = []
     with progress_bar(transient=as_json) as progress:
         for label, make_cache in runs:

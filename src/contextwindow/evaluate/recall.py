@@ -4,7 +4,8 @@ Plant ``N`` facts (a name, a number, a date, a code... each with one *key value*
 turns in the early part of a conversation, feed the whole conversation to each memory, and
 check which key values still appear, verbatim, in the final context the memory would send.
 The facts are generated at random from a seed and planted at random turn boundaries, so the
-measurement works on any conversation (a generated one by default, or your own).
+measurement works on any conversation (a generated one by default, or your own). The kinds
+of fact and their generators are in :mod:`.fact_kinds`.
 
 Nothing here imports torch: the model summarizer, when used, loads the model itself.
 """
@@ -23,6 +24,7 @@ from ..errors import ConfigError, SummarizerError
 from ..memory import DEFAULT_KEEP_FIRST
 from ..messages import SYSTEM_ROLES, Message, as_messages
 from ..tokens import TokenCounter
+from .fact_kinds import FACT_KINDS, random_fact
 from .report import plot_recall, recall_table  # noqa: F401  (re-exported: their old home)
 
 __all__ = [
@@ -37,39 +39,6 @@ __all__ = [
     "plant_facts",
 ]
 
-_FIRST_NAMES = (
-    "Ingrid", "Tomasz", "Aiko", "Rafael", "Oluwaseun", "Margit", "Dmitri", "Priya", "Lucien",
-    "Saoirse", "Kwame", "Yolanda", "Henrik", "Mei", "Bartholomew", "Ximena", "Anselm", "Farida",
-    "Leopold", "Noor", "Casimir", "Thandiwe", "Evander", "Rosalind", "Ignatius", "Zofia",
-    "Osvaldo", "Hyun-woo", "Marisol", "Fintan", "Ottilie", "Benedikt", "Anneliese", "Kofi",
-    "Wilhelmina", "Emrys", "Svetlana", "Dagny", "Cosimo", "Itzel",
-)
-_RELATIONS = (
-    "sister", "brother", "neighbour", "manager", "dentist", "landlord", "cat", "dog",
-    "accountant", "piano teacher", "cousin", "godmother", "physiotherapist", "flatmate",
-    "swimming coach", "travel agent",
-)
-_NUMBER_THINGS = (
-    "locker code", "door code of the office", "bike lock combination", "gate PIN",
-    "safe combination", "garage code", "alarm code", "mailbox number", "parking permit number",
-    "library card PIN",
-)
-_AMOUNT_THINGS = (
-    "deposit for the flat", "quote for the roof repair", "budget for the wedding",
-    "price of the used car", "fee for the language course", "insurance excess",
-)
-_EVENTS = (
-    "flight", "dentist appointment", "wedding", "contract renewal", "driving test",
-    "visa interview", "concert", "court hearing", "move to the new flat", "product launch",
-    "family reunion", "knee surgery",
-)
-_CODE_THINGS = (
-    "booking reference", "ticket number", "order number", "tracking code", "membership ID",
-    "claim reference",
-)
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")
-_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _ACKS = ("Noted.", "Got it, I will remember that.", "Thanks, noted.", "Understood.", "Okay.")
 
 
@@ -83,38 +52,6 @@ class Fact:
     statement: str  # e.g. "By the way, my sister's name is Ingrid."
 
 
-def _fact(kind: str, rng: random.Random) -> tuple[str, str, str]:
-    if kind == "name":
-        relation = rng.choice(_RELATIONS)
-        value = rng.choice(_FIRST_NAMES)
-        return f"my {relation}'s name", value, f"My {relation}'s name is {value}."
-    if kind == "number":
-        thing = rng.choice(_NUMBER_THINGS)
-        digits = rng.choice((4, 5, 6))
-        value = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
-        return f"the {thing}", value, f"The {thing} is {value}."
-    if kind == "amount":
-        thing = rng.choice(_AMOUNT_THINGS)
-        value = f"{rng.randint(1, 98)},{rng.randint(0, 999):03d}"
-        currency = rng.choice(("euros", "dollars", "pounds", "francs"))
-        return f"the {thing}", value, f"The {thing} is {value} {currency}."
-    if kind == "date":
-        event = rng.choice(_EVENTS)
-        month = rng.randrange(12)
-        day = rng.randint(1, 28)
-        value = f"{day} {_MONTHS[month]} {rng.randint(2025, 2031)}"
-        return f"the {event}", value, f"The {event} is on {value}."
-    if kind == "code":
-        thing = rng.choice(_CODE_THINGS)
-        while True:
-            value = "".join(rng.choice(_CODE_ALPHABET) for _ in range(6))
-            if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
-                break
-        return f"my {thing}", value, f"My {thing} is {value}."
-    raise ConfigError(f"unknown fact kind {kind!r}")
-
-
-FACT_KINDS = ("name", "number", "date", "code", "amount")
 _OPENERS = ("", "By the way, ", "Before I forget: ", "For the record, ", "Note this: ")
 
 
@@ -138,7 +75,7 @@ def make_facts(n: int, *, seed: int = 0, kinds: Sequence[str] = FACT_KINDS,
             raise ConfigError(f"cannot generate {n} distinct facts of kinds {list(kinds)}; "
                               "ask for fewer")
         kind = kinds[len(facts) % len(kinds)]
-        subject, value, sentence = _fact(kind, rng)
+        subject, value, sentence = random_fact(kind, rng)
         if subject in subjects or any(value in v or v in value for v in values) \
                 or fact_in_text(value, avoid):
             continue
@@ -334,59 +271,76 @@ def fact_recall(
     """
     from ..memory import default_counter
     from ..samples import sample_conversation
-    from ..summarize import SummarizerWarning
 
     counter = counter or default_counter()
     base = as_messages(conversation) if conversation is not None else \
         sample_conversation(turns, seed=seed)
-    base_text = context_text(base)
-    if facts is None:
-        facts = make_facts(n_facts, seed=seed, avoid=base_text)
-    else:
-        facts = list(facts)
-        for fact in facts:
-            if fact_in_text(fact.value, base_text):
-                raise ConfigError(f"the value {fact.value!r} already occurs in the conversation; "
-                                  "recall of it could not be measured")
+    facts = _facts_for(base, facts, n_facts, seed)
     planted, positions = plant_facts(base, facts, within=within, seed=seed)
     if memories is None:
         memories = default_memories(budget, counter=counter, model_summarizer=model_summarizer)
     report = RecallReport(list(facts), positions, len(planted), counter.count_messages(planted),
                           budget, counter.name)
     for name, factory in memories.items():
-        memory = factory()
-        began = time.perf_counter()
-        error = None
-        folds: list[float] = []
-        with warnings.catch_warnings():
-            # on_error="trim" warns at each failed fold; the row counts them instead
-            warnings.simplefilter("ignore", SummarizerWarning)
-            for done, message in enumerate(planted, 1):
-                before = memory.status().summarizer_calls
-                started = time.perf_counter()
-                try:
-                    memory.add_message(message)
-                except SummarizerError as exc:  # on_error="raise": stop feeding this memory
-                    error = (f"SummarizerError after {done - 1} of {len(planted)} messages: "
-                             f"{exc}")
-                    break
-                if memory.status().summarizer_calls > before:
-                    folds.append(time.perf_counter() - started)
-                if progress is not None:
-                    progress(name, done, len(planted))
-        seconds = time.perf_counter() - began
-        try:
-            context = memory.messages()
-            tokens = memory.token_count()
-        except Exception as exc:  # noqa: BLE001 -- e.g. BudgetExceededError: report it, go on
-            context, tokens = [], 0
-            error = error or f"{type(exc).__name__}: {exc}"
-        status = memory.status()
-        text = context_text(context)
-        report.rows.append(RecallRow(
-            name=name, found=tuple(fact_in_text(f.value, text) for f in facts), tokens=tokens,
-            messages=len(context), seconds=seconds, summarizations=status.summarizations,
-            error=error, fold_seconds=tuple(folds), summary=status.summary,
-            failures=status.failures, last_failure=status.last_error))
+        report.rows.append(_measure(name, factory(), planted, facts, progress))
     return report
 
+
+def _facts_for(base: Sequence[Message], facts: Sequence[Fact] | None, n_facts: int,
+               seed: int) -> list[Fact]:
+    """The given facts, refused if a value already occurs in ``base``; else ``n_facts`` random
+    ones whose values do not."""
+    base_text = context_text(base)
+    if facts is None:
+        return make_facts(n_facts, seed=seed, avoid=base_text)
+    for fact in facts:
+        if fact_in_text(fact.value, base_text):
+            raise ConfigError(f"the value {fact.value!r} already occurs in the conversation; "
+                              "recall of it could not be measured")
+    return list(facts)
+
+
+def _feed(name: str, memory: Any, planted: Sequence[Message],
+          progress: Callable[[str, int, int], None] | None) -> tuple[str | None, list[float]]:
+    """Add every message to ``memory``; the error that stopped it (if any) and the wall time
+    of each add that ran the summarizer."""
+    from ..summarize import SummarizerWarning
+
+    folds: list[float] = []
+    with warnings.catch_warnings():
+        # on_error="trim" warns at each failed fold; the row counts them instead
+        warnings.simplefilter("ignore", SummarizerWarning)
+        for done, message in enumerate(planted, 1):
+            before = memory.status().summarizer_calls
+            started = time.perf_counter()
+            try:
+                memory.add_message(message)
+            except SummarizerError as exc:  # on_error="raise": stop feeding this memory
+                return (f"SummarizerError after {done - 1} of {len(planted)} messages: "
+                        f"{exc}"), folds
+            if memory.status().summarizer_calls > before:
+                folds.append(time.perf_counter() - started)
+            if progress is not None:
+                progress(name, done, len(planted))
+    return None, folds
+
+
+def _measure(name: str, memory: Any, planted: Sequence[Message], facts: Sequence[Fact],
+             progress: Callable[[str, int, int], None] | None) -> RecallRow:
+    """Feed ``planted`` to a fresh memory and read which facts its final context keeps."""
+    began = time.perf_counter()
+    error, folds = _feed(name, memory, planted, progress)
+    seconds = time.perf_counter() - began
+    try:
+        context = memory.messages()
+        tokens = memory.token_count()
+    except Exception as exc:  # noqa: BLE001 -- e.g. BudgetExceededError: report it, go on
+        context, tokens = [], 0
+        error = error or f"{type(exc).__name__}: {exc}"
+    status = memory.status()
+    text = context_text(context)
+    return RecallRow(
+        name=name, found=tuple(fact_in_text(f.value, text) for f in facts), tokens=tokens,
+        messages=len(context), seconds=seconds, summarizations=status.summarizations,
+        error=error, fold_seconds=tuple(folds), summary=status.summary,
+        failures=status.failures, last_failure=status.last_error)

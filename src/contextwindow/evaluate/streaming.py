@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..models import model_device
 from ..models.hf import encode_prefix, forward
 
 __all__ = [
@@ -130,7 +131,7 @@ def streaming_perplexity(
 
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
-    ids = encode_text(tokenizer, text, max_tokens)
+    ids = encode_text(tokenizer, text, max_tokens).to(model_device(model))
     total = ids.numel()
     if cache is None:
         cache = DynamicCache(config=model.config)
@@ -209,7 +210,7 @@ def recompute_perplexity(
 
     if window < 1:
         raise ConfigError(f"window must be >= 1, got {window}")
-    ids = encode_text(tokenizer, text, max_tokens)
+    ids = encode_text(tokenizer, text, max_tokens).to(model_device(model))
     total = ids.numel()
     starts = recompute_blocks(total, stride=stride, segment=segment, samples=samples)
     result = StreamResult(label=label, positions=[], nll=[])

@@ -20,6 +20,11 @@ A :class:`Generator` owns one local causal LM and does two things:
   half the window (a long ``max_tokens`` does not starve the prompt); without it (dense cache)
   prompt plus reply must fit the window.
 
+Prefix reuse (:mod:`.prefix`): the keys and values of each recent request's prompt + reply are
+kept (``prefix_cache_mb``, least recently used out first), and a prompt whose token ids start
+with a kept prefix prefills only the rest; :attr:`Completion.cached_tokens` says how many were
+reused.
+
 One model, one request at a time: both methods hold the generator's lock, so concurrent
 callers are serialised and never share a cache. Batch size is 1.
 """
@@ -41,6 +46,7 @@ from ..models.hf import chat_template_ids, forward
 from ..tokens import TokenCounter
 from ..trim import CachePolicy, trim
 from .decoding import IncrementalDecoder, StopMatcher
+from .prefix import PrefixCache
 from .sampling import SamplingParams, sample
 
 POLICIES = ("trim", "sinks", "none")
@@ -82,6 +88,7 @@ class Completion:
     kv_cache_tokens: int = 0  # the most tokens the KV cache held at once
     kv_cache_bytes: int = 0  # ... and the most bytes
     kv_evicted_tokens: int = 0  # tokens the sink cache evicted (0 with a dense cache)
+    cached_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache
     time_to_first_token: float = 0.0  # seconds from the start of the prefill
     seconds: float = 0.0
 
@@ -104,24 +111,34 @@ def _as_system(message: Message) -> Message:
 
 @dataclass
 class _Run:
-    """One request's forward passes on its own cache, and the most that cache held."""
+    """One request's forward passes on its own cache: the ids in it (``cached`` of them reused
+    from the prefix cache), the most it held, and the logits after the last id fed."""
 
     model: Any
     cache: Any
     started: float
-    fed: int = 0
+    ids: list[int] = field(default_factory=list)
+    cached: int = 0
     peak_tokens: int = 0
     peak_bytes: int = 0
+    logits: Any = None
+
+    @property
+    def fed(self) -> int:
+        return len(self.ids)
 
     def step(self, ids: Any) -> Any:
-        """Feed ``ids`` (1, n); the logits after the last of them."""
+        """Feed ``ids`` (1, n) on the model's device; the logits after the last of them, on the
+        CPU, where the request's seeded generator samples (the same tokens on any device)."""
         from ..kv import cache_nbytes
+        from ..models import model_device
 
-        out = forward(self.model, ids, self.cache, logits_to_keep=1)
-        self.fed += ids.shape[-1]
+        out = forward(self.model, ids.to(model_device(self.model)), self.cache, logits_to_keep=1)
+        self.ids.extend(ids[0].tolist())
         self.peak_tokens = max(self.peak_tokens, self.cache.get_seq_length())
         self.peak_bytes = max(self.peak_bytes, cache_nbytes(self.cache))
-        return out.logits[0, -1]
+        self.logits = out.logits[0, -1].float().cpu()
+        return self.logits
 
 
 class Generator:
@@ -143,6 +160,8 @@ class Generator:
         sink_cache: decode with the attention-sink cache (bounded memory) instead of a dense one.
         sinks: tokens the sink cache never evicts.
         prefill_chunk: prompt tokens per forward pass during prefill (bounds activation memory).
+        prefix_cache_mb: MiB of keys and values kept from recent requests for prefix reuse
+            (0 turns it off); with the sink cache, only requests that evicted nothing are kept.
     """
 
     def __init__(
@@ -158,6 +177,7 @@ class Generator:
         sink_cache: bool = True,
         sinks: int = 4,
         prefill_chunk: int = 2048,
+        prefix_cache_mb: float = 512,
     ) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
@@ -183,6 +203,9 @@ class Generator:
         self.sink_cache = sink_cache
         self.sinks = sinks
         self.prefill_chunk = prefill_chunk
+        if not isinstance(prefix_cache_mb, (int, float)) or not 0 <= prefix_cache_mb < 2**40:
+            raise ConfigError(f"prefix_cache_mb must be a number >= 0, not {prefix_cache_mb!r}")
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self.counter = TokenCounter.from_hf(tokenizer)
         eos: set[int] = set()
         for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
@@ -206,12 +229,16 @@ class Generator:
         rope: str | None = None,
         rope_factor: float | None = None,
         model_id: str | None = None,
+        device: Any = None,
+        dtype: Any = None,
         **options: Any,
     ) -> Generator:
-        """Load a local model (default SmolLM2-135M-Instruct), optionally RoPE-scale it."""
+        """Load a local model (a registered name or a directory; default SmolLM2-135M-Instruct)
+        on ``device`` in ``dtype`` (see :func:`~contextwindow.models.load_model`), optionally
+        RoPE-scale it."""
         from ..models import DEFAULT_MODEL, load_model, resolve
 
-        loaded, tokenizer = load_model(model)
+        loaded, tokenizer = load_model(model, device=device, dtype=dtype)
         from ..rope import RESTORE_METHODS, scale_rope
 
         if rope and rope not in RESTORE_METHODS:
@@ -311,14 +338,31 @@ class Generator:
         import torch
 
         with self.lock, torch.inference_mode():
+            run = self.prefill(fit.prompt_ids, cancel)
+            if run.logits is None:
+                return Completion("", "cancelled", seconds=time.perf_counter() - run.started)
+            completion = self._decode(run, run.logits, params, on_text, cancel)
+            self.prefix_cache.store(run.ids, run.cache)
+            return completion
+
+    def prefill(self, prompt_ids: Sequence[int],
+                cancel: threading.Event | None = None) -> _Run:
+        """A new run with ``prompt_ids`` in its cache: the longest prefix kept in the prefix
+        cache is copied (``run.cached`` tokens), the rest is fed in chunks. ``run.logits`` are
+        those after the last prompt token, or None if ``cancel`` was set first."""
+        import torch
+
+        with self.lock, torch.inference_mode():
             run = _Run(self.model, self.new_cache(), started=time.perf_counter())
-            prompt = torch.tensor([fit.prompt_ids], dtype=torch.long)
-            logits = None
-            for start in range(0, prompt.shape[-1], self.prefill_chunk):
+            run.cached = self.prefix_cache.restore(prompt_ids, run.cache)
+            run.ids = list(prompt_ids[:run.cached])
+            prompt = torch.tensor([list(prompt_ids)], dtype=torch.long)
+            for start in range(run.cached, prompt.shape[-1], self.prefill_chunk):
                 if cancel is not None and cancel.is_set():
-                    return Completion("", "cancelled", seconds=time.perf_counter() - run.started)
-                logits = run.step(prompt[:, start:start + self.prefill_chunk])
-            return self._decode(run, logits, params, on_text, cancel)
+                    run.logits = None
+                    break
+                run.step(prompt[:, start:start + self.prefill_chunk])
+            return run
 
     def _decode(self, run: _Run, logits: Any, params: SamplingParams,
                 on_text: Callable[[str], None] | None,
@@ -363,6 +407,7 @@ class Generator:
             kv_cache_tokens=run.peak_tokens,
             kv_cache_bytes=run.peak_bytes,
             kv_evicted_tokens=max(0, run.fed - run.cache.get_seq_length()),
+            cached_tokens=run.cached,
             time_to_first_token=first_token_at,
             seconds=time.perf_counter() - run.started,
         )

@@ -292,13 +292,11 @@ class SinkCache(Cache):
             raise ModelError("SinkCache is for decoder-only models")
         # One RopeShift per distinct frequency tensor: every layer of a Llama shares one,
         # Gemma-3's local and global layers each share theirs.
-        shifts: dict[int, RopeShift] = {}
-        for inv_freq in layer_inv_freqs(model):  # ModelError when the model has no RoPE
-            if id(inv_freq) not in shifts:
-                shifts[id(inv_freq)] = RopeShift(inv_freq)
+        freqs = layer_inv_freqs(model)  # ModelError when the model has no RoPE
+        shifts = {id(f): RopeShift(f) for f in freqs}
         self.reposition = reposition
         super().__init__(layers=[SinkLayer(self.policy, shifts[id(f)], reposition)
-                                 for f in layer_inv_freqs(model)])
+                                 for f in freqs])
 
     @property
     def sinks(self) -> int:

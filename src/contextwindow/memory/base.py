@@ -13,19 +13,28 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..errors import BudgetExceededError
+from ..errors import BudgetExceededError, ConfigError
 from ..messages import SYSTEM_ROLES, Message, Pending, as_message, check_next, to_openai
 from ..stores import InMemoryStore, Store, check_session
 from ..tokens import TokenCounter
 from ..trim import CachePolicy, Cut, TrimPlan, plan_trim
 
-__all__ = ["Memory", "MemoryStatus", "default_counter"]
+__all__ = ["Memory", "MemoryStatus", "check_limits", "default_counter"]
 
 
 @lru_cache(maxsize=1)
 def default_counter() -> TokenCounter:
     """gpt-4o's exact counter (o200k_base + chat framing): the common case for app developers."""
     return TokenCounter.for_model("gpt-4o")
+
+
+def check_limits(max_tokens: int | None, keep_first: int = 0) -> None:
+    """The limits every bounded memory takes: a token budget of at least one (``None``: no
+    budget) and a non-negative count of pinned messages."""
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"max_tokens must be >= 1, not {max_tokens}")
+    if keep_first < 0:
+        raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..trim import CachePolicy, TrimPlan, pinned_count
-from .base import Memory
+from .base import Memory, check_limits
 
 __all__ = ["DEFAULT_KEEP_FIRST", "BufferMemory", "SinkWindowMemory", "TokenBufferMemory",
            "WindowMemory"]
@@ -52,10 +52,7 @@ class TokenBufferMemory(Memory):
 
     def __init__(self, max_tokens: int, *, keep_first: int = 0,
                  cache_policy: CachePolicy | None = None, **options: Any) -> None:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, not {max_tokens}")
-        if keep_first < 0:
-            raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
+        check_limits(max_tokens, keep_first)
         self.max_tokens = max_tokens
         self.keep_first = keep_first
         self.cache_policy = cache_policy

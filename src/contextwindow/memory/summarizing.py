@@ -18,7 +18,7 @@ from ..errors import ConfigError, StoreError, SummarizerError
 from ..messages import SYSTEM_ROLES, Message, Summary, as_message
 from ..summarize.base import Summarizer, SummarizerWarning, arun_summarizer, run_summarizer
 from ..trim import CachePolicy, TrimPlan, pinned_count
-from .base import Memory, MemoryStatus, default_counter
+from .base import Memory, MemoryStatus, check_limits, default_counter
 from .folding import Fold, cut_summary
 
 __all__ = ["SummarizingMemory"]
@@ -41,10 +41,7 @@ class SummarizingMemory(Memory):
         if not callable(getattr(summarizer, "summarize", None)):
             raise ConfigError(f"{type(summarizer).__name__} has no summarize(previous, messages) "
                               "method")
-        if max_tokens is not None and max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, not {max_tokens}")
-        if keep_first < 0:
-            raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
+        check_limits(max_tokens, keep_first)
         if on_error not in _ON_ERROR:
             raise ConfigError(f"on_error must be one of {', '.join(_ON_ERROR)}, not {on_error!r}")
         if timeout is not None and timeout <= 0:

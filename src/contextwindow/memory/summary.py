@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import BudgetExceededError, ConfigError
 from ..summarize.base import Summarizer
 from ..trim import plan_trim
+from .base import check_limits
 from .summarizing import SummarizingMemory
 
 __all__ = ["SummaryBufferMemory", "SummaryMemory"]
@@ -44,8 +45,7 @@ class SummaryBufferMemory(SummarizingMemory):
                  **options: Any) -> None:
         if not 0 < low_water <= 1:
             raise ConfigError(f"low_water must be in (0, 1], not {low_water}")
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, not {max_tokens}")
+        check_limits(max_tokens)
         self.low_water = low_water
         super().__init__(summarizer, max_tokens=max_tokens,
                          max_summary_tokens=(max_tokens // 4 if max_summary_tokens is None

@@ -119,10 +119,17 @@ def _original(model: Any, modules: list[Any]) -> _Original:
         return saved
     config = model.config
     params = getattr(config, "rope_parameters", None)
+    per_type = isinstance(params, Mapping) and bool(params)
+    if per_type and all(isinstance(v, Mapping) for v in params.values()):
+        raise ModelError(
+            f"{type(model).__name__} has one RoPE per layer type ({', '.join(sorted(params))});"
+            " transformers scales only the global (full_attention) layers of such a model "
+            "(Gemma-3), and scale_rope rewrites one flat rope_parameters for every layer: "
+            "per-layer-type RoPE scaling is not supported"
+        )
     if not isinstance(params, Mapping) or "rope_theta" not in params:
         raise ModelError(
-            f"{type(model).__name__} has no flat rope_parameters with a rope_theta in its config "
-            "(per-layer RoPE configs are not supported)"
+            f"{type(model).__name__} has no flat rope_parameters with a rope_theta in its config"
         )
     if any(isinstance(v, Mapping) for v in params.values()) or any(
         not isinstance(m.rope_type, str) for m in modules

@@ -97,19 +97,22 @@ class ChatApi:
             check_message_sizes(payload.get("messages"), self.backend.window)
         chat = self.backend.parse(payload)
         if session is None:
-            return _respond(await self._answer(chat, request))
+            answer = await self._answer(chat, request)
+            if answer.body is not None:
+                return JSONResponse(answer.body, headers=answer.headers)
+            return _Stream(_done(answer.events), answer)
         turn = await self.sessions.begin(session)  # type: ignore[union-attr]
         try:
             chat_in_session = replace(chat, messages=[*turn.history, *chat.messages],
                                       counted=turn.counted)
             answer = await self._answer(chat_in_session, request)
-            if answer.events is None:
+            if answer.body is not None:
                 await turn.close(chat.messages, answer.tap)
-                return _respond(answer)
+                return JSONResponse(answer.body, headers=answer.headers)
         except BaseException:
             await turn.close()
             raise
-        return _respond(answer, _committed(answer, turn, chat.messages))
+        return _Stream(_committed(answer, turn, chat.messages), answer, turn)
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         messages = await self._sessions().history(check_session_id(session_id))
@@ -148,11 +151,26 @@ class ChatApi:
         return self.sessions
 
 
-def _respond(answer: Answer, events: AsyncIterator[str] | None = None) -> Any:
-    if answer.body is not None:
-        return JSONResponse(answer.body, headers=answer.headers)
-    return StreamingResponse(events or _done(answer.events), media_type="text/event-stream",
-                             headers={**answer.headers, "Cache-Control": "no-cache"})
+class _Stream(StreamingResponse):
+    """A streamed answer. However the response ends (even before its first byte, when the
+    event generator never runs), the answer's upstream connection or generation is freed and
+    a session turn's lock released."""
+
+    def __init__(self, content: AsyncIterator[str], answer: Answer,
+                 turn: Turn | None = None) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={**answer.headers, "Cache-Control": "no-cache"})
+        self.answer = answer
+        self.turn = turn
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.turn is not None:
+                await self.turn.close()  # a no-op once the stream stored the turn
+            if self.answer.close is not None:
+                await self.answer.close()
 
 
 async def _done(events: Any) -> AsyncIterator[str]:

@@ -72,12 +72,15 @@ class ReplyTap:
 @dataclass
 class Answer:
     """A reply: ``body`` (a whole completion) or ``events`` (SSE text, without the final
-    ``data: [DONE]``, which the route sends), the headers, and the reply's :class:`ReplyTap`."""
+    ``data: [DONE]``, which the route sends), the headers, and the reply's :class:`ReplyTap`.
+    ``close`` frees what a stream holds (its upstream connection, its generation) even if the
+    events are never read."""
 
     headers: dict[str, str]
     tap: ReplyTap
     body: dict[str, Any] | None = None
     events: AsyncIterator[str] | None = None
+    close: Callable[[], Awaitable[Any]] | None = None
 
 
 class Backend(Protocol):

@@ -47,7 +47,11 @@ class LocalBackend:
             body = completion_body(reply, fit, completion)
             tap.feed_message(body["choices"][0]["message"], completion.finish_reason)
             return Answer(headers, tap, body=body)
-        return Answer(headers, tap, events=_events(job, reply, fit, chat.include_usage, tap))
+        async def cancel() -> None:  # a no-op once the job finished
+            job.cancel.set()
+
+        return Answer(headers, tap, events=_events(job, reply, fit, chat.include_usage, tap),
+                      close=cancel)
 
     async def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [self.card()]}

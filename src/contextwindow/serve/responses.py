@@ -37,11 +37,13 @@ class Reply:
 
 
 def usage(fit: FitResult, completion: Completion) -> dict[str, Any]:
-    """OpenAI's usage, plus what the window policy left out and what the KV cache held."""
+    """OpenAI's usage (``cached_tokens``: prompt tokens reused from the prefix cache), plus what
+    the window policy left out and what the KV cache held."""
     return {
         "prompt_tokens": fit.prompt_tokens,
         "completion_tokens": completion.completion_tokens,
         "total_tokens": fit.prompt_tokens + completion.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": completion.cached_tokens},
         "trimmed_tokens": fit.trimmed_tokens,
         "trimmed_messages": fit.trimmed_messages,
         "context_window": fit.budget + fit.reserve,

@@ -16,8 +16,10 @@ acknowledged before it began, in order, none twice. Message ids record the turn
 without transactions, a writer killed between two appends) is left out of the history: it was
 never acknowledged.
 
-Each process caches the histories it has read, and re-reads only what was appended since (the
-store's ``load(session, start)``), so a 10,000-message session is not reloaded per turn.
+Each process caches the histories it has read (and what they cost in tokens), and reads only
+what was appended since: the session's last few messages (``load(session, -16)``, cheap in every
+store), or from its offset when more came meanwhile. A 10,000-message session is not reloaded,
+nor re-counted, per turn.
 """
 
 from __future__ import annotations

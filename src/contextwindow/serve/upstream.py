@@ -88,7 +88,8 @@ class UpstreamBackend:
                 reply["usage"].update(_usage_extra(fitted))
             reply["model"] = self.model_id
             return Answer(headers, tap, body=reply)
-        return Answer(headers, tap, events=self._events(response, tap, fitted))
+        return Answer(headers, tap, events=self._events(response, tap, fitted),
+                      close=response.aclose)
 
     async def models(self) -> dict[str, Any]:
         response = await self._send(self._client.build_request("GET", "models"))

@@ -19,15 +19,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import (
-    check_session,
-    check_start,
-    decode_message,
-    decode_summary,
-    encode_message,
-    encode_summary,
-    import_driver,
-)
+from . import base
 
 MESSAGES_TABLE = "contextwindow_messages"
 SUMMARIES_TABLE = "contextwindow_summaries"
@@ -59,7 +51,7 @@ class PostgresStore:
 
     def __init__(self, dsn: str = "", *, schema: str | None = None,
                  connect_timeout: float = 10.0) -> None:
-        psycopg = import_driver("psycopg.sql", store="PostgresStore", needs="psycopg 3",
+        psycopg = base.import_driver("psycopg.sql", store="PostgresStore", needs="psycopg 3",
                                 extra="postgres")
         self._psycopg = psycopg
         sql = psycopg.sql
@@ -162,10 +154,10 @@ class PostgresStore:
         self.append_many(session, [message])
 
     def append_many(self, session: str, messages: list[Message]) -> None:
-        check_session(session)
+        base.check_session(session)
         for message in messages:
             _check_id(message)
-        rows = [(session, message.id, encode_message(message)) for message in messages]
+        rows = [(session, message.id, base.encode_message(message)) for message in messages]
         if not rows:
             return
         state = {"tries": 0}
@@ -189,18 +181,18 @@ class PostgresStore:
                                     f"{session!r} of {self.where}")
 
     def load(self, session: str, start: int = 0) -> list[Message]:
-        check_session(session)
-        query, bound = ((self._sql["load"], start) if check_start(start) >= 0
+        base.check_session(session)
+        query, bound = ((self._sql["load"], start) if base.check_start(start) >= 0
                         else (self._sql["load_tail"], -start))
         rows = self._run(lambda conn: conn.execute(query, (session, bound)).fetchall())
-        return [decode_message(data) for (data,) in rows]
+        return [base.decode_message(data) for (data,) in rows]
 
     def sessions(self) -> list[str]:
         rows = self._run(lambda conn: conn.execute(self._sql["sessions"]).fetchall())
         return list(dict.fromkeys(session for (session,) in rows))
 
     def delete(self, session: str) -> None:
-        check_session(session)
+        base.check_session(session)
 
         def delete(conn: Any) -> None:
             with conn.transaction():  # both tables or neither
@@ -210,15 +202,15 @@ class PostgresStore:
         self._run(delete)
 
     def save_summary(self, session: str, summary: Summary) -> None:
-        check_session(session)
-        data = encode_summary(summary)
+        base.check_session(session)
+        data = base.encode_summary(summary)
         self._run(lambda conn: conn.execute(self._sql["save_summary"], (session, data)))
 
     def load_summary(self, session: str) -> Summary | None:
-        check_session(session)
+        base.check_session(session)
         rows = self._run(lambda conn: conn.execute(self._sql["load_summary"],
                                                    (session,)).fetchall())
-        return decode_summary(rows[0][0]) if rows else None
+        return base.decode_summary(rows[0][0]) if rows else None
 
     def close(self) -> None:
         with self._lock:

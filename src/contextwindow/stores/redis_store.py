@@ -24,15 +24,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import (
-    check_session,
-    check_start,
-    decode_message,
-    decode_summary,
-    encode_message,
-    encode_summary,
-    import_driver,
-)
+from . import base
 
 DEFAULT_PREFIX = "contextwindow:"
 
@@ -76,7 +68,7 @@ class RedisStore:
 
     def __init__(self, url: str = "redis://localhost:6379/0", *, prefix: str = DEFAULT_PREFIX,
                  client: Any = None, require_durable: bool = False) -> None:
-        redis = import_driver("redis", store="RedisStore", needs="the redis package",
+        redis = base.import_driver("redis", store="RedisStore", needs="the redis package",
                               extra="redis")
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         if not isinstance(prefix, str):
@@ -112,7 +104,7 @@ class RedisStore:
             raise StoreError(f"Redis store {self.where} failed: {exc}") from exc
 
     def _key(self, kind: bytes, session: str) -> bytes:
-        return self._prefix + kind + b":" + check_session(session).encode("utf-8")
+        return self._prefix + kind + b":" + base.check_session(session).encode("utf-8")
 
     def _check_durable(self) -> None:
         try:
@@ -144,7 +136,7 @@ class RedisStore:
             return
         args: list[Any] = [session.encode("utf-8"), token]
         for message in messages:
-            args += [message.id.encode("utf-8", "surrogatepass"), encode_message(message)]
+            args += [message.id.encode("utf-8", "surrogatepass"), base.encode_message(message)]
         if not self._call(self._append_script, keys=keys, args=args):
             ids = ", ".join(repr(message.id) for message in messages)
             raise StoreError(f"message id {ids} is already stored in session "
@@ -152,8 +144,8 @@ class RedisStore:
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         key = self._key(b"msgs", session)
-        rows = self._call(self._client.lrange, key, check_start(start), -1)
-        return [decode_message(data) for data in rows]
+        rows = self._call(self._client.lrange, key, base.check_start(start), -1)
+        return [base.decode_message(data) for data in rows]
 
     def sessions(self) -> list[str]:
         def read() -> list[Any]:
@@ -181,11 +173,11 @@ class RedisStore:
     def save_summary(self, session: str, summary: Summary) -> None:
         keys = [self._key(b"summary", session), self._summarized_key, self._clock_key]
         self._call(self._summary_script, keys=keys,
-                   args=[encode_summary(summary), session.encode("utf-8")])
+                   args=[base.encode_summary(summary), session.encode("utf-8")])
 
     def load_summary(self, session: str) -> Summary | None:
         data = self._call(self._client.get, self._key(b"summary", session))
-        return None if data is None else decode_summary(data)
+        return None if data is None else base.decode_summary(data)
 
     def close(self) -> None:
         if not self._closed.is_set():

@@ -8,14 +8,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..messages import Message, Summary
-from .base import (
-    check_session,
-    check_start,
-    decode_message,
-    decode_summary,
-    encode_message,
-    encode_summary,
-)
+from . import base
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -76,19 +69,19 @@ class SQLiteStore:
         self.append_many(session, [message])
 
     def append_many(self, session: str, messages: list[Message]) -> None:
-        check_session(session)
-        rows = [(session, message.id, encode_message(message)) for message in messages]
+        base.check_session(session)
+        rows = [(session, message.id, base.encode_message(message)) for message in messages]
         self._run("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)", rows, many=True)
 
     def load(self, session: str, start: int = 0) -> list[Message]:
-        check_session(session)
-        if check_start(start) < 0:  # the last -start messages: read from the end of the index
+        base.check_session(session)
+        if base.check_start(start) < 0:  # the last -start messages: read from the end of the index
             rows = self._run("SELECT data FROM (SELECT seq, data FROM messages WHERE session = ? "
                              "ORDER BY seq DESC LIMIT ?) ORDER BY seq", (session, -start))
         else:
             rows = self._run("SELECT data FROM messages WHERE session = ? ORDER BY seq "
                              "LIMIT -1 OFFSET ?", (session, start))
-        return [decode_message(data) for (data,) in rows]
+        return [base.decode_message(data) for (data,) in rows]
 
     def sessions(self) -> list[str]:
         with_messages = self._run("SELECT session FROM messages GROUP BY session ORDER BY MIN(seq)")
@@ -96,7 +89,7 @@ class SQLiteStore:
         return list(dict.fromkeys(session for (session,) in [*with_messages, *with_summaries]))
 
     def delete(self, session: str) -> None:
-        check_session(session)
+        base.check_session(session)
         with self._lock:
             try:
                 with self._conn:  # one transaction: both tables or neither
@@ -107,15 +100,15 @@ class SQLiteStore:
                 raise StoreError(f"SQLite store {self.path} failed: {exc}") from exc
 
     def save_summary(self, session: str, summary: Summary) -> None:
-        check_session(session)
+        base.check_session(session)
         self._run("INSERT INTO summaries (session, data) VALUES (?, ?) "
                   "ON CONFLICT (session) DO UPDATE SET data = excluded.data",
-                  (session, encode_summary(summary)))
+                  (session, base.encode_summary(summary)))
 
     def load_summary(self, session: str) -> Summary | None:
-        check_session(session)
+        base.check_session(session)
         rows = self._run("SELECT data FROM summaries WHERE session = ?", (session,))
-        return decode_summary(rows[0][0]) if rows else None
+        return base.decode_summary(rows[0][0]) if rows else None
 
     def close(self) -> None:
         with self._lock:
