@@ -3,11 +3,13 @@
 * :mod:`.engine` -- :class:`Generator` (fit + generate), :class:`FitResult`, :class:`Completion`;
 * :mod:`.sampling` -- :class:`SamplingParams` (the one place sampling settings are checked) and
   :func:`sample`;
-* :mod:`.decoding` -- :class:`IncrementalDecoder` and :class:`StopMatcher` (ids to streamed text).
+* :mod:`.decoding` -- :class:`IncrementalDecoder` and :class:`StopMatcher` (ids to streamed text);
+* :mod:`.prefix` -- :class:`PrefixCache` (recent requests' KV caches, reused by token-id prefix).
 """
 
 from .decoding import IncrementalDecoder, StopMatcher
 from .engine import POLICIES, SINKS_KEEP_FIRST, Completion, FitResult, Generator
+from .prefix import PrefixCache
 from .sampling import MAX_STOP_STRINGS, SamplingParams, sample
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "FitResult",
     "Generator",
     "IncrementalDecoder",
+    "PrefixCache",
     "SamplingParams",
     "StopMatcher",
     "sample",
