@@ -20,14 +20,12 @@ draws docs/img/eviction.png.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_out_argument, emit, log, machine, provenance
+from _common import add_out_argument, emit, interleaved, log, machine, provenance, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = ROOT.parent / "shared" / "corpora" / "austen_emma.txt"
@@ -61,27 +59,39 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def decode_cost(model: Any, ids: Any, policy: str, budget: int, args: argparse.Namespace) -> dict:
-    """ms per one-token step after streaming ``decode_after`` tokens, and the KV bytes held."""
+def decode_costs(model: Any, ids: Any, policies: list[str], budget: int,
+                 args: argparse.Namespace) -> list[dict]:
+    """ms per one-token step after streaming ``decode_after`` tokens, and the KV bytes held.
+
+    Every policy's cache is prefilled first; then each step is timed for every policy in turn,
+    the order alternating (``_common.interleaved``), so a busy phase of a shared machine hits
+    all policies alike.
+    """
     import torch
 
     from contextwindow.kv import cache_nbytes, make_cache
     from contextwindow.models.hf import forward
 
-    cache = make_cache(model, policy, budget, sinks=args.sinks)
     prefix, steps = ids[: args.decode_after], ids[args.decode_after :]
-    times = []
+    caches = {policy: make_cache(model, policy, budget, sinks=args.sinks) for policy in policies}
+    fed = dict.fromkeys(policies, 0)
+
+    def step(policy: str) -> Any:
+        def run() -> None:
+            i = fed[policy]
+            forward(model, steps[None, i : i + 1], caches[policy], logits_to_keep=1)
+            fed[policy] += 1
+        return run
+
     with torch.inference_mode():
-        for start in range(0, prefix.numel(), args.chunk):
-            forward(model, prefix[None, start : start + args.chunk], cache, logits_to_keep=1)
-        for i in range(args.decode_steps):
-            tick = time.perf_counter()
-            forward(model, steps[None, i : i + 1], cache, logits_to_keep=1)
-            times.append(time.perf_counter() - tick)
-    return {"policy": policy, "budget": budget, "after_tokens": args.decode_after,
-            "ms_per_token": round(1000 * statistics.median(times), 2),
-            "ms_min": round(1000 * min(times), 2), "steps": len(times),
-            "kv_tokens": cache.get_seq_length(), "kv_bytes": cache_nbytes(cache)}
+        for cache in caches.values():
+            for start in range(0, prefix.numel(), args.chunk):
+                forward(model, prefix[None, start : start + args.chunk], cache, logits_to_keep=1)
+        times = interleaved({p: step(p) for p in policies}, args.decode_steps)
+    return [{"policy": p, "budget": None if p == "full" else budget,
+             "after_tokens": args.decode_after, "ms": spread(times[p], 1000, 1),
+             "kv_tokens": caches[p].get_seq_length(), "kv_bytes": cache_nbytes(caches[p])}
+            for p in policies]
 
 
 def main() -> None:
@@ -99,7 +109,7 @@ def main() -> None:
 
     model, tokenizer = load_model()
     text = args.text.read_text(encoding="utf-8")
-    need = max(args.ppl_tokens, args.decode_after + args.decode_steps + 1)
+    need = max(args.ppl_tokens, args.decode_after + args.decode_steps + 2)  # + warm-up step
     ids = encode_text(tokenizer, text, need)
     runs = ([] if args.no_full else [("full", None)])
     runs += [(p, b) for p in args.policies for b in args.budgets]
@@ -139,11 +149,10 @@ def main() -> None:
             log(f"perplexity {policy} {budget}: {run.ppl:.2f} ({run.seconds:.0f} s)")
             emit_partial(result, args)
     if not args.no_decode:
-        for policy in ["full", *args.policies]:
-            budget = max(args.budgets)
-            result["decode"].append(decode_cost(model, ids, policy, budget, args))
-            log(f"decode {result['decode'][-1]}")
-            emit_partial(result, args)
+        policies = ["full", *args.policies]
+        result["decode"] = decode_costs(model, ids, policies, max(args.budgets), args)
+        for row in result["decode"]:
+            log(f"decode {row}")
     sweep = BudgetSweep(needles=tuple(needles), perplexity=perplexity, ppl_tokens=args.ppl_tokens)
     if args.plot:
         lengths = ", ".join(str(n) for n in args.lengths)
