@@ -7,6 +7,7 @@ they are deselected unless ``CONTEXTWINDOW_LARGE_MODELS=1`` (see tests/conftest.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 import torch
 from conftest import TINY_DIMS, corpus_text, make_tiny_llama
 
-from contextwindow.errors import UnknownModelError
+from contextwindow.errors import ConfigError, UnknownModelError
 from contextwindow.kv import SinkCache
 from contextwindow.models import layer_inv_freqs, layer_types
 from contextwindow.tokens import TokenCounter
@@ -211,13 +212,44 @@ def test_passkey_reuses_its_prefix_cache_on_sliding_window_layers(smollm2_tokeni
     assert result.trials == 2 and len(result.answers) == 2
 
 
-def test_scale_rope_refuses_gemma3_per_layer_rope_precisely() -> None:
-    from contextwindow.errors import ModelError
+DEFAULT_GEMMA_ROPE = {"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                      "full_attention": {"rope_type": "default", "rope_theta": 1e6}}
+
+
+@pytest.mark.parametrize("method, factor", [("linear", 4.0), ("yarn", 4.0)])
+def test_scale_rope_on_gemma3_scales_the_global_layers_as_transformers_would(
+    method: str, factor: float
+) -> None:
     from contextwindow.rope import scale_rope
 
-    model = tiny_gemma3()
-    with pytest.raises(ModelError, match="full_attention, sliding_attention.*only the global"):
-        scale_rope(model, "linear", 2.0)
+    model = tiny_gemma3(rope_parameters=copy.deepcopy(DEFAULT_GEMMA_ROPE))
+    ids = random_ids(40, seed=9)[None]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    local = layer_inv_freqs(model)[0].clone()
+    exported = scale_rope(model, method, factor)
+    assert exported["rope_type"] == method and exported["rope_theta"] == 1e6
+    # transformers building the same weights from the exported config gives the same model
+    fresh = tiny_gemma3(rope_parameters={**copy.deepcopy(DEFAULT_GEMMA_ROPE),
+                                         "full_attention": exported})
+    rotary, expected = model.model.rotary_emb, fresh.model.rotary_emb
+    torch.testing.assert_close(rotary.full_attention_inv_freq, expected.full_attention_inv_freq)
+    assert rotary.full_attention_attention_scaling == expected.full_attention_attention_scaling
+    torch.testing.assert_close(layer_inv_freqs(model)[0], local, rtol=0, atol=0)  # local: as is
+    with torch.no_grad():
+        scaled = model(input_ids=ids).logits
+        torch.testing.assert_close(scaled, fresh(input_ids=ids).logits, rtol=0, atol=1e-5)
+        assert not torch.allclose(scaled, before, atol=1e-4)
+        scale_rope(model, "none")
+        torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
+    assert model.config.rope_parameters == DEFAULT_GEMMA_ROPE
+
+
+def test_length_dependent_scaling_on_gemma3_must_be_frozen() -> None:
+    from contextwindow.rope import scale_rope
+
+    with pytest.raises(ConfigError, match="give seq_len to freeze it"):
+        scale_rope(tiny_gemma3(), "dynamic", 2.0)
 
 
 # -- chat templates ---------------------------------------------------------------------------

@@ -69,11 +69,13 @@ def attention_weights(
     last = query[0, :, -rows:, :].float().reshape(kv_heads, group * rows, -1)
     scores = torch.matmul(last, key[0].float().transpose(-1, -2)) * scaling
     scores = scores.view(kv_heads, group, rows, length)
-    first = length - rows  # the key index the first scored query sits at
-    hidden = torch.arange(length, device=key.device) > (
-        first + torch.arange(rows, device=key.device)
-    )[:, None]
-    return scores.masked_fill(hidden, float("-inf")).softmax(dim=-1)
+    if rows > 1:  # the newest query sees every key; earlier ones not the keys after them
+        first = length - rows  # the key index the first scored query sits at
+        hidden = torch.arange(length, device=key.device) > (
+            first + torch.arange(rows, device=key.device)
+        )[:, None]
+        scores = scores.masked_fill(hidden, float("-inf"))
+    return scores.softmax(dim=-1)
 
 
 def scored_attention(

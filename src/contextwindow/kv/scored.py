@@ -75,14 +75,10 @@ def keep_indices(priority: torch.Tensor, budget: int, sinks: int, recent: int) -
     The first ``sinks`` and the last ``recent`` tokens always; of the rest, the ``budget - sinks
     - recent`` with the highest ``priority`` (``[heads, tokens]``).
     """
-    heads, length = priority.shape
-    device = priority.device
-    middle = priority[:, sinks : length - recent]
-    chosen = middle.topk(budget - sinks - recent, dim=-1).indices + sinks
-    fixed = torch.cat(
-        (torch.arange(sinks, device=device), torch.arange(length - recent, length, device=device))
-    )
-    return torch.cat((fixed.expand(heads, -1), chosen), dim=-1).sort(dim=-1).values
+    pinned = priority.clone()
+    pinned[:, :sinks] = float("inf")
+    pinned[:, pinned.shape[-1] - recent :] = float("inf")
+    return pinned.topk(budget, dim=-1).indices.sort(dim=-1).values
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, ModelError
+from .layer_types import has_layer_type_rope, scale_global_rope
 from .registry import (
     RESTORE_METHODS,
     RopeFrequencies,
@@ -119,17 +120,10 @@ def _original(model: Any, modules: list[Any]) -> _Original:
         return saved
     config = model.config
     params = getattr(config, "rope_parameters", None)
-    per_type = isinstance(params, Mapping) and bool(params)
-    if per_type and all(isinstance(v, Mapping) for v in params.values()):
-        raise ModelError(
-            f"{type(model).__name__} has one RoPE per layer type ({', '.join(sorted(params))});"
-            " transformers scales only the global (full_attention) layers of such a model "
-            "(Gemma-3), and scale_rope rewrites one flat rope_parameters for every layer: "
-            "per-layer-type RoPE scaling is not supported"
-        )
     if not isinstance(params, Mapping) or "rope_theta" not in params:
         raise ModelError(
-            f"{type(model).__name__} has no flat rope_parameters with a rope_theta in its config"
+            f"{type(model).__name__} has no flat rope_parameters with a rope_theta in its config "
+            "(per-layer RoPE configs are not supported)"
         )
     if any(isinstance(v, Mapping) for v in params.values()) or any(
         not isinstance(m.rope_type, str) for m in modules
@@ -182,8 +176,18 @@ def scale_rope(
     dynamic NTK is exported as ``{"rope_type": "default", "rope_theta": <base for N>}``, a frozen
     LongRoPE with both factor lists set to the chosen one.
 
+    Models with one RoPE per layer type (Gemma-3) get what transformers scales there: the global
+    (``full_attention``) layers only, see :mod:`.layer_types`.
+
     Returns the ``rope_parameters`` dict (transformers config / vLLM rope scaling).
     """
+    if has_layer_type_rope(model):
+        result = scale_global_rope(model, method, factor, original_length=original_length,
+                                   seq_len=seq_len, **params)
+        applied = None if method in RESTORE_METHODS else {
+            "method": method, "factor": factor, "seq_len": seq_len, "params": dict(params)}
+        object.__setattr__(model, _APPLIED_ATTR, applied)
+        return result
     modules = _rotary_modules(model)
     saved = _original(model, modules)
     if method in RESTORE_METHODS:
