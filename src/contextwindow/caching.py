@@ -123,11 +123,12 @@ class CacheReport:
         }
 
 
-def _shared_prefix(previous: Sequence[Message], prompt: Sequence[Message]) -> int:
-    """How many leading messages the two prompts have in common."""
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items ``a`` and ``b`` share: messages of two prompts here, token ids
+    in the local engine's prefix cache."""
     n = 0
-    for a, b in zip(previous, prompt, strict=False):
-        if a != b:
+    for x, y in zip(a, b, strict=False):
+        if x != y:
             break
         n += 1
     return n
@@ -144,7 +145,7 @@ def replay(conversation: Sequence[Message], policy: Trimmer, counter: TokenCount
         if message.role != "assistant" or k == 0:
             continue
         prompt = list(policy(conversation[:k]))
-        shared = _shared_prefix(previous, prompt)
+        shared = common_prefix(previous, prompt)
         requests.append(Request(
             prompt_tokens=counter.count_messages(prompt),
             cached_tokens=sum(counter.count_message(m) for m in prompt[:shared]),

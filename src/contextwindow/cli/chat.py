@@ -23,8 +23,8 @@ from .options import (
     DeviceOption,
     DtypeOption,
     ThreadsOption,
+    load_generator,
     memory_status,
-    quiet_transformers,
 )
 
 MEMORY_KINDS = ("token", "sinks", "summary")
@@ -167,15 +167,13 @@ def _load(model: str | None, *, device: str | None, dtype: str | None, context: 
           note: Console | None) -> Any:
     """The chat :class:`~contextwindow.generation.Generator` (default model: the registry's
     chat model), behind a status spinner on ``note`` (interactive runs only)."""
-    from ..generation import Generator
     from ..models import DEFAULT_CHAT_MODEL
     from ..trim import CachePolicy
 
-    quiet_transformers(threads)
-    with note.status("loading the model...") if note is not None else contextlib.nullcontext():
-        return Generator.load(model or DEFAULT_CHAT_MODEL, device=device, dtype=dtype,
-                              context=context, policy="trim", sink_cache=sink_cache,
-                              cache_policy=CachePolicy() if cache_aware else None)
+    return load_generator(model or DEFAULT_CHAT_MODEL, device=device, dtype=dtype,
+                          threads=threads, status=note, context=context, policy="trim",
+                          sink_cache=sink_cache,
+                          cache_policy=CachePolicy() if cache_aware else None)
 
 
 def _open_memory(memory_kind: str, max_tokens: int, generator: Any, store: Any, path: Path, *,

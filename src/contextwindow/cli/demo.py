@@ -29,6 +29,7 @@ from .options import (
     DeviceOption,
     DtypeOption,
     ThreadsOption,
+    load_generator,
     memory_status,
     quiet_transformers,
 )
@@ -154,7 +155,7 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
     import torch
 
     from ..generation import IncrementalDecoder, SamplingParams, sample
-    from ..kv import SinkCache, cache_nbytes
+    from ..kv import SinkCache
     from ..models import model_device
     from ..models.hf import chat_template_ids, forward
 
@@ -169,10 +170,7 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
     params = SamplingParams(max_tokens=new_tokens, temperature=0.8, top_p=0.95, seed=0)
     rng = torch.Generator().manual_seed(0)
     decoder = IncrementalDecoder(tokenizer)
-    table = Table(title="KV cache during the stream", title_justify="left")
-    for column in ("tokens streamed", "sink cache tokens", "sink cache KV", "dense cache tokens",
-                   "dense cache KV"):
-        table.add_column(column, justify="right")
+    table = _kv_table()
     text = Text()
     checkpoints: list[dict[str, int]] = []
     eos = generator.eos_ids
@@ -195,13 +193,7 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
                           logits_to_keep=1)
             streamed += 1
             if step % every == 0 or step == new_tokens:
-                held, nbytes = cache.get_seq_length(), cache_nbytes(cache)
-                per_token = nbytes // held
-                checkpoints.append({"streamed": streamed, "sink_tokens": held,
-                                    "sink_bytes": nbytes, "dense_tokens": streamed,
-                                    "dense_bytes": per_token * streamed})
-                table.add_row(f"{streamed:,}", f"{held:,}", _kib(nbytes), f"{streamed:,}",
-                              _kib(per_token * streamed))
+                checkpoints.append(_checkpoint(table, streamed, cache))
             live.update(render())
     console.print()
     final = checkpoints[-1]
@@ -210,6 +202,27 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
                   f"hold {final['dense_tokens']:,} ({_kib(final['dense_bytes'])}) "
                   "and keep growing.")
     return {"sinks": sinks, "window": window, "checkpoints": checkpoints}
+
+
+def _kv_table() -> Table:
+    """The table of cache sizes that the stream fills in at each checkpoint."""
+    table = Table(title="KV cache during the stream", title_justify="left")
+    for column in ("tokens streamed", "sink cache tokens", "sink cache KV", "dense cache tokens",
+                   "dense cache KV"):
+        table.add_column(column, justify="right")
+    return table
+
+
+def _checkpoint(table: Table, streamed: int, cache: Any) -> dict[str, int]:
+    """The sink cache's size after ``streamed`` tokens, and a dense cache's for the same
+    tokens (the same bytes per token); added as a row of ``table``."""
+    from ..kv import cache_nbytes
+
+    held, nbytes = cache.get_seq_length(), cache_nbytes(cache)
+    dense_bytes = nbytes // held * streamed
+    table.add_row(f"{streamed:,}", f"{held:,}", _kib(nbytes), f"{streamed:,}", _kib(dense_bytes))
+    return {"streamed": streamed, "sink_tokens": held, "sink_bytes": nbytes,
+            "dense_tokens": streamed, "dense_bytes": dense_bytes}
 
 
 def part_pointers(console: Console) -> None:
@@ -257,7 +270,6 @@ def demo(
     import torch
     from transformers import AutoTokenizer
 
-    from ..generation import Generator
     from ..models import DEFAULT_CHAT_MODEL, resolve
 
     console = Console(highlight=False)
@@ -274,8 +286,8 @@ def demo(
         with console.status("loading the tokenizer (the first run converts the model, ~1 min)..."):
             tokenizer = AutoTokenizer.from_pretrained(resolve(model))
         part_memories(console, tokenizer, quick=quick)
-        with console.status("loading the local model..."):
-            generator = Generator.load(model, device=device, dtype=dtype)
+        generator = load_generator(model, device=device, dtype=dtype, threads=threads,
+                                   status=console, message="loading the local model...")
         console.print(f"[dim]loaded {generator.model_id}: window {generator.context} tokens[/]")
         part_chat(console, generator, quick=quick)
         part_sink_stream(console, generator, quick=quick)

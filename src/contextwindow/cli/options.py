@@ -6,6 +6,7 @@ module keeps ``contextwindow count`` torch-free.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import typer
@@ -54,6 +55,19 @@ def quiet_transformers(threads: int | None = None) -> None:
 
     logging.disable_progress_bar()
     set_threads(threads)
+
+
+def load_generator(model: str | None, *, device: str | None, dtype: str | None,
+                   threads: int | None, status: Console | None,
+                   message: str = "loading the model...", **options: Any) -> Any:
+    """A :class:`~contextwindow.generation.Generator` for ``model`` (see
+    :meth:`~contextwindow.generation.Generator.load` for ``options``) on ``threads`` CPU
+    threads, behind a ``message`` spinner on ``status`` (None: no spinner)."""
+    from ..generation import Generator
+
+    quiet_transformers(threads)
+    with status.status(message) if status is not None else contextlib.nullcontext():
+        return Generator.load(model, device=device, dtype=dtype, **options)
 
 
 def progress_bar(*, transient: bool = False, disable: bool = False) -> Progress:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError
-from .options import DeviceOption, DtypeOption, ModelOption, ThreadsOption, quiet_transformers
+from .options import DeviceOption, DtypeOption, ModelOption, ThreadsOption, load_generator
 
 POLICY_HELP = ("What to do with a conversation longer than the window: trim (keep the system "
                "prompt and the newest turns), sinks (also pin the first --keep-first messages, "
@@ -62,137 +62,105 @@ def _upstream_backend(url: str, *, model: str | None, context: int | None,
                            api_key=_secret(key_env, "--upstream-key-env"), **options)
 
 
+# The command's options, named so its signature stays one line per option.
+HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOption = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")]
+ContextOption = Annotated[int | None, typer.Option(
+    min=16, help="The window shared by prompt and reply (default: the model's trained "
+    "length, times --rope-factor when scaled).")]
+PolicyOption = Annotated[str, typer.Option(help=POLICY_HELP)]
+KeepFirstOption = Annotated[int | None, typer.Option(
+    min=0, help="Messages after the system prompt never trimmed (default 0; 2 for sinks).")]
+SinkCacheOption = Annotated[bool, typer.Option(
+    help="Decode with the attention-sink KV cache (bounded memory; replies may outgrow the "
+    "window). --no-sink-cache uses a dense cache.")]
+SinksOption = Annotated[int, typer.Option(min=0, help="Tokens the sink cache never evicts.")]
+PrefixCacheOption = Annotated[float, typer.Option(
+    min=0.0, help="MiB of KV cache kept from recent requests, so a prompt that starts "
+    "with one of them prefills only the rest (0: off).")]
+RopeOption = Annotated[str | None, typer.Option(
+    help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...).")]
+RopeFactorOption = Annotated[float | None, typer.Option(help="RoPE scaling factor, e.g. 2.")]
+DefaultMaxTokensOption = Annotated[int, typer.Option(
+    min=1, help="Reply length when a request sets no max_tokens.")]
+MaxQueueOption = Annotated[int, typer.Option(
+    min=1, help="Requests queued or running before new ones get 503.")]
+ServedModelOption = Annotated[str | None, typer.Option(
+    help="The model id clients must send (default: the model's name).")]
+UpstreamOption = Annotated[str | None, typer.Option(
+    help="Forward to this OpenAI-compatible server (e.g. http://vllm:8000/v1) instead of "
+    "running a local model.")]
+UpstreamModelOption = Annotated[str | None, typer.Option(
+    help="The model name the upstream serves.")]
+UpstreamContextOption = Annotated[int | None, typer.Option(
+    min=16, help="The upstream model's context window in tokens.")]
+UpstreamKeyEnvOption = Annotated[str | None, typer.Option(
+    help="Environment variable holding the upstream's API key.")]
+TokenizerOption = Annotated[str | None, typer.Option(
+    help="Local tokenizer directory of the upstream model (its chat template counts the "
+    "tokens); default: tiktoken for the OpenAI model --upstream-model.")]
+StoreOption = Annotated[str | None, typer.Option(help=STORE_HELP)]
+StoreNamespaceOption = Annotated[str | None, typer.Option(
+    help="Redis key prefix / PostgreSQL schema, to keep apps apart in one server.")]
+ApiKeyEnvOption = Annotated[str, typer.Option(
+    help="Environment variable holding the key clients must send as 'Authorization: "
+    "Bearer KEY' (unset: no key required).")]
+AllowInsecureOption = Annotated[bool, typer.Option(
+    help="Listen on a non-loopback address without an API key.")]
+MaxBodyOption = Annotated[int, typer.Option(
+    min=1024, help="Larger request bodies get 413 before they are parsed.")]
+RequestTimeoutOption = Annotated[float, typer.Option(
+    min=0.001, help="Seconds a request may take before the first byte of its answer.")]
+LockTimeoutOption = Annotated[float, typer.Option(
+    min=0.0, help="Seconds a session turn waits for the one before it (then 409).")]
+LockTtlOption = Annotated[float, typer.Option(
+    min=0.1, help="Redis only: seconds a session lock outlives a crashed holder.")]
+LogLevelOption = Annotated[str, typer.Option(help="uvicorn log level.")]
+
+
 def serve(
     model: ModelOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    context: Annotated[
-        int | None,
-        typer.Option(
-            min=16,
-            help="The window shared by prompt and reply (default: the model's trained "
-            "length, times --rope-factor when scaled).",
-        ),
-    ] = None,
-    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "trim",
-    keep_first: Annotated[
-        int | None,
-        typer.Option(
-            min=0, help="Messages after the system prompt never trimmed (default 0; 2 for sinks)."
-        ),
-    ] = None,
-    sink_cache: Annotated[
-        bool,
-        typer.Option(
-            help="Decode with the attention-sink KV cache (bounded memory; replies may outgrow the "
-            "window). --no-sink-cache uses a dense cache."
-        ),
-    ] = True,
-    sinks: Annotated[int, typer.Option(min=0, help="Tokens the sink cache never evicts.")] = 4,
-    prefix_cache_mb: Annotated[
-        float,
-        typer.Option(
-            min=0.0, help="MiB of KV cache kept from recent requests, so a prompt that starts "
-            "with one of them prefills only the rest (0: off)."
-        ),
-    ] = 512.0,
-    rope: Annotated[
-        str | None,
-        typer.Option(help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...)."),
-    ] = None,
-    rope_factor: Annotated[
-        float | None, typer.Option(help="RoPE scaling factor, e.g. 2.")
-    ] = None,
-    default_max_tokens: Annotated[
-        int, typer.Option(min=1, help="Reply length when a request sets no max_tokens.")
-    ] = 512,
-    max_queue: Annotated[
-        int, typer.Option(min=1, help="Requests queued or running before new ones get 503.")
-    ] = 64,
-    served_model_name: Annotated[
-        str | None,
-        typer.Option(help="The model id clients must send (default: the model's name)."),
-    ] = None,
-    upstream: Annotated[
-        str | None,
-        typer.Option(
-            help="Forward to this OpenAI-compatible server (e.g. http://vllm:8000/v1) instead of "
-            "running a local model."
-        ),
-    ] = None,
-    upstream_model: Annotated[
-        str | None, typer.Option(help="The model name the upstream serves.")
-    ] = None,
-    upstream_context: Annotated[
-        int | None, typer.Option(min=16, help="The upstream model's context window in tokens.")
-    ] = None,
-    upstream_key_env: Annotated[
-        str | None, typer.Option(help="Environment variable holding the upstream's API key.")
-    ] = None,
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            help="Local tokenizer directory of the upstream model (its chat template counts the "
-            "tokens); default: tiktoken for the OpenAI model --upstream-model."
-        ),
-    ] = None,
-    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
-    store_namespace: Annotated[
-        str | None,
-        typer.Option(
-            help="Redis key prefix / PostgreSQL schema, to keep apps apart in one server."
-        ),
-    ] = None,
-    api_key_env: Annotated[
-        str,
-        typer.Option(
-            help="Environment variable holding the key clients must send as 'Authorization: "
-            "Bearer KEY' (unset: no key required)."
-        ),
-    ] = "CONTEXTWINDOW_API_KEY",
-    allow_insecure: Annotated[
-        bool, typer.Option(help="Listen on a non-loopback address without an API key.")
-    ] = False,
-    max_body_bytes: Annotated[
-        int, typer.Option(min=1024, help="Larger request bodies get 413 before they are parsed.")
-    ] = 4 * 1024 * 1024,
-    request_timeout: Annotated[
-        float,
-        typer.Option(
-            min=0.001, help="Seconds a request may take before the first byte of its answer."
-        ),
-    ] = 600.0,
-    lock_timeout: Annotated[
-        float,
-        typer.Option(
-            min=0.0, help="Seconds a session turn waits for the one before it (then 409)."
-        ),
-    ] = 30.0,
-    lock_ttl: Annotated[
-        float,
-        typer.Option(min=0.1, help="Redis only: seconds a session lock outlives a crashed holder."),
-    ] = 10.0,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    context: ContextOption = None,
+    policy: PolicyOption = "trim",
+    keep_first: KeepFirstOption = None,
+    sink_cache: SinkCacheOption = True,
+    sinks: SinksOption = 4,
+    prefix_cache_mb: PrefixCacheOption = 512.0,
+    rope: RopeOption = None,
+    rope_factor: RopeFactorOption = None,
+    default_max_tokens: DefaultMaxTokensOption = 512,
+    max_queue: MaxQueueOption = 64,
+    served_model_name: ServedModelOption = None,
+    upstream: UpstreamOption = None,
+    upstream_model: UpstreamModelOption = None,
+    upstream_context: UpstreamContextOption = None,
+    upstream_key_env: UpstreamKeyEnvOption = None,
+    tokenizer: TokenizerOption = None,
+    store: StoreOption = None,
+    store_namespace: StoreNamespaceOption = None,
+    api_key_env: ApiKeyEnvOption = "CONTEXTWINDOW_API_KEY",
+    allow_insecure: AllowInsecureOption = False,
+    max_body_bytes: MaxBodyOption = 4 * 1024 * 1024,
+    request_timeout: RequestTimeoutOption = 600.0,
+    lock_timeout: LockTimeoutOption = 30.0,
+    lock_ttl: LockTtlOption = 10.0,
     threads: ThreadsOption = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: LogLevelOption = "info",
 ) -> None:
-    """Serve POST /v1/chat/completions (plain and streaming), GET /v1/models and sessions."""
-    try:
-        import uvicorn
+    """Serve POST /v1/chat/completions (plain and streaming), GET /v1/models and sessions.
+    \f
+    One piece: one parameter per command-line option (typer reads the options from this
+    signature), so it is as long as the command's interface; the work is in the helpers below.
+    """
+    uvicorn = _serve_extra()
+    from ..serve import Limits, check_bind, create_app
+    from ..serve.sessions import open_store
 
-        from ..serve import Limits, check_bind, create_app
-        from ..serve.sessions import open_store
-    except ImportError as exc:
-        raise ConfigError(f"serve needs the serve extra ({exc}); "
-                          "pip install 'contextwindow[serve]'") from None
-    from ..generation import POLICIES
-    from ..serve.fitting import GATEWAY_POLICIES
-
-    policies = GATEWAY_POLICIES if upstream is not None else POLICIES
-    if policy not in policies:
-        raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(policies)}"
-                          + ("" if upstream is not None else " (summary: with --upstream)"))
+    _check_policy(policy, gateway=upstream is not None)
     api_key = os.environ.get(api_key_env) or None
     check_bind(host, api_key, allow_insecure=allow_insecure)
     limits = Limits(api_key=api_key, max_body_bytes=max_body_bytes,
@@ -204,10 +172,7 @@ def serve(
             key_env=upstream_key_env, window_options={"policy": policy, "keep_first": keep_first},
             served_model=served_model_name, default_max_tokens=default_max_tokens,
             timeout=request_timeout)
-        described = (
-            f"gateway to {backend.where} ({backend.upstream_model}) · window "
-            f"{backend.window} tokens · policy {policy} · counts {backend.fitter.counter.name}"
-        )
+        described = _describe_gateway(backend, policy)
     else:
         backend = _local_backend(model, device=device, dtype=dtype, context=context,
                                  policy=policy, keep_first=keep_first,
@@ -229,25 +194,50 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
+def _serve_extra() -> Any:
+    """uvicorn, once the serve extra (FastAPI, uvicorn) is known to be installed."""
+    try:
+        import uvicorn
+
+        import contextwindow.serve  # noqa: F401 (fails here, with advice, without FastAPI)
+    except ImportError as exc:
+        raise ConfigError(f"serve needs the serve extra ({exc}); "
+                          "pip install 'contextwindow[serve]'") from None
+    return uvicorn
+
+
+def _check_policy(policy: str, *, gateway: bool) -> None:
+    """Refuse an unknown ``--policy`` at start-up; ``summary`` is for the gateway only."""
+    from ..generation import POLICIES
+    from ..serve.fitting import GATEWAY_POLICIES
+
+    policies = GATEWAY_POLICIES if gateway else POLICIES
+    if policy not in policies:
+        raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(policies)}"
+                          + ("" if gateway else " (summary: with --upstream)"))
+
+
+def _describe_gateway(backend: Any, policy: str) -> str:
+    return (f"gateway to {backend.where} ({backend.upstream_model}) · window "
+            f"{backend.window} tokens · policy {policy} · counts {backend.fitter.counter.name}")
+
+
 def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
                    context: int | None, policy: str,
                    keep_first: int | None, sink_cache: bool, sinks: int,
                    prefix_cache_mb: float, rope: str | None,
                    rope_factor: float | None, served_model_name: str | None,
                    threads: int | None, console: Console, **options: Any) -> Any:
-    from ..generation import Generator
     from ..rope import RESTORE_METHODS
     from ..serve import LocalBackend
 
     if (rope_factor is None) != (rope is None or rope in RESTORE_METHODS):
         raise ConfigError("--rope and --rope-factor go together")
-    quiet_transformers(threads)
-    with console.status("loading the model..."):
-        generator = Generator.load(model, device=device, dtype=dtype, rope=rope,
-                                   rope_factor=rope_factor,
-                                   model_id=served_model_name, context=context, policy=policy,
-                                   keep_first=keep_first, sink_cache=sink_cache, sinks=sinks,
-                                   prefix_cache_mb=prefix_cache_mb)
+    generator = load_generator(model, device=device, dtype=dtype, threads=threads,
+                               status=console, rope=rope, rope_factor=rope_factor,
+                               model_id=served_model_name, context=context, policy=policy,
+                               keep_first=keep_first, sink_cache=sink_cache, sinks=sinks,
+                               prefix_cache_mb=prefix_cache_mb)
     return LocalBackend(generator, **options)
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import random
 import re
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
 from ..messages import Message
-from .recall import context_text, fact_in_text
+from .recall import context_text, fact_in_text, feed
 
 # Each topic: the question, how the fact is first said, how it is corrected, and the values.
 _TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
@@ -165,18 +164,11 @@ def natural_recall(memories: Mapping[str, Callable[[], Any]], conversation: Sequ
                    progress: Callable[[str, int, int], None] | None = None
                    ) -> list[NaturalRecallRow]:
     """Feed ``conversation`` to a fresh memory from each factory and judge its final context."""
-    from ..summarize import SummarizerWarning
-
     rows = []
     for name, factory in memories.items():
         memory = factory()
         began = time.perf_counter()
-        with warnings.catch_warnings():  # failed folds are counted in the row instead
-            warnings.simplefilter("ignore", SummarizerWarning)
-            for done, message in enumerate(conversation, 1):
-                memory.add_message(message)
-                if progress is not None:
-                    progress(name, done, len(conversation))
+        feed(name, memory, conversation, progress, raise_errors=True)
         seconds = time.perf_counter() - began
         context = memory.messages()
         text = context_text(context)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .positions import _answer_done, passkey_keys, passkey_prompt, score_passkey
+from .passkey import decode_number, passkey_keys, passkey_prompt, score_passkey
 from .streaming import streaming_perplexity
 
 __all__ = ["BudgetSweep", "NeedleResult", "budget_sweep", "needle_in_a_stream"]
@@ -70,17 +70,11 @@ def _answer(model: Any, tokenizer: Any, logits: Any, cache: Any, max_new_tokens:
 
     from ..models.hf import forward
 
-    generated: list[int] = []
-    text = ""
-    for _ in range(max_new_tokens):
-        token = int(logits.argmax())
-        generated.append(token)
-        text = tokenizer.decode(generated, skip_special_tokens=True)
-        if token == tokenizer.eos_token_id or _answer_done(text):
-            break
-        step = torch.tensor([[token]], device=model.device)
-        logits = forward(model, step, cache, logits_to_keep=1).logits[0, -1]
-    return text
+    def step(token: int) -> Any:
+        ids = torch.tensor([[token]], device=model.device)
+        return forward(model, ids, cache, logits_to_keep=1).logits[0, -1]
+
+    return decode_number(tokenizer, logits, step, max_new_tokens)
 
 
 def needle_in_a_stream(
@@ -100,7 +94,7 @@ def needle_in_a_stream(
 ) -> NeedleResult:
     """Stream ``trials`` passkey prompts through fresh ``policy`` caches; score the answers.
 
-    The prompt is :func:`~contextwindow.evaluate.positions.passkey_prompt` (key at ``depth`` of
+    The prompt is :func:`~contextwindow.evaluate.passkey.passkey_prompt` (key at ``depth`` of
     the filler, the question last). Chunks start at multiples of ``chunk`` from the first token;
     the chunks before the key are the same in every trial, so they are streamed once and the
     cache is copied (a bounded cache is small). ``policy`` is a :data:`~contextwindow.kv.POLICIES`

@@ -300,9 +300,11 @@ def _facts_for(base: Sequence[Message], facts: Sequence[Fact] | None, n_facts: i
     return list(facts)
 
 
-def _feed(name: str, memory: Any, planted: Sequence[Message],
-          progress: Callable[[str, int, int], None] | None) -> tuple[str | None, list[float]]:
-    """Add every message to ``memory``; the error that stopped it (if any) and the wall time
+def feed(name: str, memory: Any, planted: Sequence[Message],
+         progress: Callable[[str, int, int], None] | None, *,
+         raise_errors: bool = False) -> tuple[str | None, list[float]]:
+    """Add every message to ``memory`` (failed folds only counted, not warned about); the
+    error that stopped it (if any; raised instead with ``raise_errors``) and the wall time
     of each add that ran the summarizer."""
     from ..summarize import SummarizerWarning
 
@@ -316,6 +318,8 @@ def _feed(name: str, memory: Any, planted: Sequence[Message],
             try:
                 memory.add_message(message)
             except SummarizerError as exc:  # on_error="raise": stop feeding this memory
+                if raise_errors:
+                    raise
                 return (f"SummarizerError after {done - 1} of {len(planted)} messages: "
                         f"{exc}"), folds
             if memory.status().summarizer_calls > before:
@@ -329,7 +333,7 @@ def _measure(name: str, memory: Any, planted: Sequence[Message], facts: Sequence
              progress: Callable[[str, int, int], None] | None) -> RecallRow:
     """Feed ``planted`` to a fresh memory and read which facts its final context keeps."""
     began = time.perf_counter()
-    error, folds = _feed(name, memory, planted, progress)
+    error, folds = feed(name, memory, planted, progress)
     seconds = time.perf_counter() - began
     try:
         context = memory.messages()

@@ -1,6 +1,7 @@
 """Local chat generation: fit a conversation to the window, then decode on the sink cache.
 
-* :mod:`.engine` -- :class:`Generator` (fit + generate), :class:`FitResult`, :class:`Completion`;
+* :mod:`.engine` -- :class:`Generator` (fit + generate), :class:`FitResult`;
+* :mod:`.run` -- :class:`Completion`, and one request's forward passes and decode loop;
 * :mod:`.sampling` -- :class:`SamplingParams` (the one place sampling settings are checked) and
   :func:`sample`;
 * :mod:`.decoding` -- :class:`IncrementalDecoder` and :class:`StopMatcher` (ids to streamed text);

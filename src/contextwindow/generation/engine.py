@@ -18,7 +18,8 @@ A :class:`Generator` owns one local causal LM and does two things:
   longer than the window keeps going at constant memory: the first ``sinks`` tokens and the most
   recent ones stay, the middle is evicted. With the sink cache the reply reserve is capped at
   half the window (a long ``max_tokens`` does not starve the prompt); without it (dense cache)
-  prompt plus reply must fit the window.
+  prompt plus reply must fit the window. The forward passes and the decode loop are in
+  :mod:`.run`.
 
 Prefix reuse (:mod:`.prefix`): the keys and values of each recent request's prompt + reply are
 kept (``prefix_cache_mb``, least recently used out first), and a prompt whose token ids start
@@ -31,31 +32,44 @@ callers are serialised and never share a cache. Batch size is 1.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..content import check_text_only
 from ..errors import BudgetExceededError, ConfigError, InvalidMessageError
 from ..memory import DEFAULT_KEEP_FIRST
 from ..messages import Message, as_messages, check_conversation
-from ..models.hf import chat_template_ids, forward
+from ..models.hf import chat_template_ids
 from ..tokens import TokenCounter
 from ..trim import CachePolicy, trim
-from .decoding import IncrementalDecoder, StopMatcher
 from .prefix import PrefixCache
-from .sampling import SamplingParams, sample
+from .run import Completion, Run, decode
+from .sampling import SamplingParams
 
 POLICIES = ("trim", "sinks", "none")
 #: ``keep_first`` used by the ``"sinks"`` policy unless given (as SinkWindowMemory).
 SINKS_KEEP_FIRST = DEFAULT_KEEP_FIRST
 
 
+class LeftOut:
+    """What a fit left out, from the counts every fit result has (this engine's
+    :class:`FitResult` and the gateway's ``Fitted``): ``messages``, ``prompt_tokens``,
+    ``original_messages`` and ``original_tokens``."""
+
+    @property
+    def trimmed_messages(self) -> int:
+        return self.original_messages - len(self.messages)  # type: ignore[attr-defined]
+
+    @property
+    def trimmed_tokens(self) -> int:
+        return max(0, self.original_tokens - self.prompt_tokens)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class FitResult:
+class FitResult(LeftOut):
     """A conversation fitted to the window: what the model will read, and what was left out."""
 
     messages: list[Message]  # the messages the prompt is built from (after trimming)
@@ -68,33 +82,6 @@ class FitResult:
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt_ids)
-
-    @property
-    def trimmed_messages(self) -> int:
-        return self.original_messages - len(self.messages)
-
-    @property
-    def trimmed_tokens(self) -> int:
-        return max(0, self.original_tokens - self.prompt_tokens)
-
-
-@dataclass
-class Completion:
-    """One generated reply and what it cost."""
-
-    text: str
-    finish_reason: str  # "stop" (EOS or a stop string), "length" or "cancelled"
-    token_ids: list[int] = field(default_factory=list)
-    kv_cache_tokens: int = 0  # the most tokens the KV cache held at once
-    kv_cache_bytes: int = 0  # ... and the most bytes
-    kv_evicted_tokens: int = 0  # tokens the sink cache evicted (0 with a dense cache)
-    cached_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache
-    time_to_first_token: float = 0.0  # seconds from the start of the prefill
-    seconds: float = 0.0
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.token_ids)
 
 
 def _render(message: Message) -> dict[str, Any]:
@@ -109,36 +96,16 @@ def _as_system(message: Message) -> Message:
     return Message(role="system", content=message.content, name=message.name, id=message.id)
 
 
-@dataclass
-class _Run:
-    """One request's forward passes on its own cache: the ids in it (``cached`` of them reused
-    from the prefix cache), the most it held, and the logits after the last id fed."""
-
-    model: Any
-    cache: Any
-    started: float
-    ids: list[int] = field(default_factory=list)
-    cached: int = 0
-    peak_tokens: int = 0
-    peak_bytes: int = 0
-    logits: Any = None
-
-    @property
-    def fed(self) -> int:
-        return len(self.ids)
-
-    def step(self, ids: Any) -> Any:
-        """Feed ``ids`` (1, n) on the model's device; the logits after the last of them, on the
-        CPU, where the request's seeded generator samples (the same tokens on any device)."""
-        from ..kv import cache_nbytes
-        from ..models import model_device
-
-        out = forward(self.model, ids.to(model_device(self.model)), self.cache, logits_to_keep=1)
-        self.ids.extend(ids[0].tolist())
-        self.peak_tokens = max(self.peak_tokens, self.cache.get_seq_length())
-        self.peak_bytes = max(self.peak_bytes, cache_nbytes(self.cache))
-        self.logits = out.logits[0, -1].float().cpu()
-        return self.logits
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """The ids that end a reply: the model's generation config's and the tokenizer's."""
+    eos: set[int] = set()
+    for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                   getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(source, int):
+            eos.add(source)
+        elif isinstance(source, Iterable):
+            eos.update(int(t) for t in source)
+    return frozenset(eos)
 
 
 class Generator:
@@ -207,14 +174,7 @@ class Generator:
             raise ConfigError(f"prefix_cache_mb must be a number >= 0, not {prefix_cache_mb!r}")
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self.counter = TokenCounter.from_hf(tokenizer)
-        eos: set[int] = set()
-        for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-                       getattr(tokenizer, "eos_token_id", None)):
-            if isinstance(source, int):
-                eos.add(source)
-            elif isinstance(source, Iterable):
-                eos.update(int(t) for t in source)
-        self.eos_ids = frozenset(eos)
+        self.eos_ids = _eos_ids(model, tokenizer)
         self.lock = threading.RLock()
         if sink_cache:  # fail at start-up, not on the first request, if the model has no RoPE
             from ..models import rotary_embedding
@@ -341,19 +301,20 @@ class Generator:
             run = self.prefill(fit.prompt_ids, cancel)
             if run.logits is None:
                 return Completion("", "cancelled", seconds=time.perf_counter() - run.started)
-            completion = self._decode(run, run.logits, params, on_text, cancel)
+            completion = decode(run, params, tokenizer=self.tokenizer, eos_ids=self.eos_ids,
+                                on_text=on_text, cancel=cancel)
             self.prefix_cache.store(run.ids, run.cache)
             return completion
 
     def prefill(self, prompt_ids: Sequence[int],
-                cancel: threading.Event | None = None) -> _Run:
+                cancel: threading.Event | None = None) -> Run:
         """A new run with ``prompt_ids`` in its cache: the longest prefix kept in the prefix
         cache is copied (``run.cached`` tokens), the rest is fed in chunks. ``run.logits`` are
         those after the last prompt token, or None if ``cancel`` was set first."""
         import torch
 
         with self.lock, torch.inference_mode():
-            run = _Run(self.model, self.new_cache(), started=time.perf_counter())
+            run = Run(self.model, self.new_cache(), started=time.perf_counter())
             run.cached = self.prefix_cache.restore(prompt_ids, run.cache)
             run.ids = list(prompt_ids[:run.cached])
             prompt = torch.tensor([list(prompt_ids)], dtype=torch.long)
@@ -363,54 +324,6 @@ class Generator:
                     break
                 run.step(prompt[:, start:start + self.prefill_chunk])
             return run
-
-    def _decode(self, run: _Run, logits: Any, params: SamplingParams,
-                on_text: Callable[[str], None] | None,
-                cancel: threading.Event | None) -> Completion:
-        """Sample tokens after the prefill until EOS, a stop string, ``max_tokens`` or cancel."""
-        import torch
-
-        seed = params.seed if params.seed is not None else random.SystemRandom().getrandbits(63)
-        rng = torch.Generator().manual_seed(seed)
-        decoder, stopper = IncrementalDecoder(self.tokenizer), StopMatcher(params.stop)
-        emit = on_text or (lambda text: None)
-        tokens: list[int] = []
-        first_token_at = 0.0
-        finish = "length"
-        while True:
-            token = sample(logits, params, rng)
-            tokens.append(token)
-            if len(tokens) == 1:
-                first_token_at = time.perf_counter() - run.started
-            if token in self.eos_ids:
-                finish = "stop"
-                break
-            if text := stopper.feed(decoder.push(token)):
-                emit(text)
-            if stopper.stopped:
-                finish = "stop"
-                break
-            if len(tokens) >= params.max_tokens:
-                break
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-                break
-            logits = run.step(torch.tensor([[token]], dtype=torch.long))
-        if not stopper.stopped:
-            for text in (stopper.feed(decoder.flush()), stopper.finish()):
-                if text:
-                    emit(text)
-        return Completion(
-            text=stopper.text,
-            finish_reason=finish,
-            token_ids=tokens,
-            kv_cache_tokens=run.peak_tokens,
-            kv_cache_bytes=run.peak_bytes,
-            kv_evicted_tokens=max(0, run.fed - run.cache.get_seq_length()),
-            cached_tokens=run.cached,
-            time_to_first_token=first_token_at,
-            seconds=time.perf_counter() - run.started,
-        )
 
     def chat(
         self,

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..caching import common_prefix
 from ..errors import ConfigError
 
 
@@ -42,16 +43,6 @@ class _Entry:
     ids: tuple[int, ...]
     layers: tuple[tuple[Any, Any], ...]
     nbytes: int
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading ids ``a`` and ``b`` share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _layer_tensors(cache: Any, length: int) -> tuple[tuple[Any, Any], ...] | None:

@@ -284,19 +284,10 @@ class SinkCache(Cache):
     def __init__(
         self, model: Any, *, sinks: int = 4, window: int = 1020, reposition: bool = True
     ) -> None:
-        from ..models import layer_inv_freqs
-
         self.policy = SinkPolicy(sinks=sinks, window=window)
-        config = model.config.get_text_config(decoder=True)
-        if getattr(config, "is_encoder_decoder", False):
-            raise ModelError("SinkCache is for decoder-only models")
-        # One RopeShift per distinct frequency tensor: every layer of a Llama shares one,
-        # Gemma-3's local and global layers each share theirs.
-        freqs = layer_inv_freqs(model)  # ModelError when the model has no RoPE
-        shifts = {id(f): RopeShift(f) for f in freqs}
         self.reposition = reposition
-        super().__init__(layers=[SinkLayer(self.policy, shifts[id(f)], reposition)
-                                 for f in freqs])
+        super().__init__(layers=[SinkLayer(self.policy, shift, reposition)
+                                 for shift in layer_shifts(model)])
 
     @property
     def sinks(self) -> int:
@@ -317,7 +308,8 @@ class SinkCache(Cache):
 
 
 def layer_shifts(model: Any) -> list[RopeShift]:
-    """One key rotation per decoder layer, shared by layers with the same frequencies.
+    """One key rotation per decoder layer, shared by layers with the same frequencies (every
+    layer of a Llama shares one; Gemma-3's local and global layers each share theirs).
 
     ``ModelError`` for an encoder-decoder or a model without RoPE.
     """

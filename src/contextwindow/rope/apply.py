@@ -184,19 +184,12 @@ def scale_rope(
     if has_layer_type_rope(model):
         result = scale_global_rope(model, method, factor, original_length=original_length,
                                    seq_len=seq_len, **params)
-        applied = None if method in RESTORE_METHODS else {
-            "method": method, "factor": factor, "seq_len": seq_len, "params": dict(params)}
-        object.__setattr__(model, _APPLIED_ATTR, applied)
+        _record(model, method, factor, seq_len, params)
         return result
     modules = _rotary_modules(model)
     saved = _original(model, modules)
     if method in RESTORE_METHODS:
-        if params:
-            raise ConfigError(
-                f"method {method!r} takes no parameters, got {', '.join(sorted(params))}"
-            )
-        _restore_model(model, modules, saved)
-        return copy.deepcopy(saved.rope_parameters)
+        return _restore(model, modules, saved, method, params)
 
     spec = get_method(method)
     factor = check_factor(method, factor)
@@ -211,16 +204,40 @@ def scale_rope(
     if "partial_rotary_factor" in saved.rope_parameters:
         rope_parameters["partial_rotary_factor"] = saved.rope_parameters["partial_rotary_factor"]
 
+    _set_configs(model, modules, rope_parameters, max_positions)
+    # frozen: transformers must not recompute the frequencies per forward
+    _set_modules(modules, frequencies, "default" if frozen else rope_parameters["rope_type"],
+                 max_positions)
+    _record(model, method, factor, seq_len, params)
+    return copy.deepcopy(rope_parameters)
+
+
+def _restore(model: Any, modules: list[Any], saved: _Original, method: str,
+             params: dict[str, Any]) -> dict[str, Any]:
+    """``scale_rope(model, "none")``: the model as first seen; its ``rope_parameters``."""
+    if params:
+        raise ConfigError(
+            f"method {method!r} takes no parameters, got {', '.join(sorted(params))}"
+        )
+    _restore_model(model, modules, saved)
+    return copy.deepcopy(saved.rope_parameters)
+
+
+def _record(model: Any, method: str, factor: float | None, seq_len: int | None,
+            params: dict[str, Any]) -> None:
+    """Remember on the model what was applied (None once restored)."""
+    applied = None if method in RESTORE_METHODS else {
+        "method": method, "factor": factor, "seq_len": seq_len, "params": dict(params)}
+    object.__setattr__(model, _APPLIED_ATTR, applied)
+
+
+def _set_configs(model: Any, modules: list[Any], rope_parameters: dict[str, Any],
+                 max_positions: int) -> None:
+    """The scaled config on the model and on every rotary module with a config of its own."""
     configs = {id(m.config): m.config for m in modules if getattr(m, "config", None) is not None}
     for cfg in {id(model.config): model.config, **configs}.values():
         cfg.rope_parameters = copy.deepcopy(rope_parameters)
         cfg.max_position_embeddings = max_positions
-    # frozen: transformers must not recompute the frequencies per forward
-    _set_modules(modules, frequencies, "default" if frozen else rope_parameters["rope_type"],
-                 max_positions)
-    applied = {"method": method, "factor": factor, "seq_len": seq_len, "params": dict(params)}
-    object.__setattr__(model, _APPLIED_ATTR, applied)
-    return copy.deepcopy(rope_parameters)
 
 
 def _set_modules(

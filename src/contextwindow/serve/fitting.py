@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BudgetExceededError, ConfigError
-from ..generation.engine import POLICIES, SINKS_KEEP_FIRST
+from ..generation.engine import POLICIES, SINKS_KEEP_FIRST, LeftOut
 from ..memory.folding import cut_summary
 from ..messages import SYSTEM_ROLES, Message
 from ..summarize.facts import KeyFactsSummarizer
@@ -33,7 +33,7 @@ SUMMARY_PREFIX = "Summary of the earlier conversation (older messages were left 
 
 
 @dataclass(frozen=True)
-class Fitted:
+class Fitted(LeftOut):
     """What is sent upstream, and what the policy left out (the fields of ``FitResult``)."""
 
     messages: list[Message]
@@ -42,14 +42,6 @@ class Fitted:
     original_messages: int
     budget: int
     reserve: int
-
-    @property
-    def trimmed_messages(self) -> int:
-        return self.original_messages - len(self.messages)
-
-    @property
-    def trimmed_tokens(self) -> int:
-        return max(0, self.original_tokens - self.prompt_tokens)
 
 
 @dataclass(frozen=True)

@@ -129,22 +129,20 @@ class UpstreamBackend:
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.where) from None
         if response.status_code >= 400:
-            try:
-                raw = await response.aread()
-            except httpx.HTTPError as exc:
-                raise _transport_error(exc, self.where) from None
-            finally:
-                await response.aclose()
-            raise _status_error(response, raw, self.where)
+            raise _status_error(response, await self._read(response), self.where)
         return response
 
-    async def _json(self, response: httpx.Response) -> dict[str, Any]:
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The whole body, the response closed either way; a broken transfer is mapped."""
         try:
-            raw = await response.aread()
+            return await response.aread()
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.where) from None
         finally:
             await response.aclose()
+
+    async def _json(self, response: httpx.Response) -> dict[str, Any]:
+        raw = await self._read(response)
         try:
             reply = json.loads(raw)
         except ValueError:
