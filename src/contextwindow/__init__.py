@@ -45,12 +45,12 @@ from .summarize import (
     TransformersSummarizer,
 )
 from .tokens import TokenCounter
-from .trim import trim
+from .trim import CachePolicy, trim
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BudgetExceededError", "BufferMemory", "CombinedSummarizer", "ConfigError",
+    "BudgetExceededError", "BufferMemory", "CachePolicy", "CombinedSummarizer", "ConfigError",
     "ContextWindowError", "FunctionSummarizer", "InMemoryStore", "InvalidMessageError",
     "KeyFactsSummarizer", "Memory", "MemoryStatus", "Message", "ModelError", "OpenAISummarizer",
     "ResourceError", "SQLiteStore", "SinkWindowMemory", "Store", "StoreError", "Summarizer",

@@ -158,7 +158,6 @@ def serve(
     """
     uvicorn = _serve_extra()
     from ..serve import Limits, check_bind, create_app
-    from ..serve.sessions import open_store
 
     _check_policy(policy, gateway=upstream is not None)
     api_key = os.environ.get(api_key_env) or None
@@ -182,8 +181,7 @@ def serve(
                                  threads=threads, console=console,
                                  default_max_tokens=default_max_tokens, max_queue=max_queue)
         described = _describe_local(backend.generator, rope, rope_factor)
-    store_url = store or str(default_store())
-    opened = None if store_url == "none" else open_store(store_url, namespace=store_namespace)
+    opened = _open_sessions(store, store_namespace)
     app = create_app(backend=backend, store=opened, limits=limits,
                      default_max_tokens=default_max_tokens, lock_timeout=lock_timeout,
                      lock_ttl=lock_ttl)
@@ -192,6 +190,14 @@ def serve(
     console.print(f"[bold]{backend.model_id}[/] on http://{host}:{port}/v1 · {described} · "
                   f"{sessions} · {auth}")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _open_sessions(store: str | None, namespace: str | None) -> Any:
+    """The sessions store ``--store`` names (default: :func:`default_store`); None for "none"."""
+    from ..serve.sessions import open_store
+
+    store_url = store or str(default_store())
+    return None if store_url == "none" else open_store(store_url, namespace=namespace)
 
 
 def _serve_extra() -> Any:

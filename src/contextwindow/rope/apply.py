@@ -189,7 +189,7 @@ def scale_rope(
     modules = _rotary_modules(model)
     saved = _original(model, modules)
     if method in RESTORE_METHODS:
-        return _restore(model, modules, saved, method, params)
+        return _unscale(model, modules, saved, method, params)
 
     spec = get_method(method)
     factor = check_factor(method, factor)
@@ -212,8 +212,8 @@ def scale_rope(
     return copy.deepcopy(rope_parameters)
 
 
-def _restore(model: Any, modules: list[Any], saved: _Original, method: str,
-             params: dict[str, Any]) -> dict[str, Any]:
+def _unscale(model: Any, modules: list[Any], saved: _Original, method: str,
+              params: dict[str, Any]) -> dict[str, Any]:
     """``scale_rope(model, "none")``: the model as first seen; its ``rope_parameters``."""
     if params:
         raise ConfigError(
