@@ -1,6 +1,6 @@
 """``contextwindow evict-sweep``: passkey accuracy and perplexity of KV eviction per budget.
 
-torch and transformers are imported inside the command body only; the plot comes from
+torch and transformers are imported inside the functions only; the plot comes from
 :mod:`contextwindow.evaluate.report`.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -45,24 +45,39 @@ def _floats(text: str, name: str) -> list[float]:
     return values
 
 
+# The command's options, named so its signature stays one line per option.
+PoliciesOption = Annotated[str, typer.Option(
+    help="Comma-separated policies: sinks,h2o,tova,snapkv.")]
+BudgetsOption = Annotated[str, typer.Option(
+    help="Comma-separated KV budgets (tokens per layer).")]
+LengthsOption = Annotated[str, typer.Option(help="Comma-separated passkey prompt lengths.")]
+DepthsOption = Annotated[str, typer.Option(
+    help="Comma-separated key depths (0 = start, 1 = end).")]
+TrialsOption = Annotated[int, typer.Option(min=1, help="Keys per length and depth.")]
+TextOption = Annotated[Path | None, typer.Option(
+    help="A UTF-8 text for streaming perplexity (none: passkey only).")]
+PplTokensOption = Annotated[int, typer.Option(min=2, help="Tokens of --text to score.")]
+SinksOption = Annotated[int, typer.Option(min=0, help="Attention sinks every policy pins.")]
+ChunkOption = Annotated[int, typer.Option(min=1, help="Prompt tokens per forward pass.")]
+FullOption = Annotated[bool, typer.Option(help="Add the full cache as the ceiling.")]
+PlotOption = Annotated[Path | None, typer.Option(
+    help="Write the accuracy/perplexity plot here.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
+
+
 def evict_sweep(
-    policies: Annotated[str, typer.Option(help="Comma-separated policies: sinks,h2o,tova,snapkv.")]
-    = "sinks,h2o,tova,snapkv",
-    budgets: Annotated[str, typer.Option(help="Comma-separated KV budgets (tokens per layer).")]
-    = "128,256,512,1024,2048",
-    lengths: Annotated[str, typer.Option(help="Comma-separated passkey prompt lengths.")] = "4096",
-    depths: Annotated[str, typer.Option(help="Comma-separated key depths (0 = start, 1 = end).")]
-    = "0.5",
-    trials: Annotated[int, typer.Option(min=1, help="Keys per length and depth.")] = 3,
-    text: Annotated[Path | None, typer.Option(
-        help="A UTF-8 text for streaming perplexity (none: passkey only).")] = None,
-    ppl_tokens: Annotated[int, typer.Option(min=2, help="Tokens of --text to score.")] = 4096,
-    sinks: Annotated[int, typer.Option(min=0, help="Attention sinks every policy pins.")] = 4,
-    chunk: Annotated[int, typer.Option(min=1, help="Prompt tokens per forward pass.")] = 256,
-    full: Annotated[bool, typer.Option(help="Add the full cache as the ceiling.")] = True,
-    plot: Annotated[Path | None, typer.Option(help="Write the accuracy/perplexity plot here.")]
-    = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    policies: PoliciesOption = "sinks,h2o,tova,snapkv",
+    budgets: BudgetsOption = "128,256,512,1024,2048",
+    lengths: LengthsOption = "4096",
+    depths: DepthsOption = "0.5",
+    trials: TrialsOption = 3,
+    text: TextOption = None,
+    ppl_tokens: PplTokensOption = 4096,
+    sinks: SinksOption = 4,
+    chunk: ChunkOption = 256,
+    full: FullOption = True,
+    plot: PlotOption = None,
+    as_json: JsonOption = False,
     model_name: ModelOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
@@ -73,18 +88,14 @@ def evict_sweep(
     The whole prompt is streamed through the bounded cache before the question is answered, so
     a policy finds the key only if it kept it. Accuracy and perplexity per policy and budget,
     with the full cache as the ceiling.
+    \f
+    One piece: one parameter per command-line option (typer reads the options from this
+    signature), so it is as long as the command's interface; the work is in the helpers below.
     """
-    from ..kv import POLICIES
-
-    names = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
-    if unknown or not names:
-        raise ConfigError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    names = _policy_names(policies)
     sizes, prompt_lengths = _ints(budgets, "--budgets"), _ints(lengths, "--lengths")
     where = _floats(depths, "--depths")
-    for name in names:  # bad budgets fail here, before the model loads
-        for size in sizes:
-            POLICIES[name](size, sinks)
+    _check_budgets(names, sizes, sinks)
     if text is not None and not text.is_file():
         raise ConfigError(f"no such file: {text}")
     quiet_transformers(threads)
@@ -109,12 +120,38 @@ def evict_sweep(
     if as_json:
         print(json.dumps(sweep.as_dict()))
         return
+    console.print(_table(sweep, names, sizes, full=full))
+    if plot is not None:
+        console.print(f"plot written to {plot}")
+
+
+def _policy_names(policies: str) -> list[str]:
+    """The ``--policies`` names, each a :data:`~contextwindow.kv.POLICIES` key."""
+    from ..kv import POLICIES
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown or not names:
+        raise ConfigError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+    return names
+
+
+def _check_budgets(names: list[str], sizes: list[int], sinks: int) -> None:
+    """Build every policy at every budget once, so bad budgets fail before the model loads."""
+    from ..kv import POLICIES
+
+    for name in names:
+        for size in sizes:
+            POLICIES[name](size, sinks)
+
+
+def _table(sweep: Any, names: list[str], sizes: list[int], *, full: bool) -> Table:
+    """Keys found (and perplexity, given a text) per policy (rows) and budget (columns)."""
     table = Table(title="Keys found (and perplexity) per KV budget")
     table.add_column("policy")
     for size in sizes:
         table.add_column(str(size), justify="right")
-    rows = ([("full", None)] if full else []) + [(n, None) for n in names]
-    for name, _ in rows:
+    for name in (["full"] if full else []) + names:
         cells = []
         for size in sizes:
             budget = None if name == "full" else size
@@ -123,9 +160,7 @@ def evict_sweep(
                 cell += f" / {sweep.perplexity[(name, budget)]:.1f}"
             cells.append(cell)
         table.add_row(name, *cells)
-    console.print(table)
-    if plot is not None:
-        console.print(f"plot written to {plot}")
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -16,13 +16,21 @@ draws it.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .passkey import decode_number, passkey_keys, passkey_prompt, score_passkey
+from .passkey import (
+    PasskeyPrompt,
+    PasskeyTrials,
+    decode_number,
+    passkey_keys,
+    passkey_prompt,
+    score_passkey,
+)
 from .streaming import streaming_perplexity
 
 __all__ = ["BudgetSweep", "NeedleResult", "budget_sweep", "needle_in_a_stream"]
@@ -31,24 +39,25 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class NeedleResult:
-    """``trials`` passkeys at one depth of a ``length``-token prompt, streamed through a policy's
-    cache of ``budget`` tokens (``None`` for the full cache)."""
+class CacheBudget:
+    """A KV eviction policy and its budget in tokens (``None`` for the full cache)."""
 
     policy: str
     budget: int | None
-    length: int
-    depth: float
-    trials: int
-    correct: int
-    keys: tuple[str, ...]
-    answers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NeedleResult(PasskeyTrials, CacheBudget):
+    """``trials`` passkeys at one depth of a ``length``-token prompt, streamed through a policy's
+    cache of ``budget`` tokens (``None`` for the full cache).
+
+    The bases are listed in this order because a dataclass takes the last base's fields first:
+    policy, budget, then :class:`~contextwindow.evaluate.passkey.PasskeyTrials`', then these,
+    the key order of the JSON written from ``dataclasses.asdict`` (``evict-sweep --json``).
+    """
+
     max_cache_tokens: int
     seconds: float
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.trials if self.trials else 0.0
 
 
 def _stream(model: Any, ids: Sequence[int], cache: Any, chunk: int) -> Any:
@@ -107,38 +116,47 @@ def needle_in_a_stream(
     if not isinstance(trials, int) or trials < 1 or chunk < 1:
         raise ConfigError(f"trials and chunk must be positive integers, got {trials}, {chunk}")
     keys = passkey_keys(trials, seed)
+    new_cache = functools.partial(make_cache, model, policy, budget, sinks=sinks)
+    prefixes: dict[tuple[int, ...], Any] = {}
     answers: list[str] = []
-    correct = peak = 0
+    peak = 0
     started = time.perf_counter()
-    shared: tuple[tuple[int, ...], Any] | None = None
     with torch.inference_mode():
         for done, key in enumerate(keys, 1):
             prompt = passkey_prompt(tokenizer, length, depth, key)
-            ids = prompt.input_ids
-            split = prompt.key_start // chunk * chunk
-            if shared is None or shared[0] != ids[:split]:
-                cache = make_cache(model, policy, budget, sinks=sinks)
-                _stream(model, ids[:split], cache, chunk)
-                shared = (ids[:split], cache)
-            cache = copy.deepcopy(shared[1])
-            logits = _stream(model, ids[split:], cache, chunk)
-            peak = max(peak, cache.get_seq_length())
-            answers.append(_answer(model, tokenizer, logits, cache, max_new_tokens))
-            correct += score_passkey(answers[-1], key)
+            answer, held = _trial(model, tokenizer, prompt, prefixes, new_cache, chunk=chunk,
+                                  max_new_tokens=max_new_tokens)
+            answers.append(answer)
+            peak = max(peak, held)
             if progress is not None:
                 progress(done, trials)
     return NeedleResult(
-        policy=policy,
-        budget=budget if policy != "full" else None,
-        length=length,
-        depth=depth,
-        trials=trials,
-        correct=correct,
-        keys=tuple(keys),
-        answers=tuple(answers),
-        max_cache_tokens=peak,
-        seconds=time.perf_counter() - started,
+        policy=policy, budget=budget if policy != "full" else None, length=length, depth=depth,
+        trials=trials, correct=sum(map(score_passkey, answers, keys)), keys=tuple(keys),
+        answers=tuple(answers), max_cache_tokens=peak, seconds=time.perf_counter() - started,
     )
+
+
+def _trial(model: Any, tokenizer: Any, prompt: PasskeyPrompt,
+           prefixes: dict[tuple[int, ...], Any], new_cache: Callable[[], Any], *, chunk: int,
+           max_new_tokens: int) -> tuple[str, int]:
+    """Stream one passkey prompt through a fresh cache and answer it; the answer, and the tokens
+    the cache held when the question ended.
+
+    ``prefixes`` holds the cache after the previous prompt's chunks before its key: a prompt with
+    the same chunks streams only the rest, onto a copy of it.
+    """
+    ids = prompt.input_ids
+    split = prompt.key_start // chunk * chunk
+    prefix = prefixes.get(ids[:split])
+    if prefix is None:
+        prefixes.clear()
+        prefix = prefixes[ids[:split]] = new_cache()
+        _stream(model, ids[:split], prefix, chunk)
+    cache = copy.deepcopy(prefix)
+    logits = _stream(model, ids[split:], cache, chunk)
+    held = cache.get_seq_length()
+    return _answer(model, tokenizer, logits, cache, max_new_tokens), held
 
 
 @dataclass(frozen=True)

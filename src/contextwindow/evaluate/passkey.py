@@ -145,8 +145,9 @@ def decode_number(tokenizer: Any, logits: Any, step: Callable[[int], Any],
 
 
 @dataclass(frozen=True)
-class PasskeyResult:
-    """Accuracy of ``trials`` passkey retrievals at one length and depth."""
+class PasskeyTrials:
+    """``trials`` passkeys at one length and depth: the keys, the answers, how many were right.
+    What every passkey result has (:class:`PasskeyResult`, the needle in a stream's)."""
 
     length: int
     depth: float
@@ -154,11 +155,17 @@ class PasskeyResult:
     correct: int
     keys: tuple[str, ...]
     answers: tuple[str, ...]
-    seed: int
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.trials if self.trials else 0.0
+
+
+@dataclass(frozen=True)
+class PasskeyResult(PasskeyTrials):
+    """Accuracy of ``trials`` passkey retrievals at one length and depth."""
+
+    seed: int
 
     def as_dict(self) -> dict[str, Any]:
         return {
