@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmarks: interleaved timing, medians and spread, machine facts, and
-the JSON every README table is generated from (``docs/results/<name>.json``)."""
+"""Helpers shared by the benchmarks: interleaved timing, medians and spread, machine facts, the
+Redis and PostgreSQL servers the store benchmarks need, and the JSON every README table is
+generated from (``docs/results/<name>.json``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "test-services.sh"
+SERVICE_VARS = ("CONTEXTWINDOW_TEST_REDIS_URL", "CONTEXTWINDOW_TEST_POSTGRES_DSN")
 
 
 def machine() -> dict[str, Any]:
@@ -90,3 +94,25 @@ def emit(result: dict[str, Any], out: Path | str | None = None) -> None:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def start_services() -> tuple[dict[str, str], str | None]:
+    """The Redis and PostgreSQL URLs, from the environment or from servers started here exactly
+    as the tests get them (``scripts/test-services.sh``); with the state directory to pass to
+    ``stop_services`` (None when nothing was started)."""
+    env = {var: os.environ[var] for var in SERVICE_VARS if os.environ.get(var)}
+    if len(env) == len(SERVICE_VARS):
+        return env, None
+    state = tempfile.mkdtemp(prefix="contextwindow-bench-services.")
+    out = subprocess.run(["bash", str(SERVICES), "start", state], text=True,
+                         stdout=subprocess.PIPE, check=False)
+    for line in out.stdout.splitlines():
+        var, _, value = line.partition("=")
+        env.setdefault(var, value)
+    return env, state
+
+
+def stop_services(state: str | None) -> None:
+    """Stop the servers ``start_services`` started, if it started any."""
+    if state is not None:
+        subprocess.run(["bash", str(SERVICES), "stop", state], check=False)

@@ -33,10 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import add_out_argument, emit, interleaved, log, machine, provenance
+from _common import (
+    add_out_argument,
+    emit,
+    interleaved,
+    log,
+    machine,
+    provenance,
+    start_services,
+    stop_services,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ROOT / "scripts" / "test-services.sh"
 MODEL = "gpt-4o-mini"
 CONTEXT = 8192
 MAX_TOKENS = 64
@@ -100,21 +108,6 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-
-
-def services() -> tuple[dict[str, str], str | None]:
-    env = {var: os.environ[var] for var in ("CONTEXTWINDOW_TEST_REDIS_URL",
-                                            "CONTEXTWINDOW_TEST_POSTGRES_DSN")
-           if os.environ.get(var)}
-    if len(env) == 2:
-        return env, None
-    state = tempfile.mkdtemp(prefix="contextwindow-bench-services.")
-    out = subprocess.run(["bash", str(SERVICES), "start", state], text=True,
-                         stdout=subprocess.PIPE, check=False)
-    for line in out.stdout.splitlines():
-        var, _, value = line.partition("=")
-        env.setdefault(var, value)
-    return env, state
 
 
 def store_options(kind: str, env: dict[str, str], tmp: str, name: str) -> list[str]:
@@ -274,7 +267,7 @@ def main() -> None:
 
         uvicorn.run(instant, host="127.0.0.1", port=args.instant_upstream, log_level="warning")
         return
-    env, state = services()
+    env, state = start_services()
     tmp = tempfile.mkdtemp(prefix="contextwindow-bench.")
     port = free_port()
     upstream_proc, upstream_root = start(
@@ -305,8 +298,7 @@ def main() -> None:
     finally:
         stop(upstream_proc)
         subprocess.run(["rm", "-rf", tmp], check=False)
-        if state is not None:
-            subprocess.run(["bash", str(SERVICES), "stop", state], check=False)
+        stop_services(state)
     emit(result, args.out)
 
 

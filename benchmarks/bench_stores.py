@@ -26,11 +26,10 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ROOT / "scripts" / "test-services.sh"
+from _common import start_services, stop_services
+
 KINDS = ("inmemory", "sqlite", "redis", "postgres")
 WRITER_COUNTS = (1, 8)
 LOAD_MESSAGES = 100
@@ -194,17 +193,7 @@ def main() -> None:
         writer_main(args.writer[0], args.writer[1], float(args.writer[2]))
         return
 
-    env = {var: os.environ[var] for var in ("CONTEXTWINDOW_TEST_REDIS_URL",
-                                            "CONTEXTWINDOW_TEST_POSTGRES_DSN")
-           if os.environ.get(var)}
-    state = None
-    if len(env) < 2:  # start the missing servers, exactly as the tests get them
-        state = tempfile.mkdtemp(prefix="contextwindow-bench-services.")
-        out = subprocess.run(["bash", str(SERVICES), "start", state], text=True,
-                             stdout=subprocess.PIPE, check=False)
-        for line in out.stdout.splitlines():
-            var, _, value = line.partition("=")
-            env.setdefault(var, value)
+    env, state = start_services()
     urls = {"redis": env.get("CONTEXTWINDOW_TEST_REDIS_URL"),
             "postgres": env.get("CONTEXTWINDOW_TEST_POSTGRES_DSN")}
     urls = {kind: url for kind, url in urls.items() if url}
@@ -235,8 +224,7 @@ def main() -> None:
                     cleanup(spec)
     finally:
         subprocess.run(["rm", "-rf", tmp], check=False)
-        if state is not None:
-            subprocess.run(["bash", str(SERVICES), "stop", state], check=False)
+        stop_services(state)
     print(json.dumps(result, indent=2))
 
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from oracles import best_context, pinned_head
+from strategies import conversations as random_conversations
 
 from contextwindow.caching import replay, trimmer
 from contextwindow.cli import main
@@ -57,23 +58,8 @@ def oracle(messages: list[Message], budget: int, low_water: float, keep_first: i
     return kept if cost(kept) <= budget else None
 
 
-@st.composite
-def conversations(draw, max_turns: int = 24) -> list[Message]:
-    text = st.text(alphabet="abcdefgh ", min_size=0, max_size=90)
-    out: list[Message] = []
-    if draw(st.booleans()):
-        out.append(Message(role="system", content=draw(text)))
-    for turn in range(draw(st.integers(0, max_turns))):
-        out.append(Message(role="user", content=draw(text)))
-        calls = draw(st.integers(0, 2))
-        if calls:
-            ids = [f"c{turn}_{k}" for k in range(calls)]
-            out.append(Message(role="assistant",
-                               tool_calls=tuple(ToolCall(i, "f", "{}") for i in ids)))
-            out.extend(Message(role="tool", tool_call_id=i, content=draw(text)) for i in ids)
-        if draw(st.booleans()):
-            out.append(Message(role="assistant", content=draw(text)))
-    return out
+def conversations(max_turns: int = 24) -> st.SearchStrategy[list[Message]]:
+    return random_conversations(max_turns=max_turns, max_chars=90, max_calls=2)
 
 
 # A fixed conversation for the budget edges: a system prompt, a tool round trip, four turns.

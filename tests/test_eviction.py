@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_tiny_llama
+from kv_streams import stream
 from transformers import DynamicCache
 
 from contextwindow.errors import ConfigError, ModelError
@@ -23,16 +24,6 @@ from contextwindow.kv.attention import attention_weights
 
 BUDGET, SINKS = 12, 2
 SCORED = ["h2o", "tova", "snapkv"]
-
-
-def stream(model: Any, cache: Any, ids: torch.Tensor, chunks: list[int]) -> list[torch.Tensor]:
-    """Feed ``ids`` in chunks of the given sizes; return each chunk's logits."""
-    out, start = [], 0
-    with torch.no_grad():
-        for size in chunks:
-            out.append(model(input_ids=ids[None, start : start + size], cache=cache).logits[0])
-            start += size
-    return out
 
 
 def weights(*rows: list[float], heads: int = 1, group: int = 1) -> torch.Tensor:

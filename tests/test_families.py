@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY_DIMS, corpus_text, make_tiny_llama
+from kv_streams import assert_sink_cache_equals_fresh_forwards, stream
 
 from contextwindow.errors import ConfigError, UnknownModelError
 from contextwindow.kv import SinkCache
@@ -60,22 +61,6 @@ def tiny_gemma3(seed: int = 0, **overrides: Any) -> Any:
 FAMILIES: dict[str, Callable[..., Any]] = {
     "llama": make_tiny_llama, "qwen2": tiny_qwen2, "gemma3": tiny_gemma3,
 }
-
-
-def kept_ids(seen: int, sinks: int = SINKS) -> list[int]:
-    """Stream indices a sink cache holds after ``seen`` tokens."""
-    if seen <= sinks + WINDOW:
-        return list(range(seen))
-    return list(range(sinks)) + list(range(seen - WINDOW, seen))
-
-
-def stream(model: Any, cache: Any, ids: torch.Tensor, chunks: list[int]) -> list[torch.Tensor]:
-    out, start = [], 0
-    with torch.no_grad():
-        for size in chunks:
-            out.append(model(input_ids=ids[None, start : start + size], cache=cache).logits[0])
-            start += size
-    return out
 
 
 def random_ids(n: int, seed: int) -> torch.Tensor:
@@ -146,17 +131,8 @@ def test_one_layer_after_eviction_equals_a_fresh_forward_over_the_kept_tokens(
     # must behave exactly like a fresh forward over the kept tokens + the chunk. For Gemma-3's
     # local layer the fresh forward applies the same sliding window (6 < capacity), so this also
     # checks that the cache and the sliding mask agree on slot numbers.
-    model = ONE_LAYER[kind]()
-    ids = random_ids(60, seed=3)
-    cache = SinkCache(model, sinks=sinks, window=WINDOW)
-    seen = 0
-    for size in [6, 1, 1, 5, 12, 1, 3, 1, 20, 1, 1]:
-        (logits,) = stream(model, cache, ids[seen:], [size])
-        context = kept_ids(seen, sinks) + list(range(seen, seen + size))
-        with torch.no_grad():
-            expected = model(input_ids=ids[context][None]).logits[0, -size:]
-        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
-        seen += size
+    assert_sink_cache_equals_fresh_forwards(ONE_LAYER[kind](), random_ids(60, seed=3), sinks,
+                                            WINDOW, [6, 1, 1, 5, 12, 1, 3, 1, 20, 1, 1])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY_DIMS, make_tiny_llama
+from kv_streams import assert_sink_cache_equals_fresh_forwards, kept_ids, stream
 from transformers import DynamicCache
 
 from contextwindow.errors import ConfigError, ModelError
@@ -16,30 +17,12 @@ SINKS, WINDOW = 2, 8
 CAPACITY = SINKS + WINDOW
 
 
-def kept_ids(seen: int, sinks: int = SINKS, window: int = WINDOW) -> list[int]:
-    """Stream indices a sink cache holds after ``seen`` tokens (an independent re-statement)."""
-    if seen <= sinks + window:
-        return list(range(seen))
-    return list(range(sinks)) + list(range(seen - window, seen))
-
-
 def fresh_keys(model: Any, ids: torch.Tensor, layer: int = 0) -> torch.Tensor:
     """Layer keys of a fresh dense forward over ``ids`` at positions 0..len-1."""
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids=ids[None], cache=cache)
     return cache.layers[layer].keys
-
-
-def stream(model: Any, cache: Any, ids: torch.Tensor, chunks: list[int]) -> list[torch.Tensor]:
-    """Feed ``ids`` in chunks of the given sizes; return each chunk's logits."""
-    out, start = [], 0
-    with torch.no_grad():
-        for size in chunks:
-            piece = ids[start : start + size]
-            out.append(model(input_ids=piece[None], cache=cache).logits[0])
-            start += size
-    return out
 
 
 def tiny_phi(**overrides: Any) -> Any:
@@ -115,7 +98,7 @@ def test_rerotated_keys_equal_keys_computed_fresh_at_their_new_positions(make: A
     for size in [3, 5, 1, 1, 4, 13, 1, 2, 7, 1, 1, 9, 12]:  # 13 and 12 are longer than the window
         stream(model, cache, ids[seen:], [size])
         seen += size
-        kept = kept_ids(seen)
+        kept = kept_ids(seen, SINKS, WINDOW)
         expected = fresh_keys(model, ids[kept])
         assert cache.layers[0].keys.shape == expected.shape
         torch.testing.assert_close(cache.layers[0].keys, expected, atol=1e-5, rtol=0)
@@ -160,7 +143,8 @@ def test_values_of_the_window_are_the_newest_values_unchanged(tiny_llama: Any) -
     with torch.no_grad():
         tiny_llama(input_ids=ids[None], cache=dense)  # layer 0 values depend on the token only
     stream(tiny_llama, cache, ids, [1] * 30)
-    torch.testing.assert_close(cache.layers[0].values, dense.layers[0].values[..., kept_ids(30), :])
+    kept = kept_ids(30, SINKS, WINDOW)
+    torch.testing.assert_close(cache.layers[0].values, dense.layers[0].values[..., kept, :])
 
 
 # -- attention outputs ---------------------------------------------------------------------------
@@ -181,15 +165,8 @@ def test_one_layer_logits_equal_a_fresh_forward_over_the_kept_tokens(sinks: int)
     # eviction the cache must behave exactly like a fresh forward over sinks + window + chunk.
     model = make_tiny_llama(num_hidden_layers=1)
     ids = torch.randint(0, 128, (71,), generator=torch.Generator().manual_seed(5))
-    cache = SinkCache(model, sinks=sinks, window=WINDOW)
-    seen = 0
-    for size in [6, 1, 1, 1, 5, 12, 1, 3, 1, 1, 20, 1, 1, 17]:
-        (logits,) = stream(model, cache, ids[seen:], [size])
-        context = kept_ids(seen, sinks) + list(range(seen, seen + size))
-        with torch.no_grad():
-            expected = model(input_ids=ids[context][None]).logits[0, -size:]
-        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
-        seen += size
+    assert_sink_cache_equals_fresh_forwards(model, ids, sinks, WINDOW,
+                                            [6, 1, 1, 1, 5, 12, 1, 3, 1, 1, 20, 1, 1, 17])
 
 
 def test_explicit_stream_positions_give_the_same_logits_as_positions_left_to_the_model(
@@ -244,7 +221,7 @@ def test_generate_matches_fresh_forwards_after_eviction() -> None:
     sequence = out.sequences[0]
     for step, logits in enumerate(out.logits):
         fed = 5 + step  # tokens fed before this prediction
-        context = kept_ids(fed - 1) + [fed - 1]
+        context = kept_ids(fed - 1, SINKS, WINDOW) + [fed - 1]
         with torch.no_grad():
             expected = model(input_ids=sequence[context][None]).logits[0, -1]
         torch.testing.assert_close(logits[0], expected, atol=1e-5, rtol=0)
@@ -268,7 +245,8 @@ def test_without_reposition_the_kept_keys_keep_their_old_rotation(tiny_llama: An
         moved.layers[0].keys[..., SINKS:, :], cache.layers[0].keys[..., SINKS:, :]
     )
     torch.testing.assert_close(
-        moved.layers[0].keys, fresh_keys(tiny_llama, ids[kept_ids(CAPACITY + 1)]), atol=1e-5, rtol=0
+        moved.layers[0].keys, fresh_keys(tiny_llama, ids[kept_ids(CAPACITY + 1, SINKS, WINDOW)]),
+        atol=1e-5, rtol=0,
     )
 
 

@@ -18,34 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from examples import WEATHER_MESSAGES, WEATHER_TOOLS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BIN = Path(sys.executable).parent
-
-# The OpenAI cookbook's tool-calling example: the API reported 101 prompt tokens for gpt-4o and
-# 105 for gpt-4 (tests/test_tokens.py pins the same figures).
-MESSAGES = [
-    {"role": "system",
-     "content": "You are a helpful assistant that can answer to questions about the weather."},
-    {"role": "user", "content": "What's the weather like in San Francisco?"},
-]
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_current_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {"type": "string",
-                             "description": "The city and state, e.g. San Francisco, CA"},
-                "unit": {"type": "string", "description": "The unit of temperature to return",
-                         "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["location"],
-        },
-    },
-}]
 
 
 def section_blocks(title: str, language: str) -> list[str]:
@@ -92,9 +68,9 @@ def run_recording_values(source: str, namespace: dict[str, Any]) -> list[Any]:
 def test_app_quick_start_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (snippet,) = section_blocks("Quick start (app developers)", "python")
     monkeypatch.chdir(tmp_path)  # the snippet writes chats.db in the working directory
-    messages = [dict(m) for m in MESSAGES]
+    messages = [dict(m) for m in WEATHER_MESSAGES]
     client = FakeClient()
-    namespace: dict[str, Any] = {"messages": messages, "tools": TOOLS, "client": client}
+    namespace: dict[str, Any] = {"messages": messages, "tools": WEATHER_TOOLS, "client": client}
     values = run_recording_values(snippet, namespace)
 
     assert values[0] == 101  # counter.count_messages(messages, tools=tools): the API's figure
@@ -121,8 +97,8 @@ def test_app_quick_start_command_lines_run(tmp_path: Path) -> None:
     lines = [line for line in commands.splitlines() if line.strip()]
     assert [line.split()[:2] for line in lines] == [
         ["contextwindow", "count"], ["contextwindow", "count"], ["contextwindow", "trim"]]
-    (tmp_path / "conversation.json").write_text(json.dumps({"messages": MESSAGES,
-                                                            "tools": TOOLS}))
+    conversation = {"messages": WEATHER_MESSAGES, "tools": WEATHER_TOOLS}
+    (tmp_path / "conversation.json").write_text(json.dumps(conversation))
     (tmp_path / "notes.txt").write_text("tiktoken is great!")  # 6 cl100k_base tokens
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     outputs = []
@@ -136,8 +112,7 @@ def test_app_quick_start_command_lines_run(tmp_path: Path) -> None:
     assert outputs[1].stdout.strip() == "6"
     assert "kept 2 of 2 messages, 101 of 4000 tokens" in " ".join(outputs[2].stderr.split())
     # the request comes back with only the kept messages (here all of them), tools unchanged
-    assert json.loads((tmp_path / "kept.json").read_text()) == {"messages": MESSAGES,
-                                                                "tools": TOOLS}
+    assert json.loads((tmp_path / "kept.json").read_text()) == conversation
 
 
 def test_ml_quick_start_names_and_arguments_exist() -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from examples import WEATHER_MESSAGES, WEATHER_TOOLS
 
 from contextwindow.errors import ContextWindowError, UnknownModelError
 from contextwindow.messages import Message
@@ -27,28 +28,6 @@ CORPORATE_JARGON = [
      "content": "Let's talk later when we're less busy about how to do better."},
     {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for "
                                 "the client deliverable."},
-]
-WEATHER_TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_current_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {"type": "string",
-                             "description": "The city and state, e.g. San Francisco, CA"},
-                "unit": {"type": "string", "description": "The unit of temperature to return",
-                         "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["location"],
-        },
-    },
-}]
-WEATHER_MESSAGES = [
-    {"role": "system",
-     "content": "You are a helpful assistant that can answer to questions about the weather."},
-    {"role": "user", "content": "What's the weather like in San Francisco?"},
 ]
 
 

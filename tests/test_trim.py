@@ -6,6 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from oracles import best_context, pinned_head
+from strategies import conversations as random_conversations
 
 from contextwindow.errors import BudgetExceededError, ConfigError
 from contextwindow.messages import Message, ToolCall
@@ -15,23 +16,8 @@ from contextwindow.trim import trim
 COUNTER = TokenCounter.approximate()
 
 
-@st.composite
-def conversations(draw) -> list[Message]:
-    text = st.text(alphabet="abcdefgh ", min_size=0, max_size=120)
-    out: list[Message] = []
-    if draw(st.booleans()):
-        out.append(Message(role="system", content=draw(text)))
-    for turn in range(draw(st.integers(0, 12))):
-        out.append(Message(role="user", content=draw(text)))
-        calls = draw(st.integers(0, 3))
-        if calls:
-            ids = [f"c{turn}_{k}" for k in range(calls)]
-            out.append(Message(role="assistant",
-                               tool_calls=tuple(ToolCall(i, "f", "{}") for i in ids)))
-            out.extend(Message(role="tool", tool_call_id=i, content=draw(text)) for i in ids)
-        if draw(st.booleans()):
-            out.append(Message(role="assistant", content=draw(text)))
-    return out
+def conversations() -> st.SearchStrategy[list[Message]]:
+    return random_conversations(max_turns=12, max_chars=120, max_calls=3)
 
 
 def cost(messages: list[Message]) -> int:
