@@ -78,7 +78,10 @@ def keep_indices(priority: torch.Tensor, budget: int, sinks: int, recent: int) -
     pinned = priority.clone()
     pinned[:, :sinks] = float("inf")
     pinned[:, pinned.shape[-1] - recent :] = float("inf")
-    return pinned.topk(budget, dim=-1).indices.sort(dim=-1).values
+    # Drop the lowest rather than rank the kept: a decode step drops one token of ``budget + 1``.
+    drop = pinned.topk(pinned.shape[-1] - budget, dim=-1, largest=False).indices
+    kept = torch.ones_like(pinned, dtype=torch.bool).scatter_(-1, drop, False)
+    return kept.nonzero()[:, 1].view(-1, budget)
 
 
 @dataclass(frozen=True)

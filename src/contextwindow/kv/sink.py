@@ -121,9 +121,15 @@ class RopeShift:
         ``deltas`` (integers) broadcasts against ``keys.shape[:-1]``: the scored caches close the
         gaps left by evicted tokens, so every kept token moves by a different amount.
         """
-        if keys.shape[-2] == 0 or not bool(deltas.any()):
+        if keys.shape[-2] == 0:
             return keys
-        # Few distinct deltas (one eviction per decode step gives two): one angle row each.
+        low, high = (int(bound) for bound in deltas.aminmax())
+        if low == high == 0:
+            return keys
+        # One eviction per decode step: the tokens after it move by one, the rest stay.
+        delta = low if high == 0 else high if low == 0 else 0
+        if delta and bool(((deltas == 0) | (deltas == delta)).all()):
+            return torch.where((deltas == delta)[..., None], self(keys, delta), keys)
         distinct, which = deltas.unique(return_inverse=True)
         angle = distinct.to(device="cpu", dtype=torch.float64)[:, None] * self.inv_freq
         angle = torch.cat((angle, angle), dim=-1)
