@@ -2,7 +2,8 @@
 
 The upstream is the instant fake of ``test_gateway_fake.py``, which records every request, so
 each test checks what the gateway really sent (the fitted messages, exactly) as well as what it
-answered. Expected values come from ``trim`` with tiktoken's counter, never from the gateway.
+answered. Expected values come from ``trim`` with tiktoken's counter and the cache-aware
+``CachePolicy`` (the gateway's default cut), never from the gateway.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import openai
 import pytest
 from test_gateway_fake import CLI, FAKE_MODEL, Proc, free_port, running, start_fake, start_gateway
 
+from contextwindow.caching import replay, trimmer
 from contextwindow.messages import as_messages, to_openai
 from contextwindow.samples import sample_conversation
 from contextwindow.tokens import TokenCounter
-from contextwindow.trim import trim
+from contextwindow.trim import CachePolicy, trim
 
 CONTEXT = 256
 KEY = "sk-test-gateway-key-0123456789"
+CUT = CachePolicy()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +74,7 @@ def history(gateway: Proc, sid: str) -> list[tuple[str, str]]:
 def test_forwards_a_fitted_conversation(client: openai.OpenAI, fake: Proc) -> None:
     conversation = to_openai(sample_conversation(30, seed=3))
     counter = TokenCounter.for_model(FAKE_MODEL)
-    expected = trim(as_messages(conversation), CONTEXT - 40, counter)
+    expected = trim(as_messages(conversation), CONTEXT - 40, counter, cache_policy=CUT)
     raw = client.chat.completions.with_raw_response.create(
         model=FAKE_MODEL, messages=conversation, max_tokens=40, temperature=0.5)
     reply = raw.parse()
@@ -219,14 +222,36 @@ def test_bad_session_ids_are_400(gateway: Proc, sid: str | bytes) -> None:
 
 def test_session_history_is_trimmed_not_lost(client: openai.OpenAI, gateway: Proc,
                                              fake: Proc) -> None:
-    for i in range(12):
-        session(client, "long", f"message number {i} " + "word " * 20)
+    forwarded = []
+    for i in range(24):
+        session(client, "long", f"message number {i} " + "word " * (8 + 7 * (i % 3)))
+        forwarded.append(sent(fake)[-1]["messages"])
     counter = TokenCounter.for_model(FAKE_MODEL)
     stored = as_messages([{"role": r, "content": c} for r, c in history(gateway, "long")])
-    assert len(stored) == 24
-    forwarded = sent(fake)[-1]["messages"]
-    expected = trim(stored[:-1], CONTEXT - 32, counter)
-    assert forwarded == to_openai(expected) and len(forwarded) < 23
+    assert len(stored) == 48
+    for turn, prompt in enumerate(forwarded):  # each turn cut as the history says
+        expected = trim(stored[:2 * turn + 1], CONTEXT - 32, counter, cache_policy=CUT)
+        assert prompt == to_openai(expected)
+        assert counter.count_messages(expected) <= CONTEXT - 32
+    assert len(forwarded[-1]) < 47
+
+
+def test_a_sessions_prompts_keep_their_prefix_for_the_upstream_cache(
+        client: openai.OpenAI, gateway: Proc, fake: Proc) -> None:
+    forwarded = []
+    for i in range(30):
+        session(client, "cached", f"turn {i}: " + "some words " * (1 + 2 * (i % 3)))
+        forwarded.append(as_messages(sent(fake)[-1]["messages"]))
+    counter, budget = TokenCounter.for_model(FAKE_MODEL), CONTEXT - 32
+    stored = as_messages([{"role": r, "content": c} for r, c in history(gateway, "cached")])
+    # What the upstream saw, measured as caching.replay measures any policy: turn k's prompt.
+    sent_report = replay(stored, lambda so_far: forwarded[len(so_far) // 2], counter, budget)
+    expected = replay(stored, trimmer("cache", budget, counter), counter, budget)
+    newest = replay(stored, trimmer("newest", budget, counter), counter, budget)
+    assert sent_report.summary() == expected.summary()
+    assert sent_report.cuts == 8 and newest.cuts == 23  # 30 turns: 8 re-cuts, not 23 shifts
+    assert sent_report.reuse > 0.6 and newest.reuse < 0.1
+    assert max(counter.count_messages(p) for p in forwarded) <= budget
 
 
 def test_summary_policy_keeps_the_facts_of_what_it_leaves_out(fake: Proc, tmp_path: Any) -> None:
@@ -360,31 +385,6 @@ def test_gateway_in_front_of_a_local_contextwindow_server(tmp_path: Any) -> None
         assert history(gateway_proc, "e2e") == [("user", "Say hi."), ("assistant", streamed)]
 
 
-def test_a_growing_sessions_summary_is_extended_not_rebuilt() -> None:
-    from contextwindow.messages import Message
-    from contextwindow.serve import WindowPolicy
-    from contextwindow.summarize import KeyFactsSummarizer
-
-    seen: list[list[str]] = []
-
-    class Recording(KeyFactsSummarizer):
-        def summarize(self, previous: str | None, messages: Any) -> str:
-            seen.append([m.id for m in messages])
-            return super().summarize(previous, messages)
-
-    window = WindowPolicy(TokenCounter.for_model(FAKE_MODEL), 200, policy="summary",
-                          summarizer=Recording())
-    history_ = [Message(role="user" if i % 2 == 0 else "assistant", id=f"m{i}",
-                        content=f"Message {i} mentions code Q{i}X and " + "text " * 20)
-                for i in range(30)]
-    first = window.fit(history_[:21], 32)
-    second = window.fit(history_[:25], 32)
-    assert first.messages[0].content.startswith("Summary of the earlier conversation")
-    assert "Q" in second.messages[0].content
-    assert len(seen) == 2 and seen[1] and seen[1][0] == f"m{int(seen[0][-1][1:]) + 1}"
-    assert TokenCounter.for_model(FAKE_MODEL).count_messages(second.messages) <= 200 - 32
-
-
 def test_tool_definitions_count_against_the_window(client: openai.OpenAI, fake: Proc) -> None:
     tools = [{"type": "function", "function": {
         "name": "lookup", "description": "Look a booking up " + "in detail " * 10,
@@ -395,7 +395,8 @@ def test_tool_definitions_count_against_the_window(client: openai.OpenAI, fake: 
         model=FAKE_MODEL, messages=conversation, max_tokens=40, tools=tools)
     forwarded = sent(fake)[-1]
     assert forwarded["tools"] == tools
-    expected = trim(as_messages(conversation), CONTEXT - 40, counter, tools=tools)
+    expected = trim(as_messages(conversation), CONTEXT - 40, counter, tools=tools,
+                    cache_policy=CUT)
     assert forwarded["messages"] == to_openai(expected)
     assert raw.headers["x-contextwindow-prompt-tokens"] == str(
         counter.count_messages(expected, tools))

@@ -5,8 +5,10 @@ answers at once: the reply is ``echo: <last message>`` (streamed word by word wi
 ``stream: true``). The last message can steer it: ``__slow:S`` answers after S seconds (and
 counts a cancellation if the client leaves first), ``__status:N`` answers HTTP N with an
 OpenAI-shaped error and ``Retry-After: 7``, ``__drip:S`` streams one word every S seconds.
-``GET /debug`` returns every request's messages and the cancellations, so tests can check what
-the gateway really sent.
+A summary request (the system prompt of the summarizers, ``DEFAULT_SYSTEM``) is answered with
+``FAKE_SUMMARY``, or 500 when its prompt contains ``__summary_fail``. ``GET /debug`` returns
+every request's messages and the cancellations, so tests can check what the gateway really
+sent.
 
 The helpers start real processes on 127.0.0.1 (this fake, ``contextwindow serve`` gateways) and
 stop them at the end; the tests in this file check the fake itself.
@@ -31,9 +33,18 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from contextwindow.summarize import DEFAULT_SYSTEM
+
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_MODEL = "gpt-4o-mini"  # a name tiktoken knows: the gateway counts it exactly (o200k_base)
 CLI = [sys.executable, "-c", "from contextwindow.cli import entry_point; entry_point()"]
+FAKE_SUMMARY = "- The traveller's plans so far, as the upstream model summarized them."
+
+
+def is_summary_request(body: dict[str, Any]) -> bool:
+    """A summarizer's request (``OpenAISummarizer``), not a chat turn."""
+    first = (body.get("messages") or [{}])[0]
+    return first.get("role") == "system" and first.get("content") == DEFAULT_SYSTEM
 
 
 def build_fake() -> Any:
@@ -58,6 +69,8 @@ def build_fake() -> Any:
         body = await request.json()
         seen["requests"].append(body)
         last = str(body["messages"][-1].get("content"))
+        if is_summary_request(body):
+            last = "__status:500" if "__summary_fail" in last else "__summary"
         if last.startswith("__status:"):
             status = int(last.split(":")[1])
             return JSONResponse({"error": {"message": f"fake {status}", "type": "fake",
@@ -70,7 +83,7 @@ def build_fake() -> Any:
                     seen["cancelled"].append(last)
                     return JSONResponse({}, status_code=499)
                 await asyncio.sleep(0.05)
-        text = f"echo: {last}"
+        text = FAKE_SUMMARY if last == "__summary" else f"echo: {last}"
         usage = {"prompt_tokens": len(body["messages"]), "completion_tokens": 3,
                  "total_tokens": len(body["messages"]) + 3}
         envelope = {"id": "chatcmpl-fake", "created": 1, "model": body["model"]}

@@ -14,9 +14,11 @@ from ..errors import ConfigError
 from .options import DeviceOption, DtypeOption, ModelOption, ThreadsOption, load_generator
 
 POLICY_HELP = ("What to do with a conversation longer than the window: trim (keep the system "
-               "prompt and the newest turns), sinks (also pin the first --keep-first messages, "
+               "prompt and the recent turns), sinks (also pin the first --keep-first messages, "
                "default 2), none (reject with context_length_exceeded) or, with --upstream, "
-               "summary (trim, and put a key-facts summary of what was left out in its place).")
+               "summary (trim, and put a summary of what was left out in its place; "
+               "--summarizer).")
+GATEWAY_SUMMARIZERS = ("keyfacts", "upstream")
 STORE_HELP = ("Where server-side sessions live (requests with X-Session-Id): redis://..., "
               "postgresql://..., sqlite:///PATH or a path, memory, or none (no sessions). "
               "Default: serve.sqlite3 in the user data directory.")
@@ -43,6 +45,7 @@ def _secret(var: str | None, what: str) -> str | None:
 
 def _upstream_backend(url: str, *, model: str | None, context: int | None,
                       tokenizer: str | None, key_env: str | None, window_options: dict[str, Any],
+                      summarizer: str = "keyfacts", summary_timeout: float = 30.0,
                       **options: Any) -> Any:
     """The gateway backend: counts from ``--tokenizer`` (a local model's own template) or from
     tiktoken for an OpenAI model name."""
@@ -57,9 +60,27 @@ def _upstream_backend(url: str, *, model: str | None, context: int | None,
         counter = TokenCounter.from_hf(AutoTokenizer.from_pretrained(tokenizer))
     else:
         counter = TokenCounter.for_model(model)
+    api_key = _secret(key_env, "--upstream-key-env")
+    if summarizer == "upstream":
+        window_options = {**window_options, "summary_timeout": summary_timeout,
+                          "summarizer": _upstream_summarizer(url, model, api_key,
+                                                             summary_timeout)}
     window = WindowPolicy(counter, context, **window_options)
-    return UpstreamBackend(url, upstream_model=model, window=window,
-                           api_key=_secret(key_env, "--upstream-key-env"), **options)
+    return UpstreamBackend(url, upstream_model=model, window=window, api_key=api_key, **options)
+
+
+def _upstream_summarizer(url: str, model: str, api_key: str | None, timeout: float) -> Any:
+    """``--summarizer upstream``: the upstream model writes the summaries, one attempt each
+    (no retries: a failure falls back to key facts for that request, the next one asks
+    again), within ``timeout`` seconds per request."""
+    import openai
+
+    from ..summarize import OpenAISummarizer
+
+    client = openai.OpenAI(base_url=url, api_key=api_key or "not-needed", max_retries=0,
+                           timeout=timeout)
+    return OpenAISummarizer(model, base_url=url, api_key=api_key, client=client,
+                            timeout=timeout)
 
 
 # The command's options, named so its signature stays one line per option.
@@ -96,6 +117,18 @@ UpstreamContextOption = Annotated[int | None, typer.Option(
     min=16, help="The upstream model's context window in tokens.")]
 UpstreamKeyEnvOption = Annotated[str | None, typer.Option(
     help="Environment variable holding the upstream's API key.")]
+CacheAwareOption = Annotated[bool, typer.Option(
+    "--cache-aware/--no-cache-aware", " /--newest", help="Cut a long conversation back to 60% "
+    "of the budget at once, then only append, so each prompt extends the previous one "
+    "(prefix caches: the upstream's, or the local KV prefix cache); --no-cache-aware "
+    "(--newest) keeps the newest turns that fit, shifting every turn.")]
+SummarizerOption = Annotated[str, typer.Option(
+    help="With --upstream and --policy summary: who writes the summary, keyfacts (names, "
+    "numbers, dates, codes, quotes verbatim; no model call) or upstream (the upstream model; "
+    "key facts for a request whose summary call fails or times out).")]
+SummaryTimeoutOption = Annotated[float, typer.Option(
+    min=0.001, help="With --summarizer upstream: seconds one request may spend on summary "
+    "calls before it falls back to key facts.")]
 TokenizerOption = Annotated[str | None, typer.Option(
     help="Local tokenizer directory of the upstream model (its chat template counts the "
     "tokens); default: tiktoken for the OpenAI model --upstream-model.")]
@@ -140,6 +173,9 @@ def serve(
     upstream_context: UpstreamContextOption = None,
     upstream_key_env: UpstreamKeyEnvOption = None,
     tokenizer: TokenizerOption = None,
+    cache_aware: CacheAwareOption = True,
+    summarizer: SummarizerOption = "keyfacts",
+    summary_timeout: SummaryTimeoutOption = 30.0,
     store: StoreOption = None,
     store_namespace: StoreNamespaceOption = None,
     api_key_env: ApiKeyEnvOption = "CONTEXTWINDOW_API_KEY",
@@ -158,8 +194,10 @@ def serve(
     """
     uvicorn = _serve_extra()
     from ..serve import Limits, check_bind, create_app
+    from ..trim import CachePolicy
 
-    _check_policy(policy, gateway=upstream is not None)
+    _check_policy(policy, gateway=upstream is not None, summarizer=summarizer)
+    cache_policy = CachePolicy() if cache_aware else None
     api_key = os.environ.get(api_key_env) or None
     check_bind(host, api_key, allow_insecure=allow_insecure)
     limits = Limits(api_key=api_key, max_body_bytes=max_body_bytes,
@@ -168,7 +206,9 @@ def serve(
     if upstream is not None:
         backend = _upstream_backend(
             upstream, model=upstream_model, context=upstream_context, tokenizer=tokenizer,
-            key_env=upstream_key_env, window_options={"policy": policy, "keep_first": keep_first},
+            key_env=upstream_key_env, window_options={
+                "policy": policy, "keep_first": keep_first, "cache_policy": cache_policy},
+            summarizer=summarizer, summary_timeout=summary_timeout,
             served_model=served_model_name, default_max_tokens=default_max_tokens,
             timeout=request_timeout)
         described = _describe_gateway(backend, policy)
@@ -176,7 +216,8 @@ def serve(
         backend = _local_backend(model, device=device, dtype=dtype, context=context,
                                  policy=policy, keep_first=keep_first,
                                  sink_cache=sink_cache, sinks=sinks,
-                                 prefix_cache_mb=prefix_cache_mb, rope=rope,
+                                 prefix_cache_mb=prefix_cache_mb, cache_policy=cache_policy,
+                                 rope=rope,
                                  rope_factor=rope_factor, served_model_name=served_model_name,
                                  threads=threads, console=console,
                                  default_max_tokens=default_max_tokens, max_queue=max_queue)
@@ -212,8 +253,9 @@ def _serve_extra() -> Any:
     return uvicorn
 
 
-def _check_policy(policy: str, *, gateway: bool) -> None:
-    """Refuse an unknown ``--policy`` at start-up; ``summary`` is for the gateway only."""
+def _check_policy(policy: str, *, gateway: bool, summarizer: str = "keyfacts") -> None:
+    """Refuse an unknown ``--policy`` or ``--summarizer`` at start-up; ``summary`` is for the
+    gateway only, and an upstream summarizer only for it."""
     from ..generation import POLICIES
     from ..serve.fitting import GATEWAY_POLICIES
 
@@ -221,17 +263,26 @@ def _check_policy(policy: str, *, gateway: bool) -> None:
     if policy not in policies:
         raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(policies)}"
                           + ("" if gateway else " (summary: with --upstream)"))
+    if summarizer not in GATEWAY_SUMMARIZERS:
+        raise ConfigError(f"unknown summarizer {summarizer!r}; expected one of "
+                          f"{', '.join(GATEWAY_SUMMARIZERS)}")
+    if summarizer != "keyfacts" and not (gateway and policy == "summary"):
+        raise ConfigError(f"--summarizer {summarizer} needs --upstream and --policy summary")
 
 
 def _describe_gateway(backend: Any, policy: str) -> str:
+    fitter = backend.fitter
+    summary = (f" ({type(fitter.summarizer).__name__})" if policy == "summary" else "")
+    cut = "cache-aware cut" if fitter.cache_policy is not None else "newest turns"
     return (f"gateway to {backend.where} ({backend.upstream_model}) · window "
-            f"{backend.window} tokens · policy {policy} · counts {backend.fitter.counter.name}")
+            f"{backend.window} tokens · policy {policy}{summary} · {cut} · counts "
+            f"{fitter.counter.name}")
 
 
 def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
                    context: int | None, policy: str,
                    keep_first: int | None, sink_cache: bool, sinks: int,
-                   prefix_cache_mb: float, rope: str | None,
+                   prefix_cache_mb: float, cache_policy: Any, rope: str | None,
                    rope_factor: float | None, served_model_name: str | None,
                    threads: int | None, console: Console, **options: Any) -> Any:
     from ..rope import RESTORE_METHODS
@@ -243,7 +294,7 @@ def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
                                status=console, rope=rope, rope_factor=rope_factor,
                                model_id=served_model_name, context=context, policy=policy,
                                keep_first=keep_first, sink_cache=sink_cache, sinks=sinks,
-                               prefix_cache_mb=prefix_cache_mb)
+                               prefix_cache_mb=prefix_cache_mb, cache_policy=cache_policy)
     return LocalBackend(generator, **options)
 
 

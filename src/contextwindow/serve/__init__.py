@@ -15,9 +15,10 @@ by any number of server processes, turns of one session serialised), and
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}``.
 
 Modules: :mod:`.request` (body -> :class:`ChatRequest`), :mod:`.backend` (the interface the
-routes call), :mod:`.local` and :mod:`.worker` (the local model), :mod:`.upstream` and
-:mod:`.fitting` (the gateway), :mod:`.sessions`, :mod:`.security` (key, limits), :mod:`.responses`
-(OpenAI-shaped bodies and headers), :mod:`.app` (routes), :mod:`.server` (uvicorn in a thread).
+routes call), :mod:`.local` and :mod:`.worker` (the local model), :mod:`.upstream`,
+:mod:`.fitting` and :mod:`.cuts` (the gateway), :mod:`.sessions`, :mod:`.security` (key,
+limits), :mod:`.responses` (OpenAI-shaped bodies and headers), :mod:`.app` (routes),
+:mod:`.server` (uvicorn in a thread).
 """
 
 from .app import ChatApi, create_app

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -34,7 +35,11 @@ from .responses import fit_headers, sse
 PASSED_ON = frozenset({429, 500, 502, 503, 504})
 INLINE_FIT_CHARS = 20_000
 """Requests with less new text than this are fitted on the event loop (about a millisecond);
-longer ones in a thread, so a big request does not stall the others."""
+longer ones in a thread, so a big request does not stall the others. A window whose fit may
+wait on a model (``WindowPolicy.may_block``: an upstream summary) always fits in a thread."""
+FIT_THREADS = 32
+"""Fits at once in threads: their own pool, so fits waiting on a slow summary model do not
+hold the threads the rest of the process shares."""
 
 
 class UpstreamBackend:
@@ -60,6 +65,7 @@ class UpstreamBackend:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         self.where = _redacted(base_url)
+        self._fit_threads = ThreadPoolExecutor(FIT_THREADS, thread_name_prefix="contextwindow-fit")
 
     # -- the Backend interface ------------------------------------------------------------------
     def parse(self, payload: Any) -> ChatRequest:
@@ -69,8 +75,10 @@ class UpstreamBackend:
 
     async def answer(self, chat: ChatRequest, disconnected: Disconnected) -> Answer:
         uncounted = sum(len(m.content or "") for m in chat.messages[chat.counted[0]:])
-        fitted = (self._fit(chat) if uncounted < INLINE_FIT_CHARS  # a thread hop costs more
-                  else await asyncio.to_thread(self._fit, chat))
+        if uncounted < INLINE_FIT_CHARS and not self.fitter.may_block:
+            fitted = self._fit(chat)  # a thread hop costs more
+        else:  # a long count, or a summary from a model: never on the event loop
+            fitted = await until_disconnected(self._fit_in_thread(chat), disconnected)
         body = {**chat.extra, "model": self.upstream_model, "messages": to_openai(fitted.messages)}
         if "max_tokens" not in body and "max_completion_tokens" not in body:
             body["max_tokens"] = chat.params.max_tokens
@@ -108,8 +116,13 @@ class UpstreamBackend:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        self._fit_threads.shutdown(wait=False, cancel_futures=True)
 
     # -- plumbing -------------------------------------------------------------------------------
+    async def _fit_in_thread(self, chat: ChatRequest) -> Fitted:
+        return await asyncio.get_running_loop().run_in_executor(self._fit_threads, self._fit,
+                                                                chat)
+
     def _fit(self, chat: ChatRequest) -> Fitted:
         try:
             tools = chat.extra.get("tools")
