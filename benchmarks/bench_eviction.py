@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--chunk", type=int, default=256, help="prompt tokens per forward")
     p.add_argument("--sinks", type=int, default=4)
+    p.add_argument("--positions", choices=["slots", "stream"], default="slots",
+                   help="how the scored policies number kept tokens (docs/eviction.md)")
     p.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     p.add_argument("--ppl-tokens", type=int, default=4096)
     p.add_argument("--no-ppl", action="store_true")
@@ -73,7 +75,8 @@ def decode_costs(model: Any, ids: Any, policies: list[str], budget: int,
     from contextwindow.models.hf import forward
 
     prefix, steps = ids[: args.decode_after], ids[args.decode_after :]
-    caches = {policy: make_cache(model, policy, budget, sinks=args.sinks) for policy in policies}
+    caches = {policy: make_cache(model, policy, budget, sinks=args.sinks,
+                                  positions=args.positions) for policy in policies}
     fed = dict.fromkeys(policies, 0)
 
     def step(policy: str) -> Any:
@@ -125,7 +128,8 @@ def main() -> None:
             for depth in args.depths:
                 res = needle_in_a_stream(
                     model, tokenizer, policy=policy, budget=budget, sinks=args.sinks,
-                    length=length, depth=depth, trials=args.trials, chunk=args.chunk,
+                    positions=args.positions, length=length, depth=depth, trials=args.trials,
+                    chunk=args.chunk,
                 )
                 needles.append(res)
                 result["passkey"].append(asdict(res) | {"accuracy": res.accuracy})
@@ -133,7 +137,8 @@ def main() -> None:
                     f"({res.seconds:.0f} s) {res.answers}")
                 emit_partial(result, args)
         if not args.no_ppl:
-            cache = make_cache(model, policy, budget, sinks=args.sinks)
+            cache = make_cache(model, policy, budget, sinks=args.sinks,
+                                  positions=args.positions)
             run = streaming_perplexity(model, None, ids[: args.ppl_tokens], cache=cache)
             perplexity[(policy, budget)] = run.ppl
             result["perplexity"].append(

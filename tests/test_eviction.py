@@ -12,6 +12,7 @@ from transformers import DynamicCache
 
 from contextwindow.errors import ConfigError, ModelError
 from contextwindow.kv import (
+    POSITIONS,
     H2OPolicy,
     ScoredCache,
     SinkCache,
@@ -144,13 +145,17 @@ def test_within_budget_the_logits_equal_a_dense_cache_exactly(policy: str) -> No
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("positions", POSITIONS)
 @pytest.mark.parametrize("policy", SCORED)
-def test_kept_keys_equal_fresh_keys_at_their_new_slots(policy: str) -> None:
+def test_kept_keys_equal_fresh_keys_at_their_new_slots_or_stream_positions(
+    policy: str, positions: str
+) -> None:
     # Layer-0 keys depend only on the token and its position: after any eviction, each head's
-    # kept keys must be what a dense forward over that head's kept tokens computes.
+    # kept keys must be what a dense forward over that head's kept tokens computes, numbered
+    # 0, 1, 2... (slots) or at their stream indices (stream).
     model = make_tiny_llama()
     ids = torch.randint(0, 128, (50,), generator=torch.Generator().manual_seed(5))
-    cache = make_cache(model, policy, BUDGET, sinks=SINKS)
+    cache = make_cache(model, policy, BUDGET, sinks=SINKS, positions=positions)
     seen = 0
     for size in [6, 1, 9, 1, 1, 13, 1, 1, 17]:
         stream(model, cache, ids[seen:], [size])
@@ -158,9 +163,10 @@ def test_kept_keys_equal_fresh_keys_at_their_new_slots(policy: str) -> None:
         layer = cache.layers[0]
         for head, kept in enumerate(layer.origin.tolist()):
             assert kept == sorted(kept) and len(set(kept)) == len(kept)
+            at = kept if positions == "stream" else list(range(len(kept)))
             fresh = DynamicCache(config=model.config)
             with torch.no_grad():
-                model(input_ids=ids[kept][None], cache=fresh)
+                model(input_ids=ids[kept][None], position_ids=torch.tensor([at]), cache=fresh)
             torch.testing.assert_close(
                 layer.keys[0, head], fresh.layers[0].keys[0, head], atol=1e-5, rtol=0
             )
@@ -188,19 +194,22 @@ def test_a_layer_evicts_per_head_what_hand_built_weights_say_and_moves_what_it_k
     assert layer.origin.tolist() == [[0, 3, 5, 6, 7], [0, 2, 4, 6, 7]]
 
 
-@pytest.mark.parametrize("policy", ["sinks", *SCORED])
-def test_generate_and_a_manual_loop_agree_token_for_token(policy: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "positions"),
+    [("sinks", "slots"), *((p, "slots") for p in SCORED), *((p, "stream") for p in SCORED)],
+)
+def test_generate_and_a_manual_loop_agree_token_for_token(policy: str, positions: str) -> None:
     model = make_tiny_llama()
     prompt = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(8))
     new = 40
     generated = model.generate(
         prompt,
-        cache=make_cache(model, policy, BUDGET, sinks=SINKS),
+        cache=make_cache(model, policy, BUDGET, sinks=SINKS, positions=positions),
         max_new_tokens=new,
         min_new_tokens=new,
         do_sample=False,
     )[0, 6:].tolist()
-    cache = make_cache(model, policy, BUDGET, sinks=SINKS)
+    cache = make_cache(model, policy, BUDGET, sinks=SINKS, positions=positions)
     eos = model.generation_config.eos_token_id  # min_new_tokens keeps generate() from picking it
     looped: list[int] = []
     with torch.no_grad():
@@ -211,6 +220,25 @@ def test_generate_and_a_manual_loop_agree_token_for_token(policy: str) -> None:
             logits = model(input_ids=torch.tensor([[looped[-1]]]), cache=cache).logits[0, -1]
     assert generated == looped
     assert cache.get_seq_length() == BUDGET
+
+
+def test_stream_positions_keep_the_distances_that_slots_close(tiny_llama: Any) -> None:
+    # One chunk, one eviction from the same scores: the same tokens are kept either way, but
+    # only the slot numbering re-rotates them (the sinks stay where they are in both).
+    ids = torch.randint(0, 128, (30,), generator=torch.Generator().manual_seed(2))
+    caches = {p: make_cache(tiny_llama, "tova", BUDGET, sinks=SINKS, positions=p)
+              for p in POSITIONS}
+    for cache in caches.values():
+        stream(tiny_llama, cache, ids, [30])
+    slots, streamed = (caches[p].layers[0] for p in POSITIONS)
+    assert slots.seen == streamed.seen == 30
+    assert slots.keys.shape == streamed.keys.shape == (1, 2, BUDGET, 16)
+    torch.testing.assert_close(slots.keys[..., :SINKS, :], streamed.keys[..., :SINKS, :])
+    moved = slots.origin[0] != torch.arange(BUDGET)
+    assert bool(moved.any())
+    assert not torch.allclose(slots.keys[0, 0, moved], streamed.keys[0, 0, moved])
+    with pytest.raises(ConfigError, match="positions must be one of slots, stream"):
+        make_cache(tiny_llama, "tova", BUDGET, positions="absolute")
 
 
 def test_make_cache_builds_each_policy_at_its_budget(tiny_llama: Any) -> None:
@@ -243,7 +271,8 @@ def test_cli_evict_sweep_streams_every_policy_and_writes_json_and_plot(
     novel.write_text("It was a truth universally acknowledged, said Emma. " * 60, encoding="utf-8")
     plot = tmp_path / "sweep.png"
     argv = ["evict-sweep", "--policies", "sinks,tova", "--budgets", "48,96", "--lengths", "160",
-            "--trials", "2", "--chunk", "32", "--text", str(novel), "--ppl-tokens", "120",
+            "--trials", "2", "--chunk", "32", "--positions", "stream", "--text", str(novel),
+            "--ppl-tokens", "120",
             "--model", str(tiny_chat_dir), "--plot", str(plot), "--json"]
     assert main(argv) == 0
     data = json.loads(capsys.readouterr().out)
@@ -259,7 +288,8 @@ def test_cli_evict_sweep_streams_every_policy_and_writes_json_and_plot(
 @pytest.mark.parametrize(
     "extra, message",
     [(["--policies", "lru"], "unknown policies"), (["--budgets", "4"], "budget"),
-     (["--depths", "1.5"], "between 0 and 1")],
+     (["--depths", "1.5"], "between 0 and 1"),
+     (["--positions", "absolute"], "unknown --positions")],
 )
 def test_cli_evict_sweep_rejects_bad_options_before_loading(
     capsys: Any, extra: list[str], message: str

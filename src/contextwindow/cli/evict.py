@@ -59,6 +59,9 @@ TextOption = Annotated[Path | None, typer.Option(
 PplTokensOption = Annotated[int, typer.Option(min=2, help="Tokens of --text to score.")]
 SinksOption = Annotated[int, typer.Option(min=0, help="Attention sinks every policy pins.")]
 ChunkOption = Annotated[int, typer.Option(min=1, help="Prompt tokens per forward pass.")]
+PositionsOption = Annotated[str, typer.Option(
+    help="How the scored policies number kept tokens: slots (close the gaps, any stream "
+    "length) or stream (true distances; the prompt must fit the trained length).")]
 FullOption = Annotated[bool, typer.Option(help="Add the full cache as the ceiling.")]
 PlotOption = Annotated[Path | None, typer.Option(
     help="Write the accuracy/perplexity plot here.")]
@@ -75,6 +78,7 @@ def evict_sweep(
     ppl_tokens: PplTokensOption = 4096,
     sinks: SinksOption = 4,
     chunk: ChunkOption = 256,
+    positions: PositionsOption = "slots",
     full: FullOption = True,
     plot: PlotOption = None,
     as_json: JsonOption = False,
@@ -96,6 +100,7 @@ def evict_sweep(
     sizes, prompt_lengths = _ints(budgets, "--budgets"), _ints(lengths, "--lengths")
     where = _floats(depths, "--depths")
     _check_budgets(names, sizes, sinks)
+    _check_positions(positions)
     if text is not None and not text.is_file():
         raise ConfigError(f"no such file: {text}")
     quiet_transformers(threads)
@@ -112,7 +117,7 @@ def evict_sweep(
         sweep = budget_sweep(
             model, tokenizer, policies=names, budgets=sizes, lengths=prompt_lengths, depths=where,
             trials=trials, text=text.read_text(encoding="utf-8") if text else None,
-            ppl_tokens=ppl_tokens, sinks=sinks, chunk=chunk, full=full,
+            ppl_tokens=ppl_tokens, sinks=sinks, chunk=chunk, full=full, positions=positions,
             progress=lambda label: progress.update(task, advance=1, description=label[:22]),
         )
     if plot is not None:
@@ -134,6 +139,14 @@ def _policy_names(policies: str) -> list[str]:
     if unknown or not names:
         raise ConfigError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
     return names
+
+
+def _check_positions(positions: str) -> None:
+    """Refuse an unknown ``--positions`` before the model loads."""
+    from ..kv import POSITIONS
+
+    if positions not in POSITIONS:
+        raise ConfigError(f"unknown --positions {positions!r}; choose from {', '.join(POSITIONS)}")
 
 
 def _check_budgets(names: list[str], sizes: list[int], sinks: int) -> None:

@@ -93,6 +93,7 @@ def needle_in_a_stream(
     policy: str = "sinks",
     budget: int | None = 1024,
     sinks: int = 4,
+    positions: str = "slots",
     length: int = 4096,
     depth: float = 0.5,
     trials: int = 3,
@@ -116,7 +117,8 @@ def needle_in_a_stream(
     if not isinstance(trials, int) or trials < 1 or chunk < 1:
         raise ConfigError(f"trials and chunk must be positive integers, got {trials}, {chunk}")
     keys = passkey_keys(trials, seed)
-    new_cache = functools.partial(make_cache, model, policy, budget, sinks=sinks)
+    new_cache = functools.partial(make_cache, model, policy, budget, sinks=sinks,
+                                  positions=positions)
     prefixes: dict[tuple[int, ...], Any] = {}
     answers: list[str] = []
     peak = 0
@@ -200,6 +202,7 @@ def budget_sweep(
     text: str | Sequence[int] | None = None,
     ppl_tokens: int = 4096,
     sinks: int = 4,
+    positions: str = "slots",
     chunk: int = 256,
     ppl_chunk: int = 64,
     full: bool = True,
@@ -220,13 +223,13 @@ def budget_sweep(
                 needles.append(
                     needle_in_a_stream(
                         model, tokenizer, policy=policy, budget=budget, sinks=sinks,
-                        length=length, depth=depth, trials=trials, chunk=chunk,
+                        positions=positions, length=length, depth=depth, trials=trials, chunk=chunk,
                     )
                 )
                 if progress is not None:
                     progress(f"{policy} {budget} passkey {length}@{depth}")
         if text is not None:
-            cache = make_cache(model, policy, budget, sinks=sinks)
+            cache = make_cache(model, policy, budget, sinks=sinks, positions=positions)
             result = streaming_perplexity(
                 model, tokenizer, text, cache=cache, chunk=ppl_chunk, max_tokens=ppl_tokens
             )

@@ -3,6 +3,7 @@
 
 from .scored import (
     POLICIES,
+    POSITIONS,
     H2OPolicy,
     ScoredCache,
     ScoredLayer,
@@ -15,6 +16,7 @@ from .sink import Eviction, RopeShift, SinkCache, SinkLayer, SinkPolicy, cache_n
 
 __all__ = [
     "POLICIES",
+    "POSITIONS",
     "Eviction",
     "H2OPolicy",
     "RopeShift",

@@ -18,12 +18,16 @@ the paper's version). A policy is a frozen dataclass with one method, ``priority
 previous)``; :func:`keep_indices` is the one selection rule: sinks, then the ``recent`` newest,
 then the highest priority of the rest.
 
-**Positions.** Kept tokens keep their order and are re-numbered by *cache slot*, as in the sink
-cache: after an eviction a head's kept tokens sit at slots ``0..budget-1`` and each key is
-re-rotated by ``new slot - old slot`` (:meth:`.RopeShift.move`). A heavy hitter kept from far
-back therefore sits right before the next kept token: its distance to a query is its *rank*
-among the kept tokens, not its distance in the stream, so every position stays below ``budget +
-chunk`` (inside the trained length), at the price of the true distances. H2O and SnapKV choose
+**Positions** (``positions=``, :data:`POSITIONS`). ``"slots"`` (default) numbers kept tokens by
+*cache slot*, as the sink cache does: after an eviction a head's kept tokens keep their order,
+move to slots ``0..budget-1`` and each key is re-rotated by ``new slot - old slot``
+(:meth:`.RopeShift.move`). A heavy hitter kept from far back then sits right before the next
+kept token: its distance to a query is its *rank* among the kept tokens, so every position stays
+below ``budget + chunk`` (inside the trained length) however long the stream, at the price of
+the true distances. ``"stream"`` keeps each token at its index in the stream, as kvpress and the
+papers do: distances are the true ones, gaps and all, so the stream must stay inside the
+trained length (a prompt to compress, not an endless stream). Measured on a passkey prompt
+(docs/eviction.md), the true distances are what lets TOVA find the key. H2O and SnapKV choose
 per KV head, so different heads hold different tokens at the same slot; values carry no position.
 
 **Attention weights** come from :mod:`.attention` (SDPA output, plus one fp32 matmul for the
@@ -177,6 +181,9 @@ class SnapKVPolicy:
 
 ScoredPolicy = H2OPolicy | TOVAPolicy | SnapKVPolicy
 
+POSITIONS = ("slots", "stream")
+"""How a scored cache numbers the tokens it keeps (see *Positions* in the module docstring)."""
+
 
 class ScoredLayer(SinkLayer):
     """One layer of a :class:`ScoredCache`: stores like a sink layer, evicts when scored.
@@ -186,8 +193,9 @@ class ScoredLayer(SinkLayer):
     priority and, over budget, keeps :func:`keep_indices` and closes the gaps in the positions.
     """
 
-    def __init__(self, policy: ScoredPolicy, shift: RopeShift) -> None:
+    def __init__(self, policy: ScoredPolicy, shift: RopeShift, positions: str = "slots") -> None:
         super().__init__(policy, shift)  # type: ignore[arg-type]
+        self.positions = positions
         self.priority: torch.Tensor | None = None
         self.origin: torch.Tensor | None = None
         """Stream index of every held token, ``[kv_heads, tokens]`` (which tokens survived)."""
@@ -208,6 +216,10 @@ class ScoredLayer(SinkLayer):
         self.waiting = True
         hand_over(self)
         return keys, values
+
+    def _stored_at(self, length: int) -> int:
+        """Slot numbering closes the gaps; stream numbering keeps each token's stream index."""
+        return self.seen if self.positions == "stream" else length
 
     def _evict(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return keys, values  # eviction waits for the scores (observe)
@@ -231,8 +243,10 @@ class ScoredLayer(SinkLayer):
         rows = index[None, :, :, None]
         keys = self.keys.gather(2, rows.expand(-1, -1, -1, self.keys.shape[-1]))
         self.values = self.values.gather(2, rows.expand(-1, -1, -1, self.values.shape[-1]))
-        slots = torch.arange(policy.budget, device=index.device)
-        self.keys = self.shift.move(keys, (slots - index)[None])
+        if self.positions == "slots":
+            slots = torch.arange(policy.budget, device=index.device)
+            keys = self.shift.move(keys, (slots - index)[None])
+        self.keys = keys
         self.priority = self.priority.gather(1, index)
         self.origin = self.origin.gather(1, index)
 
@@ -251,19 +265,23 @@ class ScoredCache(Cache):
 
     Example::
 
-        cache = ScoredCache(model, TOVAPolicy(budget=1024))
+        cache = ScoredCache(model, TOVAPolicy(budget=1024))  # an endless stream: slot positions
         model.generate(input_ids, cache=cache, max_new_tokens=500)
+        ScoredCache(model, TOVAPolicy(budget=1024), positions="stream")  # compress a prompt
 
     Building it switches ``model`` to :func:`.attention.scored_attention` (SDPA plus scores, so
     other caches are unaffected). Limits as :class:`SinkCache`: batch size 1, no padding, a fresh
     cache per ``generate()``, rotate-half RoPE decoders only.
     """
 
-    def __init__(self, model: Any, policy: ScoredPolicy) -> None:
+    def __init__(self, model: Any, policy: ScoredPolicy, *, positions: str = "slots") -> None:
+        if positions not in POSITIONS:
+            raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
         shifts = layer_shifts(model)  # ModelError before the model is touched
         use_scored_attention(model)
         self.policy = policy
-        super().__init__(layers=[ScoredLayer(policy, shift) for shift in shifts])
+        self.positions = positions
+        super().__init__(layers=[ScoredLayer(policy, shift, positions) for shift in shifts])
 
     @property
     def seen_tokens(self) -> int:
@@ -292,12 +310,17 @@ POLICIES: dict[str, Callable[[int, int], Any]] = {
 """Each eviction policy by name, built from a token budget and a number of sinks."""
 
 
-def make_cache(model: Any, policy: str, budget: int | None = None, *, sinks: int = 4) -> Cache:
+def make_cache(model: Any, policy: str, budget: int | None = None, *, sinks: int = 4,
+               positions: str = "slots") -> Cache:
     """A fresh cache for ``policy`` (a :data:`POLICIES` name, or ``"full"``) at ``budget`` tokens.
 
-    ``"full"`` is a ``DynamicCache`` (no eviction, the ceiling); ``"sinks"`` a :class:`SinkCache`
-    of ``sinks`` + ``budget - sinks``.
+    ``"full"`` is a ``DynamicCache`` (no eviction, the ceiling); ``"sinks"`` a
+    :class:`SinkCache` of ``sinks`` + ``budget - sinks``. ``positions`` (:data:`POSITIONS`) is
+    for the scored policies; a sweep may pass it for every policy: the full cache numbers by
+    stream and the sink cache by slot whatever it says.
     """
+    if positions not in POSITIONS:
+        raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
     if policy == "full":
         return DynamicCache(config=model.config)
     if policy not in POLICIES:
@@ -307,4 +330,4 @@ def make_cache(model: Any, policy: str, budget: int | None = None, *, sinks: int
     built = POLICIES[policy](budget, sinks)
     if isinstance(built, SinkPolicy):
         return SinkCache(model, sinks=built.sinks, window=built.window)
-    return ScoredCache(model, built)
+    return ScoredCache(model, built, positions=positions)

@@ -153,12 +153,13 @@ class RopeShift:
         return torch.cat((rotated, keys[..., self.rotary_dim :]), dim=-1)
 
 
-def _model_offset(kwargs: dict[str, Any], length: int, new: int) -> int:
-    """How far the model's positions for the new tokens are from their cache slots.
+def _model_offset(kwargs: dict[str, Any], stored_at: int, new: int) -> int:
+    """How far the model's positions for the new tokens are from where the layer stores them
+    (``stored_at``: the next cache slot, or the stream index for stream positions).
 
     transformers' attention layers pass their kwargs (with ``position_ids``) on to the cache as
-    ``kwargs=...``. A manual forward loop gives ``length`` (offset 0); ``generate()`` gives the
-    position in the whole stream. Without position ids we assume the slot numbering.
+    ``kwargs=...``. A manual forward loop gives the cache length; ``generate()`` gives the
+    position in the whole stream. Without position ids we assume the layer's own numbering.
     """
     inner = kwargs.get("kwargs")
     position_ids = inner.get("position_ids") if isinstance(inner, dict) else None
@@ -173,7 +174,7 @@ def _model_offset(kwargs: dict[str, Any], length: int, new: int) -> int:
             "SinkCache needs consecutive position ids for the new tokens "
             f"(got {first}..{last} for {new} tokens); leave position_ids to the model"
         )
-    return first - length
+    return first - stored_at
 
 
 class SinkLayer(DynamicLayer):
@@ -206,9 +207,9 @@ class SinkLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         length, new = self.get_seq_length(), key_states.shape[-2]
-        offset = _model_offset(kwargs, length, new)
+        offset = _model_offset(kwargs, self._stored_at(length), new)
 
-        # Keys for attention live in the model's frame; stored keys live in the slot frame.
+        # Keys for attention live in the model's frame; stored keys in the layer's (_stored_at).
         stored_new = self.shift(key_states, -offset)
         keys = torch.cat([self.keys, stored_new], dim=-2)
         values = torch.cat([self.values, value_states], dim=-2)
@@ -220,6 +221,10 @@ class SinkLayer(DynamicLayer):
         self.keys, self.values = self._evict(keys, values)
         self.seen += new
         return attention_keys, values
+
+    def _stored_at(self, length: int) -> int:
+        """The position the next token's key is stored at: its cache slot."""
+        return length
 
     def _evict(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         plan = self.policy.evict(keys.shape[-2])
