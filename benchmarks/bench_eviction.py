@@ -165,7 +165,8 @@ def main() -> None:
             sweep,
             args.plot,
             title=f"SmolLM2-135M: passkey at depths {args.depths} "
-            f"of {lengths}-token prompts ({args.trials} keys each), chunks of {args.chunk}",
+            f"of {lengths}-token prompts ({args.trials} keys each), chunks of {args.chunk}, "
+            f"{args.positions} positions",
         )
         log(f"wrote {args.plot}")
     result["summary"] = {
