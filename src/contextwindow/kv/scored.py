@@ -185,6 +185,11 @@ POSITIONS = ("slots", "stream")
 """How a scored cache numbers the tokens it keeps (see *Positions* in the module docstring)."""
 
 
+def _check_positions(positions: str) -> None:
+    if positions not in POSITIONS:
+        raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+
+
 class ScoredLayer(SinkLayer):
     """One layer of a :class:`ScoredCache`: stores like a sink layer, evicts when scored.
 
@@ -275,8 +280,7 @@ class ScoredCache(Cache):
     """
 
     def __init__(self, model: Any, policy: ScoredPolicy, *, positions: str = "slots") -> None:
-        if positions not in POSITIONS:
-            raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+        _check_positions(positions)
         shifts = layer_shifts(model)  # ModelError before the model is touched
         use_scored_attention(model)
         self.policy = policy
@@ -319,8 +323,7 @@ def make_cache(model: Any, policy: str, budget: int | None = None, *, sinks: int
     for the scored policies; a sweep may pass it for every policy: the full cache numbers by
     stream and the sink cache by slot whatever it says.
     """
-    if positions not in POSITIONS:
-        raise ConfigError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+    _check_positions(positions)
     if policy == "full":
         return DynamicCache(config=model.config)
     if policy not in POLICIES:
