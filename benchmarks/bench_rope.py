@@ -261,7 +261,8 @@ def main() -> int:
 
     import torch
 
-    from contextwindow.evaluate.positions import passkey_retrieval, perplexity_by_position
+    from contextwindow.evaluate.passkey import passkey_retrieval
+    from contextwindow.evaluate.positions import perplexity_by_position
     from contextwindow.models import load_model
     from contextwindow.rope import RESTORE_METHODS, rope_length, scale_rope
 

@@ -1,10 +1,12 @@
-"""The README's benchmark tables, rendered from the committed JSON in ``docs/results/``.
+"""The benchmark tables of README.md and docs/, rendered from the JSON in ``docs/results/``.
 
-Each table sits between ``<!-- table: NAME -->`` and ``<!-- /table -->`` in README.md, where
-NAME is a JSON file's stem. ``tests/test_readme_figures.py`` checks that every such table is
-exactly what its JSON renders to, so a figure cannot drift from its measurement.
+Each table sits between ``<!-- table: NAME -->`` and ``<!-- /table -->`` in README.md or a page
+under docs/. NAME is a JSON file's stem (:data:`RENDER`), or a table drawn from several of them
+(:data:`COMPOSED`: the README's headline results). ``tests/test_readme_figures.py`` checks that
+every such table is exactly what its JSON renders to, so a figure cannot drift from its
+measurement, wherever the table lives.
 
-    .venv/bin/python benchmarks/readme_tables.py           # rewrite the tables in README.md
+    .venv/bin/python benchmarks/readme_tables.py           # rewrite the tables in every page
     .venv/bin/python benchmarks/readme_tables.py --check   # exit 1 if one differs
 """
 
@@ -20,7 +22,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-RESULTS = ROOT / "docs" / "results"
+DOCS = ROOT / "docs"
+RESULTS = DOCS / "results"
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)",
                    re.DOTALL)
 
@@ -147,15 +150,19 @@ def cache_table(data: dict[str, Any]) -> str:
     }
     policies = {row["policy"]: row for row in data["policies"]}
     vs_newest = data["billed_at_0.1_vs_trim_newest"]
+
+    def billed(row: dict[str, Any], ratio: str) -> str:
+        return f"{row['billed'][ratio]:,} ({100 * row['billed_ratio'][ratio]:.0f}%)"
+
     rows = [[label, f"{100 * policies[key]['reuse']:.1f}%",
              f"{100 * policies[key]['mean_fill']:.1f}%", str(policies[key]["cuts"]),
-             f"{100 * policies[key]['billed_ratio']['0.5']:.0f}%",
-             f"{100 * policies[key]['billed_ratio']['0.1']:.0f}% ({vs_newest[key]:g}x `trim`'s)"]
+             f"{policies[key]['prompt_tokens']:,}", billed(policies[key], "0.5"),
+             f"{billed(policies[key], '0.1')}, {vs_newest[key]:g}x `trim`'s"]
             for key, label in labels.items()]
     requests = data["policies"][0]["requests"]
     return _table(["policy", "prompt tokens reused", "mean fill", f"cuts in {requests} requests",
-                   "billed, cached at 0.5 (share of prompt tokens)", "billed, cached at 0.1"],
-                  rows)
+                   "prompt tokens", "billed, cached at 0.5 (share of prompt tokens)",
+                   "billed, cached at 0.1"], rows)
 
 
 def gateway_table(data: dict[str, Any]) -> str:
@@ -201,9 +208,135 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def load(name: str) -> dict[str, Any]:
+    """The committed JSON ``docs/results/NAME.json``."""
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+# -- the README's headline results: one figure per topic, each from its benchmark's JSON -------
+Row = list[str]  # what was measured, contextwindow's figure, the one beside it, the details link
+
+
+def _trim_row() -> Row:
+    data = load("bench_trim")
+    ms, inputs = data["ms"], data["inputs"]
+    measured = f"Trimming a {inputs['messages']:,}-message chat to {inputs['budget']:,} tokens"
+    ratio = data["speedup_vs_langchain"]["contextwindow_openai_dicts"]
+    theirs = (f"langchain-core `trim_messages`: {ms['langchain_trim_messages']['median']:.2f} ms"
+              f" ({ratio:g}x slower)")
+    return [measured, f"`trim`: {ms['contextwindow_openai_dicts']['median']:.2f} ms", theirs,
+            "[memory](docs/memory.md#measured-trimming)"]
+
+
+def _memory_row() -> Row:
+    data = load("bench_memory")
+    seconds = data["cumulative_seconds"]
+    first = str(data["inputs"]["checkpoints"][0])
+    measured = f"Appending {int(first):,} messages, reading the budgeted view after each"
+    return [measured,
+            f"`TokenBufferMemory`: {seconds['contextwindow_in_memory'][first]['median']:.2f} s",
+            f"llama-index `Memory`: {seconds['llama_index_Memory'][first]['median']:.2f} s",
+            "[memory](docs/memory.md#measured-appending-and-reading)"]
+
+
+def _cache_row() -> Row:
+    data = load("bench_cache")
+    policies = {row["policy"]: row for row in data["policies"]}
+    bill = data["billed_at_0.1_vs_trim_newest"]["trim_cache"]
+    ours = (f"`CachePolicy({data['inputs']['low_water']:g})`: "
+            f"{100 * policies['trim_cache']['reuse']:.1f}% of prompt tokens, {bill:g}x the bill")
+    return [f"Prompt-cache reuse over a {data['inputs']['turns']}-turn chat", ours,
+            f"newest turns that fit: {100 * policies['trim_newest']['reuse']:.1f}%",
+            "[caching](docs/caching.md#results--benchmarksbench_cachepy)"]
+
+
+def _summary_row() -> Row:
+    data = load("bench_summary")
+    keyfacts, tokens = data["recall"]["SummaryBuffer(KeyFacts)"], data["recall"]["TokenBuffer"]
+    ours = (f"`SummaryBuffer(KeyFacts)`: {keyfacts['recalled']}/{keyfacts['facts']} "
+            f"in {keyfacts['tokens']:,} tokens")
+    return [f"Facts planted early, kept verbatim at {data['config']['budget']:,} tokens", ours,
+            f"`TokenBuffer`: {tokens['recalled']}/{tokens['facts']}",
+            "[summary](docs/summary.md#measured)"]
+
+
+def _streaming_row() -> Row:
+    data = load("bench_streaming")
+    inputs, overall = data["inputs"], data["quality"]["ppl_overall"]
+    sinks = f"sinks {inputs['sinks']}+{inputs['window']}"
+    window = f"window 0+{inputs['budget']}"
+    stretch = f"{inputs['tokens'] / inputs['trained_length']:g}x the trained length"
+    measured = f"Perplexity over a {inputs['tokens']:,}-token stream ({stretch})"
+    return [measured, f"{sinks}: {overall[sinks]:.1f}",
+            f"dense {overall['dense']:.1f}; {window} {overall[window]:.1f}",
+            "[streaming](docs/streaming.md#measured)"]
+
+
+def _passkey(name: str, policy: str) -> dict[str, Any]:
+    return next(cell for cell in load(name)["passkey"] if cell["policy"] == policy)
+
+
+def _eviction_row() -> Row:
+    tova = _passkey("bench_eviction_stream_4k", "tova")
+    sinks = _passkey("bench_eviction_goal_4k_sinks", "sinks")
+    measured = f"Passkey in a {tova['length']:,}-token prompt, {tova['budget']:,} KV tokens kept"
+    return [measured, f"TOVA, stream positions: {tova['correct']}/{tova['trials']}",
+            f"sinks + window (StreamingLLM): {sinks['correct']}/{sinks['trials']}",
+            "[eviction](docs/eviction.md#measured)"]
+
+
+def _rope_row() -> Row:
+    data = load("bench_rope")
+    ratio, inputs = data["summary"]["last_over_first_bucket"], data["inputs"]
+    stretch = f"{inputs['factor']:g}x the trained length"
+    measured = f"Perplexity at {inputs['length']:,} tokens ({stretch}), last bucket / first"
+    return [measured, f"YaRN: {ratio['yarn']:.2f}x", f"no scaling: {ratio['none']:.1f}x",
+            "[rope](docs/rope.md#measured-on-smollm2-135m-factor-2)"]
+
+
+def _prefix_row() -> Row:
+    data = load("bench_prefix")
+    cold = [turn["cold"]["ttft_s"] for turn in data["turns"]]
+    measured = (f"Next turn of a {data['first_turn']['prompt_tokens']:,}-token chat, time to "
+                "first token")
+    return [measured, f"KV prefix reuse: {data['ttft_ratio_median']:.1%} of a cold prefill",
+            f"cold prefill: {min(cold):.1f}–{max(cold):.1f} s",
+            "[serve](docs/serve.md#prefix-reuse-across-turns-the-kv-prefix-cache)"]
+
+
+def _gateway_row() -> Row:
+    data = load("bench_gateway")
+    cell = data["overhead"]["sqlite"]["session_10"]
+    ours = (f"{cell['overhead_p50_ms']:+.1f} ms at p50; two replicas "
+            f"{data['throughput']['speedup']:g}x one")
+    return ["Context gateway, added per turn (durable SQLite session)", ours,
+            f"upstream directly: {cell['direct']['p50_ms']:.1f} ms",
+            "[serve](docs/serve.md#gateway-benchmark)"]
+
+
+HEADLINES: tuple[Callable[[], Row], ...] = (
+    _trim_row, _memory_row, _cache_row, _summary_row, _streaming_row, _eviction_row, _rope_row,
+    _prefix_row, _gateway_row)
+
+
+def headline_table() -> str:
+    return _table(["measured", "contextwindow", "side by side", "details"],
+                  [row() for row in HEADLINES])
+
+
+#: Tables drawn from several JSON files (no JSON of their own).
+COMPOSED: dict[str, Callable[[], str]] = {"headline": headline_table}
+
+
 def render(name: str) -> str:
-    data = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
-    return RENDER[name](data)
+    if name in COMPOSED:
+        return COMPOSED[name]()
+    return RENDER[name](load(name))
+
+
+def documents() -> list[Path]:
+    """Every page that may hold tables: README.md and docs/*.md."""
+    return [README, *sorted(DOCS.glob("*.md"))]
 
 
 def tables(text: str) -> list[tuple[str, str]]:
@@ -219,12 +352,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 on a difference")
     args = parser.parse_args()
-    text = README.read_text(encoding="utf-8")
-    new = rewrite(text)
+    stale = []
+    for page in documents():
+        text = page.read_text(encoding="utf-8")
+        new = rewrite(text)
+        if new == text:
+            continue
+        stale.append(page.relative_to(ROOT))
+        if not args.check:
+            page.write_text(new, encoding="utf-8")
     if args.check:
-        sys.exit(0 if new == text else 1)
-    README.write_text(new, encoding="utf-8")
-    print(f"{len(tables(new))} tables rendered into {README.name}")
+        if stale:
+            print(f"tables differ from their JSON in: {', '.join(map(str, stale))}",
+                  file=sys.stderr)
+        sys.exit(1 if stale else 0)
+    print(f"tables re-rendered in {len(stale)} page(s)")
 
 
 if __name__ == "__main__":

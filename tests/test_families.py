@@ -180,7 +180,7 @@ def test_perplexity_by_position_equals_a_full_forward(family: str) -> None:
 def test_passkey_reuses_its_prefix_cache_on_sliding_window_layers(smollm2_tokenizer: Any) -> None:
     # Trials at one depth share the filler before the key: the second one crops the cached
     # prefix, which a sliding-window layer that already dropped tokens could not do.
-    from contextwindow.evaluate.positions import passkey_retrieval
+    from contextwindow.evaluate.passkey import passkey_retrieval
 
     model = tiny_gemma3(vocab_size=49152, initializer_range=0.2)
     result = passkey_retrieval(model, smollm2_tokenizer, 160, depth=0.5, trials=2,

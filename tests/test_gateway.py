@@ -20,8 +20,9 @@ import openai
 import pytest
 from test_gateway_fake import CLI, FAKE_MODEL, Proc, free_port, running, start_fake, start_gateway
 
+from contextwindow.adapters import as_messages
 from contextwindow.caching import replay, trimmer
-from contextwindow.messages import as_messages, to_openai
+from contextwindow.messages import to_openai
 from contextwindow.samples import sample_conversation
 from contextwindow.tokens import TokenCounter
 from contextwindow.trim import CachePolicy, trim
@@ -255,7 +256,7 @@ def test_a_sessions_prompts_keep_their_prefix_for_the_upstream_cache(
 
 
 def test_summary_policy_keeps_the_facts_of_what_it_leaves_out(fake: Proc, tmp_path: Any) -> None:
-    from contextwindow.serve.fitting import SUMMARY_PREFIX
+    from contextwindow.messages import SUMMARY_PREFIX
 
     proc = start_gateway(fake.url, "--store", str(tmp_path / "s.db"), "--policy", "summary",
                          "--default-max-tokens", "32", context=CONTEXT)

@@ -23,15 +23,20 @@ import openai
 import pytest
 from test_gateway_fake import FAKE_MODEL, FAKE_SUMMARY, Proc, running, start_fake, start_gateway
 
+from contextwindow.adapters import as_messages
 from contextwindow.caching import replay, trimmer
-from contextwindow.memory.folding import cut_summary
-from contextwindow.messages import Message, as_messages, new_id
+from contextwindow.messages import SUMMARY_PREFIX, Message, new_id
 from contextwindow.samples import sample_conversation
 from contextwindow.serve import UpstreamBackend, WindowPolicy
-from contextwindow.serve.fitting import SUMMARY_PREFIX, Fitted
-from contextwindow.summarize import DEFAULT_SYSTEM, FunctionSummarizer, KeyFactsSummarizer
+from contextwindow.summarize import (
+    DEFAULT_SYSTEM,
+    FunctionSummarizer,
+    KeyFactsSummarizer,
+    cut_summary,
+)
 from contextwindow.tokens import TokenCounter
 from contextwindow.trim import CachePolicy, trim
+from contextwindow.window import Fitted
 
 COUNTER = TokenCounter.for_model(FAKE_MODEL)
 CONTEXT, REPLY = 700, 100

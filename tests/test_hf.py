@@ -34,8 +34,10 @@ def _reference_ids(tokenizer: Any, messages: list[dict[str, str]], prime: bool) 
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
-def test_models_hf_reexports_the_text_side_helper() -> None:
-    assert hf.chat_template_ids is chat_template_ids
+def test_the_chat_template_helper_has_one_home() -> None:
+    """The model side imports it from the torch-free templates module, as the text side does."""
+    assert chat_template_ids.__module__ == "contextwindow.templates"
+    assert not hasattr(hf, "chat_template_ids")
 
 
 @pytest.mark.parametrize("prime", [True, False])

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from contextwindow import SQLiteStore, TokenBufferMemory, TokenCounter
-from contextwindow.messages import as_message, from_openai
+from contextwindow.adapters import as_message, to_langchain_messages, to_llamaindex_messages
+from contextwindow.messages import from_openai
 
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
@@ -247,7 +248,7 @@ def test_langchain_runnable_with_message_history(tmp_path) -> None:
     assert isinstance(history[-1], AIMessage) and history[-1].content.startswith("reply 4")
     assert COUNTER.count_messages(history) <= 150
     assert isinstance(seen[-1][0], SystemMessage)
-    latest = memory.to_langchain()
+    latest = to_langchain_messages(memory.messages())
     assert [m.content for m in latest[-2:]] == ["question 5", history[-1].content.replace(
         "reply 4", "reply 5")]
     assert latest[-3] == history[-1]  # the same object back, id included
@@ -337,7 +338,7 @@ def test_llamaindex_chat_engine_on_our_memory(tmp_path) -> None:
     assert COUNTER.count_messages(seen[-1][1:]) <= 200 - COUNTER.count_text(system)
     resumed = TokenBufferMemory(200, counter=COUNTER, store=SQLiteStore(tmp_path / "chat.db"),
                                 session="dave")
-    assert resumed.to_llamaindex() == view
+    assert to_llamaindex_messages(resumed.messages()) == view
     memory.reset()
     assert memory.get_all() == []
 
@@ -404,8 +405,8 @@ def test_content_parts_and_fields_survive_every_store(durable_store_backend: Bac
     assert again.to_openai()[0]["content"] == IMAGE_TURN
     assert again.to_openai()[2]["content"] == [{"type": "text", "text": "a"},
                                                {"type": "text", "text": "b"}]
-    assert again.to_langchain()[1] == AIMessage("a square", id="m2",
-                                                response_metadata={"model_name": "x"})
+    assert to_langchain_messages(again.messages())[1] == AIMessage(
+        "a square", id="m2", response_metadata={"model_name": "x"})
 
 
 def test_langchain_history_over_every_store(durable_store_backend: Backend) -> None:

@@ -81,12 +81,12 @@ def test_app_quick_start_snippet_runs(tmp_path: Path, monkeypatch: pytest.Monkey
     assert client.chat.completions.calls == [{"model": "gpt-4o", "messages": sent}]
 
     # every add was durable: the same session reopens with both messages
-    from contextwindow import SinkWindowMemory, SQLiteStore
+    from contextwindow import SQLiteStore, TokenBufferMemory
 
     store = SQLiteStore(tmp_path / "chats.db")
     try:
-        reopened = SinkWindowMemory(4000, keep_first=2, counter=namespace["counter"],
-                                    store=store, session="user-42")
+        reopened = TokenBufferMemory(4000, keep_first=2, counter=namespace["counter"],
+                                     store=store, session="user-42")
         assert reopened.to_openai() == sent
     finally:
         store.close()

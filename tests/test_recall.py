@@ -11,14 +11,9 @@ from rich.console import Console
 from contextwindow.cli import main
 from contextwindow.errors import ConfigError
 from contextwindow.evaluate import fact_recall, make_facts, plant_facts, plot_recall
-from contextwindow.evaluate.recall import (
-    FACT_KINDS,
-    Fact,
-    context_text,
-    default_memories,
-    fact_in_text,
-    recall_table,
-)
+from contextwindow.evaluate.fact_kinds import FACT_KINDS
+from contextwindow.evaluate.recall import Fact, context_text, default_memories, fact_in_text
+from contextwindow.evaluate.report import recall_table
 from contextwindow.memory import BufferMemory, SummaryBufferMemory
 from contextwindow.messages import Message, ToolCall
 from contextwindow.samples import sample_conversation

@@ -11,20 +11,19 @@ import torch
 from conftest import corpus_text, make_tiny_llama
 
 from contextwindow.errors import ConfigError, ResourceError
-from contextwindow.evaluate.positions import (
+from contextwindow.evaluate.chunked import check_memory, estimate_memory
+from contextwindow.evaluate.passkey import (
     FILLER,
     INTRO,
     KEY_SENTENCE,
     QUESTION,
     _answer_done,
-    check_memory,
-    estimate_memory,
     passkey_keys,
     passkey_prompt,
     passkey_retrieval,
-    perplexity_by_position,
     score_passkey,
 )
+from contextwindow.evaluate.positions import perplexity_by_position
 from contextwindow.rope import scale_rope
 
 

@@ -345,9 +345,16 @@ def test_postgres_tables_live_in_the_schema_and_commit_synchronously(
         ("contextwindow_messages", "session", "text"),
         ("contextwindow_messages", "id", "text"),
         ("contextwindow_messages", "data", "text"),
+        ("contextwindow_messages", "position", "bigint"),
+        ("contextwindow_messages", "search_text", "text"),
+        ("contextwindow_messages", "tsv", "tsvector"),
         ("contextwindow_summaries", "session", "text"),
         ("contextwindow_summaries", "seq", "bigint"),
         ("contextwindow_summaries", "data", "text"),
+        ("contextwindow_vectors", "session", "text"),
+        ("contextwindow_vectors", "model", "text"),
+        ("contextwindow_vectors", "position", "bigint"),
+        ("contextwindow_vectors", "data", "bytea"),
     ]
     assert rows == [(1, "s", "1")]
 

@@ -44,7 +44,7 @@ def test_cookbook_tools_example_is_exact(model: str, expected: int) -> None:
     assert counter.count_messages(WEATHER_MESSAGES, tools=WEATHER_TOOLS) == expected
 
 
-# An assistant tool call and its result, priced by hand from the framing the README documents
+# An assistant tool call and its result, priced by hand from the framing docs/tokens.md documents
 # (OpenAI publishes none for these; see "Exactness" there): each message costs 3 tokens + its
 # role; each call 3 more + its name + its JSON arguments; a tool result adds its call id. The
 # token figures are plain tiktoken lengths, the same in cl100k_base and o200k_base:

@@ -12,6 +12,8 @@ The model side lives in ``contextwindow.kv``, ``contextwindow.rope``, ``contextw
 and ``contextwindow.evaluate`` (install the ``model`` extra).
 """
 
+from importlib.metadata import version as _version
+
 from .errors import (
     BudgetExceededError,
     ConfigError,
@@ -47,7 +49,7 @@ from .summarize import (
 from .tokens import TokenCounter
 from .trim import CachePolicy, trim
 
-__version__ = "0.1.0"
+__version__ = _version("contextwindow")  # one home: pyproject.toml
 
 __all__ = [
     "BudgetExceededError", "BufferMemory", "CachePolicy", "CombinedSummarizer", "ConfigError",

@@ -22,7 +22,8 @@ from .messages import Message
 from .tokens import TokenCounter
 from .trim import DEFAULT_LOW_WATER, CachePolicy, trim
 
-__all__ = ["CACHE_PRICE_RATIOS", "POLICIES", "CacheReport", "Request", "replay", "trimmer"]
+__all__ = ["CACHE_PRICE_RATIOS", "POLICIES", "TRIM_STRATEGIES", "CacheReport", "Request", "replay",
+           "trimmer"]
 
 #: Cached-token prices as a fraction of the uncached price the report shows (OpenAI bills
 #: cached input at 0.5 or less of the price, Anthropic cache reads at 0.1).
@@ -43,10 +44,11 @@ def _cache(max_tokens: int, counter: TokenCounter, low_water: float) -> Trimmer:
 #: The trimming policies :func:`trimmer` builds, by name: ``newest`` is :func:`trim`'s default
 #: (the newest turns that fit), ``cache`` is :class:`CachePolicy` (``low_water`` is its only
 #: setting; ``newest`` has none).
-POLICIES: Mapping[str, Callable[[int, TokenCounter, float], Trimmer]] = {
+TRIM_STRATEGIES: Mapping[str, Callable[[int, TokenCounter, float], Trimmer]] = {
     "newest": _newest,
     "cache": _cache,
 }
+POLICIES = TRIM_STRATEGIES  # the name before the glossary (DEVELOPERS.md); kept
 
 
 def trimmer(name: str, max_tokens: int, counter: TokenCounter, *,

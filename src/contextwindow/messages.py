@@ -1,4 +1,4 @@
-"""The one message type everything else works on, and conversion from what the ecosystem hands us.
+"""The one message type everything else works on, its OpenAI shape, and the tool-call pairing.
 
 A :class:`Message` is immutable and hashable by content (its ``id`` is not compared), so a token
 counter can cache a message's count and re-counting a long history costs one dict look-up each.
@@ -7,21 +7,22 @@ Nothing a caller gives is lost: a content list (text, images, audio...) is kept 
 ``parts`` (``content`` then holds its text, for summarizers and previews), provider fields we do
 not model (``refusal``, ``annotations``, ``audio``, ``function_call``, future ones) are kept in
 ``extra`` and sent back as given, and framework data that is never sent to a provider (LangChain's
-``response_metadata``, LlamaIndex's ``additional_kwargs``...) is kept in ``meta``. Inputs are read
-by duck typing: this module imports no framework.
+``response_metadata``, LlamaIndex's ``additional_kwargs``...) is kept in ``meta``. The message's
+own shape is OpenAI's chat dict (:func:`from_openai`, :meth:`Message.to_openai`); the readers and
+writers of other libraries' shapes are in :mod:`contextwindow.adapters`, one layer up.
 
 :func:`check_next` is the one tool-call pairing check that ``trim``, the memories and the CLI
-share: a provider rejects a conversation that breaks it with a 400. (The readers, the message
-type and the check are one module on purpose, a little over 400 lines: they share its
-invariants.)
+share: a provider rejects a conversation that breaks it with a 400.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,26 @@ from .errors import InvalidMessageError
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 SYSTEM_ROLES = ("system", "developer")
 RESULT_ROLES = ("tool", "function")  # messages that answer the assistant message before them
-_MODELLED = ("role", "content", "name", "tool_calls", "tool_call_id", "id", "meta")
+_MODELLED = ("role", "content", "name", "tool_calls", "tool_call_id", "id", "meta",
+             "timestamp")
 _NULLABLE = ("name", "tool_calls", "tool_call_id")  # kept in ``extra`` when given as null
+#: Readers that moved to :mod:`contextwindow.adapters`; still importable here, with a warning.
+_MOVED_TO_ADAPTERS = frozenset(
+    {"as_message", "as_messages", "from_sdk_object", "from_langchain", "LANGCHAIN_TYPES"})
+
+
+def __getattr__(name: str) -> Any:
+    """The deprecated ``contextwindow.messages.as_message`` (and the other moved readers).
+
+    The one import of a layer above, made only when an old name is used; the layers contract
+    in pyproject.toml ignores exactly this import, so it goes when the aliases go."""
+    if name not in _MOVED_TO_ADAPTERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import adapters
+
+    warnings.warn(f"contextwindow.messages.{name} moved to contextwindow.adapters.{name}",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(adapters, name)
 
 
 def new_id() -> str:
@@ -113,7 +132,10 @@ class Message:
     else it came with (``parts``, ``extra``, ``meta``: see the module docstring).
 
     ``Message(role="user", content=[...parts])`` keeps the list in ``parts`` and sets
-    ``content`` to the text of its text parts, joined by newlines.
+    ``content`` to the text of its text parts, joined by newlines. ``timestamp`` (optional,
+    ISO 8601: a date or a date and time; a ``datetime``/``date`` is converted) says when it was
+    said: stores keep it and recalled turns show it, because later questions are often about
+    *when*. Like ``id`` it is not sent to a provider and not compared.
     """
 
     role: str
@@ -125,8 +147,11 @@ class Message:
     parts: Frozen | None = None
     extra: Frozen | None = None
     meta: Frozen | None = None
+    timestamp: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.timestamp is not None:
+            object.__setattr__(self, "timestamp", _iso_timestamp(self.timestamp))
         if isinstance(self.content, (list, tuple)):
             for position, part in enumerate(self.content):
                 if not isinstance(part, str) and not (
@@ -205,6 +230,8 @@ class Message:
         record = {**self.to_openai(), "id": self.id}
         if self.meta is not None:
             record["meta"] = self.meta.value()
+        if self.timestamp is not None:
+            record["timestamp"] = self.timestamp
         return record
 
 
@@ -257,94 +284,25 @@ def from_openai(raw: Mapping[str, Any]) -> Message:
         "role": raw["role"], "content": content, "name": raw.get("name") or None,
         "tool_calls": tuple(tool_call_from(call) for call in calls),
         "tool_call_id": raw.get("tool_call_id") or None, "extra": extra or None,
-        "meta": raw.get("meta")}
+        "meta": raw.get("meta"), "timestamp": raw.get("timestamp")}
     if raw.get("id") is not None:
         fields["id"] = raw["id"]
     return Message(**fields)
 
 
-def from_sdk_object(obj: Any) -> Message:
-    """An OpenAI SDK message object (``resp.choices[0].message``), read exactly as the SDK would
-    send it back: its fields that were set, in JSON form."""
-    try:
-        raw = obj.model_dump(exclude_unset=True, mode="json",
-                             exclude=getattr(obj, "__api_exclude__", None))
-    except TypeError:  # a model_dump() without pydantic's options
-        raw = obj.model_dump()
-    return from_openai(raw)
-
-
-_LANGCHAIN_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool",
-                    "function": "function"}
-LANGCHAIN_TYPES = {"system": "system", "developer": "system", "user": "human",
-                   "assistant": "ai", "tool": "tool", "function": "function"}
-_CHAT_ROLES = {"human": "user", "ai": "assistant", **{role: role for role in ROLES}}
-_LANGCHAIN_MODELLED = ("content", "id", "name", "tool_calls", "tool_call_id", "type")
-
-
-def from_langchain(obj: Any) -> Message:
-    """Any langchain-core message (chunks, ``ChatMessage`` and ``FunctionMessage`` included);
-    duck-typed. What we do not model (``additional_kwargs``, ``response_metadata``, the class)
-    is kept in ``meta`` so that ``integrations.langchain.to_langchain`` rebuilds the same object.
-    Fields are read from the instance dict: pydantic's attribute fallback is slow on misses."""
-    data, kind = vars(obj), obj.type
-    base = kind.removesuffix("MessageChunk").lower() if isinstance(kind, str) else None
-    role = _CHAT_ROLES.get(data.get("role")) if base == "chat" else _LANGCHAIN_ROLES.get(base)
-    if role == "system" and (data.get("additional_kwargs") or {}).get(
-            "__openai_role__") == "developer":
-        role = "developer"
-    if role is None:
-        raise InvalidMessageError(f"unsupported LangChain message type {kind!r}"
-                                  + (f" with role {data.get('role')!r}" if base == "chat" else ""))
-    calls = []
-    for call in data.get("tool_calls") or ():
-        if not call.get("id"):
-            raise InvalidMessageError(f"LangChain tool call {call.get('name')!r} has no id")
-        calls.append(ToolCall(id=call["id"], name=call["name"],
-                              arguments=json.dumps(call.get("args", {}))))
-    content = data["content"]
-    defaults = type(obj).model_fields
-    meta = {key: value for key, value in data.items()
-            if key not in _LANGCHAIN_MODELLED and value not in (None, {}, [])
-            and (key not in defaults or value != defaults[key].default)}
-    if kind != LANGCHAIN_TYPES[role]:  # a chunk, ChatMessage...: the class to rebuild
-        meta["type"] = kind
-    fields: dict[str, Any] = {
-        "role": role, "content": content if content != "" or not calls else None,
-        "name": data.get("name"), "tool_calls": tuple(calls),
-        "tool_call_id": data.get("tool_call_id"),
-        "meta": {"langchain": meta} if meta else None}
-    if data.get("id"):
-        fields["id"] = data["id"]
-    return Message(**fields)
-
-
-def as_message(obj: Any) -> Message:
-    """Accept a Message, an OpenAI dict or SDK object, a LangChain or a LlamaIndex message."""
-    if isinstance(obj, Message):
-        return obj
-    if isinstance(obj, Mapping):
-        return from_openai(obj)
-    if hasattr(obj, "type") and hasattr(obj, "content") and hasattr(obj, "additional_kwargs"):
-        return from_langchain(obj)
-    if hasattr(obj, "blocks") and hasattr(obj, "role"):
-        from .integrations.llamaindex import from_llamaindex
-
-        return from_llamaindex(obj)
-    if callable(getattr(obj, "model_dump", None)) and hasattr(obj, "role"):
-        return from_sdk_object(obj)
-    raise InvalidMessageError(f"cannot read a message from {type(obj).__name__}")
-
-
-def as_messages(objs: Iterable[Any]) -> list[Message]:
-    """Convert a whole conversation; the error names the position of a bad message."""
-    out = []
-    for position, obj in enumerate(objs):
+def _iso_timestamp(value: object) -> str:
+    """``value`` as ISO 8601 text, checked; a ``datetime`` or ``date`` is formatted."""
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, str):
         try:
-            out.append(as_message(obj))
-        except InvalidMessageError as exc:
-            raise InvalidMessageError(f"message {position}: {exc}") from None
-    return out
+            datetime.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise InvalidMessageError(f"timestamp must be an ISO 8601 date or date and time, not "
+                              f"{value!r}")
 
 
 def to_openai(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -410,6 +368,10 @@ def check_conversation(messages: Sequence[Message], positions: Sequence[int] | N
         pending = check_next(pending, message, k if positions is None else positions[k])
 
 
+SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
+"""How a summary message starts, wherever it was made (a memory's stored summary, a fit's)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Summary:
     """A summary of history messages ``[start, end)`` (indices into the session's history)."""
@@ -420,5 +382,5 @@ class Summary:
 
     def as_message(self) -> Message:
         """How the summary enters the context: a system message placed after the pinned head."""
-        return Message(role="system", content=f"Summary of the earlier conversation:\n{self.text}",
+        return Message(role="system", content=SUMMARY_PREFIX + self.text,
                        id=f"summary-{self.start}-{self.end}")

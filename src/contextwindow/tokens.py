@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache, lru_cache
 from typing import Any
 
+from .adapters import as_message
 from .content import price_parts
 from .errors import UnknownModelError
 from .images import DEFAULT_PRICING, ImagePricing, pricing_for_model
-from .messages import SYSTEM_ROLES, Message, as_message
+from .messages import SYSTEM_ROLES, Message
 from .templates import chat_template_ids
 
 # Model-name prefixes, most specific first (OpenAI's model pages; tiktoken's own table lags

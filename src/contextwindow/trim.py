@@ -31,8 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from .adapters import as_message
 from .errors import BudgetExceededError, ConfigError, InvalidMessageError
-from .messages import RESULT_ROLES, SYSTEM_ROLES, Message, as_message, check_conversation
+from .messages import RESULT_ROLES, SYSTEM_ROLES, Message, check_conversation
 from .tokens import TokenCounter
 
 T = TypeVar("T")

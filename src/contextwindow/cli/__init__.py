@@ -7,23 +7,49 @@ inside their function bodies, so ``contextwindow count`` stays fast and torch-fr
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
+from typing import Annotated
 
 import typer
 
+from .. import __version__
 from ..errors import ContextWindowError
 from .options import err_console
 
-app = typer.Typer(
-    no_args_is_help=True,
-    add_completion=False,
-    help="Keep LLM conversations and generations inside their token limits.",
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+def _print_version(value: bool) -> None:
+    """``--version``: the installed package's version (read from its metadata)."""
+    if value:
+        typer.echo(f"contextwindow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Keep LLM conversations and generations inside their token limits."""
+
+
+def _user_help(doc: str) -> str:
+    """A command's docstring as its ``--help``: each paragraph on one line, so the terminal
+    wraps it (typer keeps a docstring's line breaks in the commands table and in every
+    paragraph after the first, which reads as broken lines at any other width). Anything
+    after a form feed is for developers, as click has it; it is left out."""
+    paragraphs = inspect.cleandoc(doc).partition("\f")[0].split("\n\n")
+    return "\n\n".join(" ".join(part.split()) for part in paragraphs if part.strip())
+
 
 _COMMAND_MODULES = ("text", "cache", "chat", "serve", "demo", "rope", "stream", "recall", "evict")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)
+for _command in app.registered_commands:
+    if _command.help is None and _command.callback is not None:
+        _command.help = _user_help(_command.callback.__doc__ or "")
 
 
 def main(argv: list[str] | None = None) -> int:

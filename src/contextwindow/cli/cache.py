@@ -13,9 +13,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..adapters import as_messages
 from ..caching import CACHE_PRICE_RATIOS, POLICIES, CacheReport, replay, trimmer
 from ..errors import ConfigError, InvalidMessageError
-from ..messages import as_messages, check_conversation
+from ..messages import check_conversation
 from ..tokens import TokenCounter
 from ..trim import DEFAULT_LOW_WATER
 from .options import console, err_console

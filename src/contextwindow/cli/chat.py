@@ -1,7 +1,7 @@
 """``contextwindow chat``: a terminal chat with the local model, inside a token budget.
 
-The conversation lives in a budgeted memory (token buffer, sinks + window, or summary + buffer)
-backed by SQLite, so ``--session NAME`` resumes it later. Interactive on a terminal (streamed
+The conversation lives in a budgeted memory (token buffer, sinks + window, summary + buffer, or
+the newest turns plus older ones recalled by the newest question) backed by SQLite, so ``--session NAME`` resumes it later. Interactive on a terminal (streamed
 replies, a status line after each); piped, it reads one user turn per input line and prints one
 reply per turn on stdout (status lines go to stderr).
 """
@@ -27,18 +27,22 @@ from .options import (
     memory_status,
 )
 
-MEMORY_KINDS = ("token", "sinks", "summary")
+MEMORY_KINDS = ("token", "sinks", "summary", "recall")
 SUMMARIZERS = ("model", "keyfacts", "combined")
 
 # The options that shape the conversation's memory, named so the command's signature stays short.
 MemoryKindOption = Annotated[str, typer.Option(
     "--memory", help="token: newest turns that fit; sinks: also pin the first messages; "
-    "summary: fold old turns into a running summary.")]
+    "summary: fold old turns into a running summary; recall: also quote older turns that "
+    "match the newest message.")]
 BudgetOption = Annotated[int, typer.Option(
     "--max-tokens", "-n", min=16, help="Prompt-token budget of the conversation.")]
 KeepFirstOption = Annotated[int | None, typer.Option(
     min=0, help="Messages after the system prompt that are never trimmed "
     "(default 0, or 2 with --memory sinks).")]
+RecallTokensOption = Annotated[int | None, typer.Option(
+    min=1, help="With --memory recall: tokens of the budget for recalled turns "
+    "(default half).")]
 SummarizerOption = Annotated[str, typer.Option(
     "--summarizer", help="With --memory summary: model, keyfacts or combined.")]
 CacheAwareOption = Annotated[bool, typer.Option(
@@ -59,9 +63,10 @@ def default_db() -> Path:
 
 def build_memory(kind: str, max_tokens: int, *, counter: Any, store: Any, session: str,
                  keep_first: int | None = None, summarizer: Any = None,
-                 cache_policy: Any = None) -> Any:
-    """A budgeted memory of the given kind (``token``, ``sinks`` or ``summary``), cutting as
-    ``cache_policy`` says (a :class:`~contextwindow.trim.CachePolicy`, or None)."""
+                 cache_policy: Any = None, recall_tokens: int | None = None) -> Any:
+    """A budgeted memory of the given kind (:data:`MEMORY_KINDS`), cutting as ``cache_policy``
+    says (a :class:`~contextwindow.trim.CachePolicy`, or None); ``recall`` gives
+    ``recall_tokens`` of the budget to recalled turns."""
     from .. import memory as memories
 
     common = {"counter": counter, "store": store, "session": session,
@@ -75,6 +80,9 @@ def build_memory(kind: str, max_tokens: int, *, counter: Any, store: Any, sessio
     if kind == "summary":
         return memories.SummaryBufferMemory(max_tokens, summarizer, keep_first=keep_first or 0,
                                             **common)
+    if kind == "recall":
+        return memories.RecallMemory(max_tokens, recall_tokens=recall_tokens,
+                                     keep_first=keep_first or 0, **common)
     raise ConfigError(f"unknown memory {kind!r}; expected one of {', '.join(MEMORY_KINDS)}")
 
 
@@ -98,6 +106,8 @@ def status_line(status: dict[str, int]) -> str:
             f"trimmed {status['dropped']}")
     if status["summarized"]:
         line += f" · summarized {status['summarized']}"
+    if status["recalled"]:
+        line += f" · recalled {status['recalled']}"
     return line
 
 
@@ -122,6 +132,7 @@ def chat(
     context: Annotated[int | None, typer.Option(
         min=16, help="The model's window (default: its trained length).")] = None,
     summarizer_kind: SummarizerOption = "model",
+    recall_tokens: RecallTokensOption = None,
     sink_cache: Annotated[bool, typer.Option(
         help="Decode with the attention-sink KV cache.")] = True,
     cache_aware: CacheAwareOption = True,
@@ -156,7 +167,7 @@ def chat(
         memory = _open_memory(memory_kind, max_tokens, generator, store, path,
                               session=session or time.strftime("chat-%Y%m%d-%H%M%S"),
                               keep_first=keep_first, summarizer_kind=summarizer_kind,
-                              system=system, note=note)
+                              recall_tokens=recall_tokens, system=system, note=note)
         _loop(memory, generator, params, interactive=interactive, out=out, err=err)
     finally:
         store.close()
@@ -178,14 +189,14 @@ def _load(model: str | None, *, device: str | None, dtype: str | None, context: 
 
 def _open_memory(memory_kind: str, max_tokens: int, generator: Any, store: Any, path: Path, *,
                  session: str, keep_first: int | None, summarizer_kind: str,
-                 system: str | None, note: Console) -> Any:
+                 recall_tokens: int | None, system: str | None, note: Console) -> Any:
     """The session's memory: resumed from ``store`` if it has messages, else new (with the
     ``system`` prompt, if given); says which on ``note``."""
     summarizer = (build_summarizer(summarizer_kind, generator.model, generator.tokenizer)
                   if memory_kind == "summary" else None)
     memory = build_memory(memory_kind, max_tokens, counter=generator.counter, store=store,
                           session=session, keep_first=keep_first, summarizer=summarizer,
-                          cache_policy=generator.cache_policy)
+                          cache_policy=generator.cache_policy, recall_tokens=recall_tokens)
     if len(memory):
         note.print(f"[dim]resumed session [bold]{session}[/] ({len(memory)} messages) "
                    f"from {path}[/]")

@@ -157,7 +157,8 @@ def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[s
     from ..generation import IncrementalDecoder, SamplingParams, sample
     from ..kv import SinkCache
     from ..models import model_device
-    from ..models.hf import chat_template_ids, forward
+    from ..models.hf import forward
+    from ..templates import chat_template_ids
 
     sinks, window, new_tokens, every = (4, 28, 48, 8) if quick else (4, 124, 256, 32)
     console.rule("[bold]3. A long generation through the attention-sink KV cache")

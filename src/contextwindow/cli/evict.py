@@ -92,10 +92,9 @@ def evict_sweep(
     The whole prompt is streamed through the bounded cache before the question is answered, so
     a policy finds the key only if it kept it. Accuracy and perplexity per policy and budget,
     with the full cache as the ceiling.
-    \f
-    One piece: one parameter per command-line option (typer reads the options from this
-    signature), so it is as long as the command's interface; the work is in the helpers below.
     """
+    # One piece: one parameter per command-line option (typer reads the options from this
+    # signature), so it is as long as the command's interface; the work is in the helpers below.
     names = _policy_names(policies)
     sizes, prompt_lengths = _ints(budgets, "--budgets"), _ints(lengths, "--lengths")
     where = _floats(depths, "--depths")

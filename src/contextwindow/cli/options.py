@@ -84,7 +84,8 @@ def progress_bar(*, transient: bool = False, disable: bool = False) -> Progress:
 
 
 def memory_status(memory: Any, budget: int | None = None) -> dict[str, int]:
-    """What a memory's view keeps: verbatim messages, tokens, pinned, dropped, summarized."""
+    """What a memory's view keeps: verbatim messages, tokens, pinned, dropped, summarized,
+    recalled (older messages quoted in a recall block)."""
     status = memory.status()
     return {
         "kept": status.kept,
@@ -94,4 +95,5 @@ def memory_status(memory: Any, budget: int | None = None) -> dict[str, int]:
         "pinned": status.pinned,
         "summarized": status.summarized,
         "dropped": status.dropped,
+        "recalled": status.recalled,
     }

@@ -75,7 +75,7 @@ def recall(
 
 def _read_conversation(path: Path) -> list[Any]:
     """The messages of a JSON file: a list of messages, or an object with a ``messages`` list."""
-    from ..messages import as_messages
+    from ..adapters import as_messages
 
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")

@@ -26,7 +26,8 @@ from .options import (
 )
 
 # Options ``rope`` and ``passkey`` share.
-MethodsOption = Annotated[str, typer.Option(help="Comma-separated RoPE methods.")]
+MethodsOption = Annotated[str, typer.Option(
+    help="Comma-separated RoPE methods (self-extend and dca remap positions in attention).")]
 FactorOption = Annotated[float, typer.Option(help="Context-extension factor (> 1).")]
 JsonOption = Annotated[Path | None, typer.Option(
     "--json", help="Write all results as JSON here.")]
@@ -44,14 +45,15 @@ def _parse_lengths(value: str) -> list[int]:
 
 
 def _parse_methods(value: str, factor: float) -> list[str]:
-    from ..rope import RESTORE_METHODS, check_factor, get_method
+    from ..rope import RESTORE_METHODS, check_factor, get_extension, get_method
 
     methods = [m.strip() for m in value.split(",") if m.strip()]
     if not methods:
         raise ConfigError("--methods is empty")
     for m in methods:
         if m not in RESTORE_METHODS:
-            get_method(m)  # ConfigError listing the known methods
+            if get_extension(m) is None:  # self-extend, dca: attention-side
+                get_method(m)  # ConfigError listing the known methods
             check_factor(m, factor)
     return methods
 
@@ -113,7 +115,8 @@ def rope_command(
         raise ConfigError(f"--bucket must be >= 1, got {bucket}")
     body = text.read_text(encoding="utf-8")
 
-    from ..evaluate.positions import check_memory, perplexity_by_position
+    from ..evaluate.chunked import check_memory
+    from ..evaluate.positions import perplexity_by_position
     from ..evaluate.report import bucket_table, length_table, plot_perplexity
 
     model, tokenizer = _load(model_path, threads, device, dtype)
@@ -173,7 +176,8 @@ def passkey_command(
     if not 0.0 <= depth <= 1.0:
         raise ConfigError(f"--depth must be between 0 and 1, got {depth}")
 
-    from ..evaluate.positions import check_memory, passkey_retrieval
+    from ..evaluate.chunked import check_memory
+    from ..evaluate.passkey import passkey_retrieval
     from ..evaluate.report import length_table, plot_passkey
 
     model, tokenizer = _load(model_path, threads, device, dtype)

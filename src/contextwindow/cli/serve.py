@@ -18,7 +18,6 @@ POLICY_HELP = ("What to do with a conversation longer than the window: trim (kee
                "default 2), none (reject with context_length_exceeded) or, with --upstream, "
                "summary (trim, and put a summary of what was left out in its place; "
                "--summarizer).")
-GATEWAY_SUMMARIZERS = ("keyfacts", "upstream")
 STORE_HELP = ("Where server-side sessions live (requests with X-Session-Id): redis://..., "
               "postgresql://..., sqlite:///PATH or a path, memory, or none (no sessions). "
               "Default: serve.sqlite3 in the user data directory.")
@@ -43,44 +42,16 @@ def _secret(var: str | None, what: str) -> str | None:
     return value
 
 
-def _upstream_backend(url: str, *, model: str | None, context: int | None,
-                      tokenizer: str | None, key_env: str | None, window_options: dict[str, Any],
-                      summarizer: str = "keyfacts", summary_timeout: float = 30.0,
-                      **options: Any) -> Any:
-    """The gateway backend: counts from ``--tokenizer`` (a local model's own template) or from
-    tiktoken for an OpenAI model name."""
-    from ..serve import UpstreamBackend, WindowPolicy
-    from ..tokens import TokenCounter
+def _gateway(url: str, *, model: str | None, context: int | None, key_env: str | None,
+             **options: Any) -> Any:
+    """The gateway's app (:func:`contextwindow.serve.create_gateway`), its upstream key read
+    from the environment variable ``--upstream-key-env`` names."""
+    from ..serve import create_gateway
 
     if not model or context is None:
         raise ConfigError("--upstream needs --upstream-model NAME and --upstream-context TOKENS")
-    if tokenizer is not None:
-        from transformers import AutoTokenizer
-
-        counter = TokenCounter.from_hf(AutoTokenizer.from_pretrained(tokenizer))
-    else:
-        counter = TokenCounter.for_model(model)
-    api_key = _secret(key_env, "--upstream-key-env")
-    if summarizer == "upstream":
-        window_options = {**window_options, "summary_timeout": summary_timeout,
-                          "summarizer": _upstream_summarizer(url, model, api_key,
-                                                             summary_timeout)}
-    window = WindowPolicy(counter, context, **window_options)
-    return UpstreamBackend(url, upstream_model=model, window=window, api_key=api_key, **options)
-
-
-def _upstream_summarizer(url: str, model: str, api_key: str | None, timeout: float) -> Any:
-    """``--summarizer upstream``: the upstream model writes the summaries, one attempt each
-    (no retries: a failure falls back to key facts for that request, the next one asks
-    again), within ``timeout`` seconds per request."""
-    import openai
-
-    from ..summarize import OpenAISummarizer
-
-    client = openai.OpenAI(base_url=url, api_key=api_key or "not-needed", max_retries=0,
-                           timeout=timeout)
-    return OpenAISummarizer(model, base_url=url, api_key=api_key, client=client,
-                            timeout=timeout)
+    return create_gateway(url, model=model, context=context,
+                          api_key=_secret(key_env, "--upstream-key-env"), **options)
 
 
 # The command's options, named so its signature stays one line per option.
@@ -188,10 +159,13 @@ def serve(
     log_level: LogLevelOption = "info",
 ) -> None:
     """Serve POST /v1/chat/completions (plain and streaming), GET /v1/models and sessions.
-    \f
-    One piece: one parameter per command-line option (typer reads the options from this
-    signature), so it is as long as the command's interface; the work is in the helpers below.
+
+    Runs the local model, or with --upstream sits in front of any OpenAI-compatible server as
+    a context gateway: each conversation is fitted to the upstream model's window and kept in
+    server-side sessions (docs/serve.md).
     """
+    # One piece: one parameter per command-line option (typer reads the options from this
+    # signature), so it is as long as the command's interface; the work is in the helpers below.
     uvicorn = _serve_extra()
     from ..serve import Limits, check_bind, create_app
     from ..trim import CachePolicy
@@ -204,14 +178,14 @@ def serve(
                     request_timeout=request_timeout)
     console = Console(stderr=True, highlight=False)
     if upstream is not None:
-        backend = _upstream_backend(
-            upstream, model=upstream_model, context=upstream_context, tokenizer=tokenizer,
-            key_env=upstream_key_env, window_options={
-                "policy": policy, "keep_first": keep_first, "cache_policy": cache_policy},
-            summarizer=summarizer, summary_timeout=summary_timeout,
-            served_model=served_model_name, default_max_tokens=default_max_tokens,
-            timeout=request_timeout)
-        described = _describe_gateway(backend, policy)
+        app = _gateway(upstream, model=upstream_model, context=upstream_context,
+                       key_env=upstream_key_env, tokenizer=tokenizer, policy=policy,
+                       keep_first=keep_first, cache_aware=cache_aware, summarizer=summarizer,
+                       summary_timeout=summary_timeout, served_model=served_model_name,
+                       default_max_tokens=default_max_tokens, limits=limits,
+                       store=_store_url(store), namespace=store_namespace,
+                       lock_timeout=lock_timeout, lock_ttl=lock_ttl)
+        described = _describe_gateway(app.state.api.backend, policy)
     else:
         backend = _local_backend(model, device=device, dtype=dtype, context=context,
                                  policy=policy, keep_first=keep_first,
@@ -222,23 +196,30 @@ def serve(
                                  threads=threads, console=console,
                                  default_max_tokens=default_max_tokens, max_queue=max_queue)
         described = _describe_local(backend.generator, rope, rope_factor)
-    opened = _open_sessions(store, store_namespace)
-    app = create_app(backend=backend, store=opened, limits=limits,
-                     default_max_tokens=default_max_tokens, lock_timeout=lock_timeout,
-                     lock_ttl=lock_ttl)
-    sessions = "no sessions" if opened is None else f"sessions in {_store_name(opened)}"
+        app = create_app(backend=backend, store=_open_sessions(store, store_namespace),
+                         limits=limits, default_max_tokens=default_max_tokens,
+                         lock_timeout=lock_timeout, lock_ttl=lock_ttl)
+    api = app.state.api
+    sessions = ("no sessions" if api.sessions is None
+                else f"sessions in {_store_name(api.sessions.store)}")
     auth = "API key required" if api_key else "no API key"
-    console.print(f"[bold]{backend.model_id}[/] on http://{host}:{port}/v1 · {described} · "
+    console.print(f"[bold]{api.backend.model_id}[/] on http://{host}:{port}/v1 · {described} · "
                   f"{sessions} · {auth}")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-def _open_sessions(store: str | None, namespace: str | None) -> Any:
+def _store_url(store: str | None) -> str | None:
     """The sessions store ``--store`` names (default: :func:`default_store`); None for "none"."""
-    from ..serve.sessions import open_store
-
     store_url = store or str(default_store())
-    return None if store_url == "none" else open_store(store_url, namespace=namespace)
+    return None if store_url == "none" else store_url
+
+
+def _open_sessions(store: str | None, namespace: str | None) -> Any:
+    """The store of :func:`_store_url`, opened (None: no sessions)."""
+    from ..stores import open as open_store
+
+    store_url = _store_url(store)
+    return None if store_url is None else open_store(store_url, namespace=namespace)
 
 
 def _serve_extra() -> Any:
@@ -256,23 +237,24 @@ def _serve_extra() -> Any:
 def _check_policy(policy: str, *, gateway: bool, summarizer: str = "keyfacts") -> None:
     """Refuse an unknown ``--policy`` or ``--summarizer`` at start-up; ``summary`` is for the
     gateway only, and an upstream summarizer only for it."""
-    from ..generation import POLICIES
-    from ..serve.fitting import GATEWAY_POLICIES
+    from ..serve.gateway import SUMMARIZERS
+    from ..window import OVERFLOW_MODES
 
-    policies = GATEWAY_POLICIES if gateway else POLICIES
+    policies = tuple(m for m in OVERFLOW_MODES if gateway or m != "summary")
     if policy not in policies:
         raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(policies)}"
                           + ("" if gateway else " (summary: with --upstream)"))
-    if summarizer not in GATEWAY_SUMMARIZERS:
+    if summarizer not in SUMMARIZERS:
         raise ConfigError(f"unknown summarizer {summarizer!r}; expected one of "
-                          f"{', '.join(GATEWAY_SUMMARIZERS)}")
+                          f"{', '.join(SUMMARIZERS)}")
     if summarizer != "keyfacts" and not (gateway and policy == "summary"):
         raise ConfigError(f"--summarizer {summarizer} needs --upstream and --policy summary")
 
 
 def _describe_gateway(backend: Any, policy: str) -> str:
     fitter = backend.fitter
-    summary = (f" ({type(fitter.summarizer).__name__})" if policy == "summary" else "")
+    writer = getattr(fitter.summaries, "summarizer", None)
+    summary = f" ({type(writer).__name__})" if policy == "summary" else ""
     cut = "cache-aware cut" if fitter.cache_policy is not None else "newest turns"
     return (f"gateway to {backend.where} ({backend.upstream_model}) · window "
             f"{backend.window} tokens · policy {policy}{summary} · {cut} · counts "

@@ -56,10 +56,9 @@ def stream(
     The plain window keeps the same number of tokens (sinks + window) but no sinks, so the two
     differ only by the sinks. Dense attention keeps everything, and breaks once positions pass
     the model's trained length.
-    \f
-    One piece: one parameter per command-line option (typer reads the options from this
-    signature), so it is as long as the command's interface; the work is in the helpers below.
     """
+    # One piece: one parameter per command-line option (typer reads the options from this
+    # signature), so it is as long as the command's interface; the work is in the helpers below.
     _check_sizes(text, tokens=tokens, chunk=chunk, segment=segment, samples=samples,
                  recompute=recompute)
     extra = _check_policies(policies, sinks=sinks, window=window)

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..adapters import as_messages
 from ..errors import ConfigError, InvalidMessageError
-from ..messages import Message, as_messages, check_conversation
+from ..messages import Message, check_conversation
 from ..tokens import TokenCounter
 from ..trim import trim as trim_messages
 
@@ -89,7 +90,7 @@ def count(
         "--per-message", help="Also show a table of each message's tokens.")] = False,
 ) -> None:
     """Count tokens of a text file or of a JSON conversation (prompt tokens, as the API bills
-    them); an object with ``messages`` and ``tools`` counts the tool definitions too."""
+    them); an object with "messages" and "tools" counts the tool definitions too."""
     counter = make_counter(model, encoding)
     raw = read_source(source)
     if text or not looks_like_json(raw):
@@ -120,7 +121,7 @@ def trim(
 ) -> None:
     """Fit a JSON conversation into --max-tokens; prints it back with only the kept messages,
     each exactly as given (ids, content parts and every field), and the request's other fields
-    (``tools``...) unchanged."""
+    ("tools"...) unchanged."""
     counter = make_counter(model, encoding)
     raw = read_source(source)
     request, messages = parse_conversation(raw, source)

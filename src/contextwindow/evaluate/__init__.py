@@ -3,12 +3,8 @@
 Their plots and tables live in :mod:`contextwindow.evaluate.report`.
 """
 from .needle import BudgetSweep, NeedleResult, budget_sweep, needle_in_a_stream  # noqa: F401
-from .positions import (  # noqa: F401
-    PasskeyResult,
-    PositionPerplexity,
-    passkey_retrieval,
-    perplexity_by_position,
-)
+from .passkey import PasskeyResult, passkey_retrieval  # noqa: F401
+from .positions import PositionPerplexity, perplexity_by_position  # noqa: F401
 from .recall import (  # noqa: F401
     Fact,
     RecallReport,

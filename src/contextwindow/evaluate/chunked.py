@@ -50,8 +50,12 @@ def available_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))  # pragma: no cover
 
 
+# attention that never materialises the scores (contextwindow_extended: Self-Extend / DCA)
+_EFFICIENT = ("sdpa", "flash_attention_2", "contextwindow_extended")
+
+
 def _efficient_attention(model: Any) -> bool:
-    return getattr(model.config, "_attn_implementation", "eager") in ("sdpa", "flash_attention_2")
+    return getattr(model.config, "_attn_implementation", "eager") in _EFFICIENT
 
 
 def estimate_memory(

@@ -1,10 +1,11 @@
-"""Judge a model past its trained length: perplexity by position (here) and passkey retrieval
-(:mod:`.passkey`); this module is the public home of both, and of the memory check they share.
+"""Judge a model past its trained length by its perplexity at each position; passkey retrieval,
+the other judge, is :mod:`.passkey`.
 
 Both are memory-aware (:mod:`.chunked`): the decoder body runs once (or in chunks through a KV
 cache) and the full-vocabulary ``lm_head`` is applied to a few hundred positions at a time, so a
-16k-token evaluation never holds 16k x vocab logits. :func:`estimate_memory` says up front what a
-length needs; a length that does not fit raises :class:`~contextwindow.errors.ResourceError`.
+16k-token evaluation never holds 16k x vocab logits. :func:`~.chunked.estimate_memory` says up
+front what a length needs; a length that does not fit raises
+:class:`~contextwindow.errors.ResourceError`.
 
 Length-dependent RoPE (dynamic NTK, LongRoPE) is evaluated under
 :func:`contextwindow.rope.rope_length`, so chunked prefill computes what one forward of the whole
@@ -19,41 +20,10 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.hf import encode_prefix
-from .chunked import (
-    available_memory,
-    check_memory,
-    estimate_memory,
-    head_logits,
-    model_device,
-    split_model,
-)
-from .passkey import (  # noqa: F401  (re-exported: needle, the CLI and tests import them here)
-    FILLER,
-    INTRO,
-    KEY_SENTENCE,
-    QUESTION,
-    PasskeyPrompt,
-    PasskeyResult,
-    _answer_done,
-    passkey_keys,
-    passkey_prompt,
-    passkey_retrieval,
-    score_passkey,
-)
+from .chunked import check_memory, head_logits, model_device, split_model
 from .streaming import Progress
 
-__all__ = [
-    "PasskeyPrompt",
-    "PasskeyResult",
-    "PositionPerplexity",
-    "available_memory",
-    "check_memory",
-    "estimate_memory",
-    "passkey_prompt",
-    "passkey_retrieval",
-    "perplexity_by_position",
-    "score_passkey",
-]
+__all__ = ["PositionPerplexity", "perplexity_by_position"]
 
 @dataclass(frozen=True)
 class PositionPerplexity:

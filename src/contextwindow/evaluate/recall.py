@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters import as_messages
 from ..errors import ConfigError, SummarizerError
 from ..memory import DEFAULT_KEEP_FIRST
-from ..messages import SYSTEM_ROLES, Message, as_messages
+from ..messages import SYSTEM_ROLES, Message
 from ..tokens import TokenCounter
 from .fact_kinds import FACT_KINDS, random_fact
-from .report import plot_recall, recall_table  # noqa: F401  (re-exported: their old home)
 
 __all__ = [
     "Fact",

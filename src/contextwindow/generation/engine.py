@@ -38,34 +38,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..adapters import as_messages
 from ..content import check_text_only
 from ..errors import BudgetExceededError, ConfigError, InvalidMessageError
-from ..memory import DEFAULT_KEEP_FIRST
-from ..messages import Message, as_messages, check_conversation
-from ..models.hf import chat_template_ids
+from ..messages import Message, check_conversation
+from ..templates import chat_template_ids
 from ..tokens import TokenCounter
-from ..trim import CachePolicy, trim
+from ..trim import CachePolicy
+from ..window import DEFAULT_KEEP_FIRST, OVERFLOW_MODES, Fitter, LeftOut
 from .prefix import PrefixCache
 from .run import Completion, Run, decode
 from .sampling import SamplingParams
 
-POLICIES = ("trim", "sinks", "none")
+#: The overflow modes of the local engine (the text side's, less ``summary``).
+POLICIES = tuple(mode for mode in OVERFLOW_MODES if mode != "summary")
 #: ``keep_first`` used by the ``"sinks"`` policy unless given (as SinkWindowMemory).
 SINKS_KEEP_FIRST = DEFAULT_KEEP_FIRST
-
-
-class LeftOut:
-    """What a fit left out, from the counts every fit result has (this engine's
-    :class:`FitResult` and the gateway's ``Fitted``): ``messages``, ``prompt_tokens``,
-    ``original_messages`` and ``original_tokens``."""
-
-    @property
-    def trimmed_messages(self) -> int:
-        return self.original_messages - len(self.messages)  # type: ignore[attr-defined]
-
-    @property
-    def trimmed_tokens(self) -> int:
-        return max(0, self.original_tokens - self.prompt_tokens)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -174,6 +162,8 @@ class Generator:
             raise ConfigError(f"prefix_cache_mb must be a number >= 0, not {prefix_cache_mb!r}")
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self.counter = TokenCounter.from_hf(tokenizer)
+        self.window = Fitter(self.counter, context, mode=policy, keep_first=keep_first,
+                             cache_policy=cache_policy)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.lock = threading.RLock()
         if sink_cache:  # fail at start-up, not on the first request, if the model has no RoPE
@@ -235,29 +225,18 @@ class Generator:
     def fit(self, messages: Iterable[Any], max_tokens: int) -> FitResult:
         """The prompt for ``messages`` within ``context - reserve_for(max_tokens)`` tokens.
 
-        Raises :class:`BudgetExceededError` when the policy is ``"none"`` and the conversation
-        is too long, or when not even the newest user turn fits.
+        The fit itself is the text side's (:class:`~contextwindow.window.Fitter`, counting with
+        this model's template); the templated prompt is then counted again, and for a template
+        that is not additive the budget shrinks until the prompt fits. Raises
+        :class:`BudgetExceededError` when the policy is ``"none"`` and the conversation is too
+        long, or when not even the newest user turn fits.
         """
         with self.lock:
             conversation = self.prepare(messages)
             reserve = self.reserve_for(max_tokens)
-            budget = self.context - reserve
-            original = self.counter.count_messages(conversation)
-            if self.policy == "none":
-                if original > budget:
-                    raise BudgetExceededError(
-                        f"This model's maximum context length is {self.context} tokens. However, "
-                        f"you requested {original + reserve} tokens ({original} in the messages, "
-                        f"{reserve} for the completion). Please reduce the length of the "
-                        "messages or completion.",
-                        budget=budget, required=original, pinned=0)
-                kept = conversation
-            else:
-                kept = trim(conversation, budget, self.counter, keep_first=self.keep_first,
-                            cache_policy=self.cache_policy)
-            ids = self._template_ids(kept)
-            # The counter is exact for additive templates; for any other, shrink until it fits.
-            target = budget
+            fitted = self.window.fit(conversation, reserve)
+            ids = self._template_ids(fitted.messages)
+            budget = target = fitted.budget
             while len(ids) > budget:
                 if self.policy == "none":
                     raise BudgetExceededError(
@@ -269,11 +248,12 @@ class Generator:
                     raise BudgetExceededError(
                         f"the prompt does not fit in {budget} tokens", budget=budget,
                         required=len(ids), pinned=0)
-                kept = trim(conversation, target, self.counter, keep_first=self.keep_first,
-                            cache_policy=self.cache_policy)
-                ids = self._template_ids(kept)
-            return FitResult(messages=list(kept), prompt_ids=ids, original_tokens=original,
-                             original_messages=len(conversation), budget=budget, reserve=reserve)
+                fitted = self.window.fit(conversation, reserve, budget=target)
+                ids = self._template_ids(fitted.messages)
+            return FitResult(messages=fitted.messages, prompt_ids=ids,
+                             original_tokens=fitted.original_tokens,
+                             original_messages=fitted.original_messages, budget=budget,
+                             reserve=reserve)
 
     # -- generation ---------------------------------------------------------------------------
     def new_cache(self) -> Any:

@@ -1,58 +1,17 @@
-"""How one reply is decoded: the validated sampling settings and the token sampler.
+"""How one reply is decoded: the token sampler, driven by the validated sampling settings.
 
-:class:`SamplingParams` is the one place that checks sampling settings; the HTTP server maps its
-:class:`~contextwindow.errors.ConfigError` to a 400 answer instead of checking them again.
+:class:`SamplingParams` (the settings and their checks) lives on the text side
+(:mod:`contextwindow.sampling`), so a server validates a request without the model side; it is
+importable from here too.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..sampling import MAX_STOP_STRINGS, SamplingParams
 
-MAX_STOP_STRINGS = 4
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _in_range(value: Any, low: float, high: float) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value <= high)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to decode one reply. ``temperature=0`` is greedy; ``seed`` makes sampling repeatable."""
-
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.max_tokens) or self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be an integer >= 1, not {self.max_tokens!r}")
-        if not _in_range(self.temperature, 0, 2):
-            raise ConfigError(f"temperature must be a number in [0, 2], not {self.temperature!r}")
-        if not _in_range(self.top_p, 0, 1):
-            raise ConfigError(f"top_p must be a number in [0, 1], not {self.top_p!r}")
-        object.__setattr__(self, "temperature", float(self.temperature))
-        object.__setattr__(self, "top_p", float(self.top_p))
-        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
-        stop = tuple(stop) if isinstance(stop, Iterable) else None
-        if stop is None or len(stop) > MAX_STOP_STRINGS \
-                or not all(isinstance(s, str) and s for s in stop):
-            raise ConfigError(
-                f"stop must be up to {MAX_STOP_STRINGS} non-empty strings, not {self.stop!r}")
-        object.__setattr__(self, "stop", stop)
-        if self.seed is not None and not _is_int(self.seed):
-            raise ConfigError(f"seed must be an integer, not {self.seed!r}")
+__all__ = ["MAX_STOP_STRINGS", "SamplingParams", "sample"]
 
 
 def sample(logits: Any, params: SamplingParams, rng: Any) -> int:

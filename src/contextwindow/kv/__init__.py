@@ -2,6 +2,7 @@
 (StreamingLLM), and attention-scored eviction (H2O, TOVA, SnapKV)."""
 
 from .scored import (
+    EVICTION_POLICIES,
     POLICIES,
     POSITIONS,
     H2OPolicy,
@@ -15,6 +16,7 @@ from .scored import (
 from .sink import Eviction, RopeShift, SinkCache, SinkLayer, SinkPolicy, cache_nbytes
 
 __all__ = [
+    "EVICTION_POLICIES",
     "POLICIES",
     "POSITIONS",
     "Eviction",

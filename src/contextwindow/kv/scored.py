@@ -51,6 +51,7 @@ from .attention import hand_over, use_scored_attention
 from .sink import RopeShift, SinkCache, SinkLayer, SinkPolicy, cache_nbytes, layer_shifts
 
 __all__ = [
+    "EVICTION_POLICIES",
     "POLICIES",
     "H2OPolicy",
     "ScoredCache",
@@ -303,7 +304,7 @@ def _sink_policy(budget: int, sinks: int) -> SinkPolicy:
     return SinkPolicy(sinks=sinks, window=budget - sinks)
 
 
-POLICIES: dict[str, Callable[[int, int], Any]] = {
+EVICTION_POLICIES: dict[str, Callable[[int, int], Any]] = {
     "sinks": _sink_policy,
     "h2o": lambda budget, sinks: H2OPolicy(budget=budget, sinks=sinks),
     "tova": lambda budget, sinks: TOVAPolicy(budget=budget, sinks=sinks),
@@ -312,6 +313,7 @@ POLICIES: dict[str, Callable[[int, int], Any]] = {
     ),
 }
 """Each eviction policy by name, built from a token budget and a number of sinks."""
+POLICIES = EVICTION_POLICIES  # the name before the glossary (DEVELOPERS.md); kept
 
 
 def make_cache(model: Any, policy: str, budget: int | None = None, *, sinks: int = 4,

@@ -113,7 +113,7 @@ class RopeShift:
         """Return ``keys`` (``[..., head_dim]``) moved by ``delta`` positions (fp32 math)."""
         if delta == 0 or keys.shape[-2] == 0:
             return keys
-        return self._rotate(keys, *self._cos_sin(delta, keys.device))
+        return self.rotate(keys, *self._cos_sin(delta, keys.device))
 
     def move(self, keys: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
         """Return ``keys`` (``[..., tokens, head_dim]``) with each token moved by its own delta.
@@ -131,14 +131,21 @@ class RopeShift:
         if delta and bool(((deltas == 0) | (deltas == delta)).all()):
             return torch.where((deltas == delta)[..., None], self(keys, delta), keys)
         distinct, which = deltas.unique(return_inverse=True)
-        angle = distinct.to(device="cpu", dtype=torch.float64)[:, None] * self.inv_freq
-        angle = torch.cat((angle, angle), dim=-1)
+        cos, sin = self.tables(distinct, keys.device)
         which = which.to(keys.device)
-        cos = angle.cos().to(device=keys.device, dtype=torch.float32)[which]
-        sin = angle.sin().to(device=keys.device, dtype=torch.float32)[which]
-        return self._rotate(keys, cos, sin)
+        return self.rotate(keys, cos[which], sin[which])
 
-    def _rotate(self, keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def tables(self, deltas: torch.Tensor, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 cos and sin (``[len(deltas), rotary_dim]`` on ``device``) moving a token by each
+        of ``deltas`` positions, from fp64 angles: for callers that rotate many tensors by the same
+        per-token deltas (Self-Extend and DCA reuse them in every layer)."""
+        angle = deltas.to(device="cpu", dtype=torch.float64).reshape(-1, 1) * self.inv_freq
+        angle = torch.cat((angle, angle), dim=-1)
+        return (angle.cos().to(device=device, dtype=torch.float32),
+                angle.sin().to(device=device, dtype=torch.float32))
+
+    def rotate(self, keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate-half RoPE by ``cos``/``sin`` on the first ``rotary_dim`` channels of ``keys``."""
         if keys.shape[-1] < self.rotary_dim:
             raise ModelError(

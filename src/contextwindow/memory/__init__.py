@@ -3,6 +3,7 @@
 * :mod:`.base` -- :class:`Memory` (history, running token totals, the store) and
   :class:`MemoryStatus`;
 * :mod:`.budget` -- Buffer, Window, TokenBuffer and SinkWindow: which recent turns to keep;
+* :mod:`.recall` -- RecallMemory: the newest turns plus older ones recalled from the store;
 * :mod:`.summary` -- SummaryBuffer and Summary: older turns folded into a running summary
   (shared machinery in :mod:`.summarizing`, the fold and the summary cut in :mod:`.folding`).
 """
@@ -16,6 +17,7 @@ from .budget import (
     WindowMemory,
 )
 from .folding import Fold
+from .recall import RecallMemory
 from .summarizing import SummarizingMemory
 from .summary import SummaryBufferMemory, SummaryMemory
 
@@ -25,6 +27,7 @@ __all__ = [
     "Fold",
     "Memory",
     "MemoryStatus",
+    "RecallMemory",
     "SinkWindowMemory",
     "SummarizingMemory",
     "SummaryBufferMemory",

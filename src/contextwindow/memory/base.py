@@ -8,16 +8,19 @@ O(size of the view), however long the history grows.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ..adapters import as_message, to_langchain_messages, to_llamaindex_messages
 from ..errors import BudgetExceededError, ConfigError
-from ..messages import SYSTEM_ROLES, Message, Pending, as_message, check_next, to_openai
+from ..messages import SYSTEM_ROLES, Message, Pending, check_next, to_openai
 from ..stores import InMemoryStore, Store, check_session
 from ..tokens import TokenCounter
-from ..trim import CachePolicy, Cut, TrimPlan, plan_trim
+from ..trim import CachePolicy, Cut
+from ..window import Context, assemble, opens_with_system
 
 __all__ = ["Memory", "MemoryStatus", "check_limits", "default_counter"]
 
@@ -56,6 +59,7 @@ class MemoryStatus:
     degraded: bool = False  # the view trims turns no summary covers
     summary: str | None = None  # the stored summary text
     last_error: str | None = None  # the last summarizer error
+    recalled: int = 0  # older history messages quoted in the recall block (RecallMemory)
 
     @property
     def summarizer_calls(self) -> int:
@@ -118,7 +122,7 @@ class Memory:
         self._prefix: list[int] = [0]  # _prefix[i] = tokens of history[:i]
         self._user_turns: list[int] = []
         self._open_calls = Pending()  # the tool results the history still owes
-        self._cut: Cut | None = None  # the cache policy's replay so far (see _trim_plan)
+        self._cut: Cut | None = None  # the cache policy's replay so far (see _assemble)
         for message in self.store.load(self.session):
             self._track(message)
 
@@ -142,30 +146,31 @@ class Memory:
 
     def messages(self) -> list[Message]:
         """The budgeted context to send to the model."""
-        return self.plan().select(self._history)
+        return self.plan().messages(self._history)
 
     def to_openai(self) -> list[dict[str, Any]]:
         """:meth:`messages` as OpenAI chat dicts."""
         return to_openai(self.messages())
 
     def to_langchain(self) -> list[Any]:
-        """:meth:`messages` as LangChain messages, the classes they came in as (langchain-core)."""
-        from ..integrations.langchain import to_langchain_messages
-
+        """Deprecated: ``contextwindow.adapters.to_langchain_messages(memory.messages())``
+        (a memory keeps our messages; the framework shapes are the adapters' business)."""
+        warnings.warn("Memory.to_langchain() is deprecated; use contextwindow.adapters."
+                      "to_langchain_messages(memory.messages())", DeprecationWarning, stacklevel=2)
         return to_langchain_messages(self.messages())
 
     def to_llamaindex(self) -> list[Any]:
-        """:meth:`messages` as LlamaIndex ``ChatMessage`` objects (llama-index-core)."""
-        from ..integrations.llamaindex import to_llamaindex_messages
-
+        """Deprecated: ``contextwindow.adapters.to_llamaindex_messages(memory.messages())``."""
+        warnings.warn("Memory.to_llamaindex() is deprecated; use contextwindow.adapters."
+                      "to_llamaindex_messages(memory.messages())", DeprecationWarning, stacklevel=2)
         return to_llamaindex_messages(self.messages())
 
     def token_count(self) -> int:
         """Prompt tokens of :meth:`messages` (reply priming and tools included)."""
         return self.plan().tokens
 
-    def plan(self) -> TrimPlan:
-        """Which part of the history the view keeps; each strategy defines it."""
+    def plan(self) -> Context:
+        """What the view shows (:class:`~contextwindow.window.Context`); each strategy says."""
         raise NotImplementedError
 
     def status(self) -> MemoryStatus:
@@ -176,13 +181,14 @@ class Memory:
         try:
             plan = self.plan()
         except BudgetExceededError:
-            plan = TrimPlan(0, n, 0)
+            plan = Context(0, n, 0)
             over_budget = True
         else:
             over_budget = False
         return MemoryStatus(stored=n, kept=plan.pinned + n - plan.start, pinned=plan.pinned,
                             summarized=0, dropped=plan.dropped, tokens=plan.tokens,
-                            budget=self.max_tokens, over_budget=over_budget)
+                            budget=self.max_tokens, over_budget=over_budget,
+                            recalled=len(plan.recall_indices))
 
     def _cost(self, index: int) -> int:
         return self._prefix[index + 1] - self._prefix[index]
@@ -191,22 +197,30 @@ class Memory:
         """Tokens of ``history[start:end]``, from the running totals."""
         return self._prefix[end] - self._prefix[start]
 
-    def _overhead(self) -> int:
-        has_system = bool(self._history) and self._history[0].role in SYSTEM_ROLES
+    def _overhead(self, context: Context | None = None) -> int:
+        """The request overhead of a view; it depends on whether the view opens with a
+        system message (the whole history's first message when ``context`` is not given)."""
+        if context is None:
+            has_system = bool(self._history) and self._history[0].role in SYSTEM_ROLES
+        else:
+            has_system = opens_with_system(self._history, context)
         return self.counter.overhead(self.tools, has_system=has_system)
 
-    def _trim_plan(self, max_tokens: int, overhead: int, pinned: int) -> TrimPlan:
-        """:func:`plan_trim` over the history with this memory's ``cache_policy``, whose replay
-        continues from the previous call's (only the messages added since are replayed)."""
-        plan = plan_trim(self._history, self._cost, max_tokens, overhead, pinned=pinned,
-                         cache_policy=self.cache_policy, since=self._cut)
-        self._cut = plan.cut
-        return plan
+    def _assemble(self, max_tokens: int, overhead: int, pinned: int, *,
+                  summary: Message | None = None, summary_cost: int = 0) -> Context:
+        """The context assembler (:func:`~contextwindow.window.assemble`) over the history with
+        this memory's ``cache_policy``, whose replay continues from the previous call's (only
+        the messages added since are replayed)."""
+        context = assemble(self._history, self._cost, max_tokens, overhead, pinned=pinned,
+                           summary=summary, summary_cost=summary_cost,
+                           cache_policy=self.cache_policy, since=self._cut)
+        self._cut = context.cut
+        return context
 
-    def _keep_span(self, pinned: int, start: int) -> TrimPlan:
+    def _keep_span(self, pinned: int, start: int) -> Context:
         """Keep ``[:pinned]`` and ``[start:]``, priced from the running totals."""
         kept = self._span(0, pinned) + self._span(start, len(self._history))
-        return TrimPlan(pinned, start, kept + self._overhead())
+        return Context(pinned, start, kept + self._overhead())
 
     def __len__(self) -> int:
         return len(self._history)

@@ -1,8 +1,8 @@
 """The budget memories: which recent part of the history each strategy keeps, no model needed.
 
 Each is one rule over the history (all, the last k turns, the newest that fit, the newest that
-fit after pinned sinks); the trimming itself is :func:`contextwindow.trim.plan_trim`, with the
-memory's ``cache_policy`` if it has one.
+fit after a pinned head); the view itself is built by the context assembler
+(:func:`contextwindow.window.assemble`), with the memory's ``cache_policy`` if it has one.
 """
 
 from __future__ import annotations
@@ -10,21 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..trim import CachePolicy, TrimPlan, pinned_count
+from ..trim import CachePolicy, pinned_count
+from ..window import DEFAULT_KEEP_FIRST, Context
 from .base import Memory, check_limits
 
 __all__ = ["DEFAULT_KEEP_FIRST", "BufferMemory", "SinkWindowMemory", "TokenBufferMemory",
            "WindowMemory"]
 
-#: Messages after the system prompt that a "sinks" policy pins unless told otherwise: the
-#: first exchange, where users tend to say who they are and what they want.
-DEFAULT_KEEP_FIRST = 2
-
 
 class BufferMemory(Memory):
     """Everything, unbounded: the baseline."""
 
-    def plan(self) -> TrimPlan:
+    def plan(self) -> Context:
         return self._keep_span(0, 0)
 
 
@@ -37,7 +34,7 @@ class WindowMemory(Memory):
         self.k = k
         super().__init__(**options)
 
-    def plan(self) -> TrimPlan:
+    def plan(self) -> Context:
         pinned = pinned_count(self._history, keep_system=self.keep_system)
         start = self._user_turns[-self.k] if len(self._user_turns) > self.k else pinned
         return self._keep_span(pinned, start)
@@ -58,10 +55,10 @@ class TokenBufferMemory(Memory):
         self.cache_policy = cache_policy
         super().__init__(**options)
 
-    def plan(self) -> TrimPlan:
+    def plan(self) -> Context:
         pinned = pinned_count(self._history, keep_system=self.keep_system,
                               keep_first=self.keep_first)
-        return self._trim_plan(self.max_tokens, self._overhead(), pinned)
+        return self._assemble(self.max_tokens, self._overhead(), pinned)
 
 
 class SinkWindowMemory(TokenBufferMemory):

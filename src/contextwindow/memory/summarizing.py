@@ -14,12 +14,20 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..adapters import as_message
 from ..errors import ConfigError, StoreError, SummarizerError
-from ..messages import SYSTEM_ROLES, Message, Summary, as_message
-from ..summarize.base import Summarizer, SummarizerWarning, arun_summarizer, run_summarizer
-from ..trim import CachePolicy, TrimPlan, pinned_count
+from ..messages import SYSTEM_ROLES, Message, Summary
+from ..summarize.base import (
+    Summarizer,
+    SummarizerWarning,
+    arun_summarizer,
+    cut_summary,
+    run_summarizer,
+)
+from ..trim import CachePolicy, pinned_count
+from ..window import Context
 from .base import Memory, MemoryStatus, check_limits, default_counter
-from .folding import Fold, cut_summary
+from .folding import Fold
 
 __all__ = ["SummarizingMemory"]
 
@@ -142,27 +150,20 @@ class SummarizingMemory(Memory):
         return (self._span(0, pinned) + self._summary_cost + self._span(base, len(self._history))
                 + self._first_overhead(pinned, base, self._summary is not None))
 
-    def plan(self) -> TrimPlan:
-        """``[:pinned]`` and ``[start:]`` of the history; ``tokens`` includes the summary."""
+    def plan(self) -> Context:
+        """``history[:pinned] + [summary] + history[start:]``; ``tokens`` includes the summary."""
         pinned = self._pinned()
         base = self._base(pinned)
         tokens = self._untrimmed_tokens(pinned, base)
+        summary = self._summary_message
         if self.max_tokens is None or tokens <= self.max_tokens:
-            return TrimPlan(pinned, base, tokens)
+            return Context(pinned, base, tokens, summary)
         # Over budget (a failed summarizer, or a turn too big to summarize around): the newest
         # units that fit (cut as ``cache_policy`` says). The window then starts at a user
         # message, after ``base``.
-        overhead = (self._first_overhead(pinned, len(self._history), self._summary is not None)
-                    + self._summary_cost)
-        return self._trim_plan(self.max_tokens, overhead, pinned)
-
-    def messages(self) -> list[Message]:
-        """Pinned head, then the summary (a system message), then the verbatim recent turns."""
-        plan = self.plan()
-        head = self._history[: plan.pinned]
-        if self._summary_message is not None:
-            head.append(self._summary_message)
-        return head + self._history[plan.start:]
+        overhead = self._first_overhead(pinned, len(self._history), summary is not None)
+        return self._assemble(self.max_tokens, overhead, pinned, summary=summary,
+                              summary_cost=self._summary_cost)
 
     # -- summarizing ------------------------------------------------------------------------
     def _fit_text(self, text: str) -> str:

@@ -1,7 +1,5 @@
 """The transformers plumbing every model-side module shares, written once.
 
-* :func:`chat_template_ids` -- chat template to a plain list of ids (re-exported from the
-  torch-free :mod:`contextwindow.templates`, which the text side uses too);
 * :func:`encode_prefix` -- the first tokens of a long text without tokenizing all of it;
 * :func:`forward` -- one forward on top of a KV cache, under the keyword this transformers
   version expects (``cache``, formerly ``past_key_values``), looked up once per model class.
@@ -14,9 +12,8 @@ from functools import cache
 from typing import Any
 
 from ..errors import ConfigError
-from ..templates import chat_template_ids
 
-__all__ = ["cache_keyword", "chat_template_ids", "encode_prefix", "forward"]
+__all__ = ["cache_keyword", "encode_prefix", "forward"]
 
 CHARS_PER_TOKEN = 8
 """A generous first guess (English prose is ~4-5 characters per token); doubled until enough."""

@@ -1,4 +1,5 @@
-"""RoPE context extension: linear, NTK-aware, dynamic NTK, YaRN, Llama-3 and LongRoPE scaling.
+"""RoPE context extension: linear, NTK-aware, dynamic NTK, YaRN, Llama-3 and LongRoPE scaling,
+and the attention-side methods Self-Extend and Dual Chunk Attention.
 
 Three layers, from pure maths to a loaded model:
 
@@ -9,14 +10,27 @@ Three layers, from pure maths to a loaded model:
   and returns the ``rope_parameters`` dict; ``method="none"`` restores the model as loaded;
   :func:`rope_length` keeps length-dependent methods exact when a sequence is fed in chunks;
 * :func:`to_llamacpp_flags` (:mod:`.export`) turns that dict into llama.cpp command-line flags.
+
+Methods that change attention rather than frequencies have a sibling registry
+(:mod:`.extension`, methods in :mod:`.extension_methods`, the attention function in
+:mod:`.extended_attention`); ``scale_rope`` applies and restores them the same way.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType
 
+from . import extension_methods  # noqa: F401  (registers Self-Extend and DCA)
 from .apply import applied_scaling, rope_length, scale_rope
 from .export import to_llamacpp_flags
+from .extension import (
+    ExtensionPlan,
+    PositionMap,
+    available_extensions,
+    get_extension,
+    plan_extension,
+    register_extension,
+)
 from .methods import default_inv_freq, dynamic_ntk_base, ntk_base
 from .registry import (
     _REGISTRY,
@@ -34,19 +48,25 @@ from .registry import (
 
 __all__ = [
     "RESTORE_METHODS",
+    "ExtensionPlan",
+    "PositionMap",
     "RopeConfig",
     "RopeFrequencies",
     "RopeInputs",
     "RopeMethod",
     "applied_scaling",
+    "available_extensions",
     "available_methods",
     "check_factor",
     "compute",
     "default_inv_freq",
     "dynamic_ntk_base",
+    "get_extension",
     "get_method",
     "ntk_base",
+    "plan_extension",
     "register",
+    "register_extension",
     "rope_length",
     "scale_rope",
     "to_llamacpp_flags",
@@ -54,5 +74,6 @@ __all__ = [
 
 #: Why llama.cpp cannot express the built-in methods that have no flags (by rope_type).
 LLAMACPP_UNSUPPORTED = MappingProxyType(
-    {m.rope_type: m.llamacpp for m in _REGISTRY.values() if isinstance(m.llamacpp, str)}
+    {**{m.rope_type: m.llamacpp for m in _REGISTRY.values() if isinstance(m.llamacpp, str)},
+     **{name: get_extension(name).unsupported for name in available_extensions()}}
 )

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, ModelError
+from .extension import get_extension, plan_extension
 from .layer_types import has_layer_type_rope, scale_global_rope
 from .registry import (
     RESTORE_METHODS,
@@ -179,8 +180,15 @@ def scale_rope(
     Models with one RoPE per layer type (Gemma-3) get what transformers scales there: the global
     (``full_attention``) layers only, see :mod:`.layer_types`.
 
+    Attention-side methods (``self-extend``, ``dca``: :mod:`.extension_methods`) keep the
+    frequencies as loaded and switch the model to the extended attention function; their
+    parameters are chosen for ``factor`` times the trained length unless given, and the returned
+    dict describes them (no other engine can run it: ``to_llamacpp_flags`` says why).
+
     Returns the ``rope_parameters`` dict (transformers config / vLLM rope scaling).
     """
+    if get_extension(method) is not None:
+        return _extend(model, method, factor, original_length, seq_len, params)
     if has_layer_type_rope(model):
         result = scale_global_rope(model, method, factor, original_length=original_length,
                                    seq_len=seq_len, **params)
@@ -193,8 +201,7 @@ def scale_rope(
 
     spec = get_method(method)
     factor = check_factor(method, factor)
-    trained = original_length or saved.rope_parameters.get("original_max_position_embeddings")
-    trained = int(trained or saved.max_position_embeddings)
+    trained = _trained(saved, original_length)
     frozen = spec.length_dependent and seq_len is not None
     base = float(saved.rope_parameters["rope_theta"])
     dim = _rotary_dim(model, saved)
@@ -204,6 +211,7 @@ def scale_rope(
     if "partial_rotary_factor" in saved.rope_parameters:
         rope_parameters["partial_rotary_factor"] = saved.rope_parameters["partial_rotary_factor"]
 
+    _plain_attention(model)
     _set_configs(model, modules, rope_parameters, max_positions)
     # frozen: transformers must not recompute the frequencies per forward
     _set_modules(modules, frequencies, "default" if frozen else rope_parameters["rope_type"],
@@ -220,7 +228,40 @@ def _unscale(model: Any, modules: list[Any], saved: _Original, method: str,
             f"method {method!r} takes no parameters, got {', '.join(sorted(params))}"
         )
     _restore_model(model, modules, saved)
+    _plain_attention(model)
     return copy.deepcopy(saved.rope_parameters)
+
+
+def _trained(saved: _Original, original_length: int | None) -> int:
+    """The trained context: given, else the config's original length, else its maximum."""
+    trained = original_length or saved.rope_parameters.get("original_max_position_embeddings")
+    return int(trained or saved.max_position_embeddings)
+
+
+def _extend(model: Any, method: str, factor: float | None, original_length: int | None,
+            seq_len: int | None, params: dict[str, Any]) -> dict[str, Any]:
+    """``scale_rope`` for an attention-side method: RoPE as loaded, positions remapped in
+    attention, the configured length the extended window."""
+    from .extended_attention import check_extendable, install
+
+    if seq_len is not None:
+        raise ConfigError(f"{method!r} does not follow the sequence length; seq_len does not apply")
+    check_extendable(model)
+    modules = _rotary_modules(model)
+    saved = _original(model, modules)
+    plan = plan_extension(method, _trained(saved, original_length), factor, params)
+    _restore_model(model, modules, saved)
+    install(model, plan.map, modules[0].inv_freq)
+    _set_configs(model, modules, saved.rope_parameters, plan.length)
+    _record(model, method, plan.factor, None, dict(plan.params))
+    return plan.rope_parameters(float(saved.rope_parameters["rope_theta"]))
+
+
+def _plain_attention(model: Any) -> None:
+    """Undo an attention-side method, if one was applied."""
+    from .extended_attention import uninstall
+
+    uninstall(model)
 
 
 def _record(model: Any, method: str, factor: float | None, seq_len: int | None,

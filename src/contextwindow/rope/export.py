@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from .extension import get_extension
 from .registry import method_for_rope_type
 
 
@@ -22,12 +23,16 @@ def to_llamacpp_flags(
 
     default / NTK-aware: ``--rope-scaling none --rope-freq-base B``; linear: ``--rope-scaling
     linear --rope-scale s``; YaRN: ``--rope-scaling yarn --rope-scale s --yarn-orig-ctx L0`` (plus
-    beta and attention-factor flags when not the defaults). Dynamic NTK, Llama-3 and LongRoPE have
-    no flag equivalent: ``ConfigError`` says why. ``ctx_size`` adds ``--ctx-size``.
+    beta and attention-factor flags when not the defaults). Dynamic NTK, Llama-3, LongRoPE,
+    Self-Extend and DCA have no flag equivalent: ``ConfigError`` says why. ``ctx_size`` adds
+    ``--ctx-size``.
     """
     rope_type = rope_parameters.get("rope_type", rope_parameters.get("type", "default"))
     if "rope_theta" not in rope_parameters:
         raise ConfigError("rope_parameters needs a rope_theta to build llama.cpp flags")
+    extension = get_extension(rope_type)
+    if extension is not None:
+        raise ConfigError(f"no llama.cpp equivalent for {rope_type!r}: {extension.unsupported}")
     method = method_for_rope_type(rope_type)
     if method is None:
         raise ConfigError(f"no llama.cpp equivalent for rope_type {rope_type!r}")

@@ -162,7 +162,9 @@ def get_method(name: str) -> RopeMethod:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        known = ", ".join((*RESTORE_METHODS[:1], *_REGISTRY))
+        from .extension import available_extensions  # the attention-side methods' registry
+
+        known = ", ".join((*RESTORE_METHODS[:1], *_REGISTRY, *available_extensions()))
         raise ConfigError(
             f"unknown RoPE scaling method {name!r}; known methods: {known}"
         ) from None

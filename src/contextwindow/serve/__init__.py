@@ -1,11 +1,12 @@
 """An OpenAI-compatible chat-completions server that never overflows its model's window.
 
-``create_app(generator)`` serves a local model; ``create_app(backend=UpstreamBackend(...))`` is
-a gateway in front of any OpenAI-compatible server (OpenAI, vLLM, llama.cpp...). Either way:
+``create_app(generator)`` serves a local model; ``create_gateway(url, model=..., context=...)``
+is a gateway in front of any OpenAI-compatible server (OpenAI, vLLM, llama.cpp...). Either way:
 ``POST /v1/chat/completions`` (plain JSON or ``stream: true`` server-sent events),
 ``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /health``. Every request's messages are
-fitted to the window by the policy (trim, sinks or none); what was left out is reported in
-``usage`` (``trimmed_tokens``, ``trimmed_messages``) and in the ``X-Contextwindow-*`` headers.
+fitted to the window by the overflow mode (trim, sinks, summary or none); what was left out
+is reported in ``usage`` (``trimmed_tokens``, ``trimmed_messages``) and in the
+``X-Contextwindow-*`` headers.
 
 With a store, a request carrying ``X-Session-Id`` is a turn of a server-side session: the client
 sends only its new messages, the history is in the store (SQLite, Redis or PostgreSQL, shared
@@ -14,24 +15,35 @@ by any number of server processes, turns of one session serialised), and
 
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}``.
 
-Modules: :mod:`.request` (body -> :class:`ChatRequest`), :mod:`.backend` (the interface the
-routes call), :mod:`.local` and :mod:`.worker` (the local model), :mod:`.upstream`,
-:mod:`.fitting` and :mod:`.cuts` (the gateway), :mod:`.sessions`, :mod:`.security` (key,
-limits), :mod:`.responses` (OpenAI-shaped bodies and headers), :mod:`.app` (routes),
-:mod:`.server` (uvicorn in a thread).
+Modules, in the order a request meets them: :mod:`.app` (routes), :mod:`.security` (key,
+limits), :mod:`.request` (body -> :class:`ChatRequest`), :mod:`.sessions` (the turn of a
+session), then the backend: :mod:`.local` and :mod:`.worker` (the local model) or
+:mod:`.upstream` (the gateway's upstream; its fit is :mod:`contextwindow.window`).
+:mod:`.protocol` holds the types they share (request, answer, reply tap, errors, headers,
+SSE); :mod:`.gateway` assembles a gateway (:func:`create_gateway`); :mod:`.server` runs an
+app with uvicorn in a thread.
 """
 
+from typing import Any
+
+from ..window import Fitted
 from .app import ChatApi, create_app
-from .backend import Answer, Backend, ReplyTap
-from .fitting import Fitted, WindowPolicy
-from .local import LocalBackend
-from .request import ApiError, ChatRequest, parse_chat_request
-from .responses import PROMPT_TOKENS_HEADER, TRIMMED_MESSAGES_HEADER, TRIMMED_TOKENS_HEADER
+from .gateway import WindowPolicy, create_gateway, window_policy
+from .protocol import (
+    PROMPT_TOKENS_HEADER,
+    TRIMMED_MESSAGES_HEADER,
+    TRIMMED_TOKENS_HEADER,
+    Answer,
+    ApiError,
+    Backend,
+    ChatRequest,
+    ReplyTap,
+)
+from .request import parse_chat_request
 from .security import Limits, check_bind
 from .server import BackgroundServer
 from .sessions import SESSION_HEADER, Sessions
 from .upstream import UpstreamBackend
-from .worker import GenerationWorker, Job
 
 __all__ = [
     "PROMPT_TOKENS_HEADER",
@@ -55,5 +67,21 @@ __all__ = [
     "WindowPolicy",
     "check_bind",
     "create_app",
+    "create_gateway",
     "parse_chat_request",
+    "window_policy",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The local engine (``LocalBackend``, ``GenerationWorker``, ``Job``) loads on first use:
+    a gateway never imports the model side."""
+    if name == "LocalBackend":
+        from .local import LocalBackend
+
+        return LocalBackend
+    if name in ("GenerationWorker", "Job"):
+        from . import worker
+
+        return getattr(worker, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

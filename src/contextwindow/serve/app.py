@@ -1,9 +1,12 @@
 """The FastAPI app: routes and error handlers only.
 
-The routes call a backend (:mod:`.backend`: the local engine in :mod:`.local`, or an upstream
-server in :mod:`.upstream`), the server-side sessions (:mod:`.sessions`) when a request names
-one, and the checks of :mod:`.security` (the :class:`~.security.Guard` middleware in front of
-everything). Parsing lives in :mod:`.request`, the response bodies in :mod:`.responses`.
+One chat request reads top to bottom in :meth:`ChatApi.chat_completions`: the checks of
+:mod:`.security` (the :class:`~.security.Guard` middleware in front of everything, then the
+body's JSON), the parse (:mod:`.request`), the session's turn (:mod:`.sessions`) when the
+request names one, the backend's answer (:mod:`.protocol`'s :class:`~.protocol.Backend`: the
+local engine in :mod:`.local`, or the gateway's upstream in :mod:`.upstream`, each fitting the
+messages to the window, asking its model and shaping the reply), then the reply sent and the
+turn committed.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,12 +23,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ConfigError, ContextWindowError
-from ..generation import Generator
 from ..messages import Message
-from .backend import Answer, Backend
-from .local import LocalBackend
-from .request import ApiError
-from .responses import SSE_DONE, sse
+from .protocol import SSE_DONE, Answer, ApiError, Backend, ChatRequest, sse
 from .security import Guard, Limits, check_message_sizes, parse_json
 from .sessions import SESSION_HEADER, Sessions, Turn, check_session_id
 
@@ -91,28 +89,22 @@ class ChatApi:
         return self.backend.card()
 
     async def chat_completions(self, request: Request) -> Any:
+        """Parse, take the session's turn (if any), answer, reply, commit the turn."""
         payload = parse_json(await request.body(), self.limits.max_json_depth)
         session = self._session_of(request)
-        if isinstance(payload, dict):
-            check_message_sizes(payload.get("messages"), self.backend.window)
-        chat = self.backend.parse(payload)
-        if session is None:
-            answer = await self._answer(chat, request)
-            if answer.body is not None:
-                return JSONResponse(answer.body, headers=answer.headers)
-            return _Stream(_done(answer.events), answer)
-        turn = await self.sessions.begin(session)  # type: ignore[union-attr]
+        chat = self._parse(payload)
+        turn = None if session is None else await self._sessions().begin(session)
         try:
-            chat_in_session = replace(chat, messages=[*turn.history, *chat.messages],
-                                      counted=turn.counted)
-            answer = await self._answer(chat_in_session, request)
+            answer = await self._answer(chat if turn is None else turn.extend(chat), request)
             if answer.body is not None:
-                await turn.close(chat.messages, answer.tap)
+                if turn is not None:
+                    await turn.close(chat.messages, answer.tap)
                 return JSONResponse(answer.body, headers=answer.headers)
         except BaseException:
-            await turn.close()
+            if turn is not None:
+                await turn.close()
             raise
-        return _Stream(_committed(answer, turn, chat.messages), answer, turn)
+        return _Stream(_streamed(answer, turn, chat.messages), answer, turn)
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         messages = await self._sessions().history(check_session_id(session_id))
@@ -127,7 +119,13 @@ class ChatApi:
         if self.sessions is not None:
             self.sessions.close()
 
-    async def _answer(self, chat: Any, request: Request) -> Answer:
+    def _parse(self, payload: Any) -> ChatRequest:
+        """The body as the backend's request, after the size bound that needs no counting."""
+        if isinstance(payload, dict):
+            check_message_sizes(payload.get("messages"), self.backend.window)
+        return self.backend.parse(payload)
+
+    async def _answer(self, chat: ChatRequest, request: Request) -> Answer:
         try:
             async with asyncio.timeout(self.limits.request_timeout):
                 return await self.backend.answer(chat, request.is_disconnected)
@@ -173,26 +171,24 @@ class _Stream(StreamingResponse):
                 await self.answer.close()
 
 
-async def _done(events: Any) -> AsyncIterator[str]:
-    async for event in events:
-        yield event
-    yield SSE_DONE
-
-
-async def _committed(answer: Answer, turn: Turn, new: list[Message]) -> AsyncIterator[str]:
-    """A session's streamed reply: the turn is stored before ``[DONE]`` (so a client that saw
-    ``[DONE]`` has an acknowledged turn), and the lock is released whatever happens."""
+async def _streamed(answer: Answer, turn: Turn | None,
+                    new: list[Message]) -> AsyncIterator[str]:
+    """A streamed reply's events, then ``[DONE]``. In a session the turn is stored before
+    ``[DONE]`` (so a client that saw ``[DONE]`` has an acknowledged turn), and its lock is
+    released whatever happens."""
     try:
         async for event in answer.events:  # type: ignore[union-attr]
             yield event
-        try:
-            await turn.close(new, answer.tap)
-        except ApiError as exc:
-            yield sse(exc.body())
-            return
+        if turn is not None:
+            try:
+                await turn.close(new, answer.tap)
+            except ApiError as exc:
+                yield sse(exc.body())
+                return
         yield SSE_DONE
     finally:
-        await turn.close()  # no-op once closed
+        if turn is not None:
+            await turn.close()  # no-op once closed
 
 
 def _record(message: Message) -> dict[str, Any]:
@@ -200,7 +196,7 @@ def _record(message: Message) -> dict[str, Any]:
 
 
 def create_app(
-    generator: Generator | None = None,
+    generator: Any = None,
     *,
     backend: Backend | None = None,
     store: Any = None,
@@ -211,8 +207,9 @@ def create_app(
     lock_timeout: float = 30.0,
     lock_ttl: float = 10.0,
 ) -> Any:
-    """The FastAPI app: the local ``generator`` (served under its ``model_id``), or a ready
-    ``backend`` (e.g. :class:`~.upstream.UpstreamBackend`).
+    """The FastAPI app: the local ``generator`` (a :class:`~contextwindow.generation.Generator`,
+    served under its ``model_id``), or a ready ``backend`` (e.g. the gateway's
+    :class:`~.upstream.UpstreamBackend`: :func:`~.gateway.create_gateway` builds one).
 
     ``default_max_tokens`` is the reply length when a request gives none; ``max_queue`` bounds
     the local requests waiting or running (more get a 503). With a ``store``, requests that
@@ -224,9 +221,11 @@ def create_app(
     if (generator is None) == (backend is None):
         raise ConfigError("create_app needs a generator or a backend (one of them)")
     if backend is None:
+        from .local import LocalBackend  # the model side, only for a local model
+
         backend = LocalBackend(generator, default_max_tokens=default_max_tokens,
                                max_queue=max_queue, poll_interval=poll_interval)
-    counter = getattr(getattr(backend, "fitter", None), "counter", None)
+    counter = backend.counter
     sessions = None if store is None else Sessions(
         store, lock_timeout=lock_timeout, lock_ttl=lock_ttl,
         count=counter.count_message if counter is not None else None)

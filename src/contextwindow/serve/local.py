@@ -3,19 +3,25 @@
 Requests go to :class:`~.worker.GenerationWorker` (one at a time, FIFO). The worker reports the
 fit first (so the trimming headers go out before the first token), then text pieces when
 streaming, then the completion; a client that leaves cancels its generation at the next token.
+
+The OpenAI-shaped bodies of its replies are built here too (a gateway passes its upstream's
+on): every object of one reply repeats the same envelope (:class:`Reply`), and a stream chunk,
+whether it carries a delta or the final usage, is built by :func:`chunk` alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from ..generation import FitResult, Generator
-from .backend import Answer, Disconnected, ReplyTap
-from .request import ApiError, ChatRequest, parse_chat_request
-from .responses import Reply, chunk, completion_body, fit_headers, sse, usage
+from ..generation import Completion, FitResult, Generator
+from ..tokens import TokenCounter
+from .protocol import Answer, ApiError, ChatRequest, Disconnected, ReplyTap, fit_headers, sse
+from .request import parse_chat_request
 from .worker import GenerationWorker, Job
 
 
@@ -28,6 +34,7 @@ class LocalBackend:
         self.worker = GenerationWorker(generator, max_queue=max_queue)
         self.model_id = generator.model_id
         self.window = generator.context
+        self.counter: TokenCounter | None = None  # the fit counts through the model's chat template
         self.default_max_tokens = default_max_tokens
         self.poll_interval = poll_interval
         self.created = int(time.time())
@@ -111,3 +118,61 @@ async def _events(job: Job, reply: Reply, fit: FitResult, include_usage: bool,
             return
     finally:
         job.cancel.set()  # no-op when finished; stops generation if the client left
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What every object of one reply repeats: its id, creation time and model."""
+
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, model: str) -> Reply:
+        return cls(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), model)
+
+    def envelope(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
+                "system_fingerprint": None}
+
+
+def usage(fit: FitResult, completion: Completion) -> dict[str, Any]:
+    """OpenAI's usage (``cached_tokens``: prompt tokens reused from the prefix cache), plus what
+    the window policy left out and what the KV cache held."""
+    return {
+        "prompt_tokens": fit.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "total_tokens": fit.prompt_tokens + completion.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": completion.cached_tokens},
+        "trimmed_tokens": fit.trimmed_tokens,
+        "trimmed_messages": fit.trimmed_messages,
+        "context_window": fit.budget + fit.reserve,
+        "kv_cache_tokens": completion.kv_cache_tokens,
+        "kv_evicted_tokens": completion.kv_evicted_tokens,
+    }
+
+
+def completion_body(reply: Reply, fit: FitResult, completion: Completion) -> dict[str, Any]:
+    """A whole ``chat.completion`` (non-streaming answer)."""
+    return {
+        **reply.envelope("chat.completion"),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": completion.text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": completion.finish_reason,
+        }],
+        "usage": usage(fit, completion),
+    }
+
+
+def chunk(reply: Reply, delta: dict[str, Any] | None = None, finish: str | None = None, *,
+          usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``chat.completion.chunk``: a ``delta`` (and the ``finish`` reason on the last one),
+    or, with ``usage``, the usage chunk that follows them (it has no choices)."""
+    if usage is not None:
+        return {**reply.envelope("chat.completion.chunk"), "choices": [], "usage": usage}
+    return {**reply.envelope("chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta or {}, "logprobs": None,
+                         "finish_reason": finish}]}

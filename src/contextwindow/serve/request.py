@@ -1,20 +1,23 @@
 """A ``POST /v1/chat/completions`` body checked into a typed :class:`ChatRequest`.
 
 Each rule lives in one place: this module checks the JSON shape (which fields exist, their
-types, what a local model cannot do), :class:`~contextwindow.generation.SamplingParams` checks
-the sampling values, and the generator's ``prepare`` checks the messages. A failure becomes an
-OpenAI-shaped :class:`ApiError` naming the offending request field.
+types, what a local model cannot do), :class:`~contextwindow.sampling.SamplingParams` (text
+side) checks the sampling values, and the backend's ``prepare`` checks the messages. A failure
+becomes an OpenAI-shaped :class:`~.protocol.ApiError` naming the offending request field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters import as_messages
 from ..errors import ConfigError, InvalidMessageError
-from ..generation import SamplingParams
-from ..messages import Message, as_messages
+from ..messages import Message
+from ..sampling import SamplingParams
+from .protocol import ApiError, ChatRequest
+
+__all__ = ["parse_chat_request"]
 
 # Request fields accepted but without effect on a local model (listed in docs/serve.md).
 _IGNORED_FIELDS = frozenset({
@@ -30,40 +33,6 @@ _KNOWN_FIELDS = frozenset({
 }) | _IGNORED_FIELDS
 # What a gateway rewrites before forwarding a request: the rest goes upstream as given.
 _REWRITTEN_FIELDS = frozenset({"model", "messages"})
-
-
-class ApiError(Exception):
-    """An error answered to the client as OpenAI-style JSON."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = dict(headers or {})  # e.g. an upstream's Retry-After
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A validated ``POST /v1/chat/completions`` body."""
-
-    model: str
-    messages: list[Message]
-    params: SamplingParams
-    stream: bool = False
-    include_usage: bool = False
-    #: The other fields of the body, forwarded as given (upstream mode only).
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    #: ``(n, tokens)``: the first n messages (a stored session's history) cost that many tokens.
-    counted: tuple[int, int] = (0, 0)
 
 
 def _is_int(value: Any) -> bool:

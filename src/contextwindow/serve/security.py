@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .request import ApiError
+from .protocol import ApiError
 
 MAX_JSON_DEPTH = 32
 """Deeper than any chat request (message > content part > image_url > ...) ever nests."""

@@ -2,9 +2,10 @@
 
 A request with the header ``X-Session-Id: ID`` is one *turn* of session ``ID``:
 
-1. the turn takes the session's lock (:mod:`contextwindow.stores.locks`: shared by every
-   server process on the same store), waiting at most ``lock_timeout`` seconds (then 409
-   ``session_busy``, which OpenAI clients retry);
+1. the turn takes the session's lock (the store's own ``locks()``, see
+   :mod:`contextwindow.stores.locks`: shared by every server process on the same store),
+   waiting at most ``lock_timeout`` seconds (then 409 ``session_busy``, which OpenAI clients
+   retry);
 2. it reads the stored history and answers ``history + request messages``, fitted to the window;
 3. only once the answer is complete does it append the request's messages and the reply (one
    ``append_many``: one transaction, all or nothing) and release the lock. A failed, cancelled
@@ -28,9 +29,7 @@ import asyncio
 import contextlib
 import logging
 import re
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -38,9 +37,12 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message
+from ..stores import open as open_store
 from ..stores.locks import lock_key, session_locks
-from .backend import ReplyTap
-from .request import ApiError
+from ..window import BoundedCache
+from .protocol import ApiError, ChatRequest, ReplyTap
+
+__all__ = ["SESSION_HEADER", "Sessions", "Turn", "check_session_id", "open_store"]
 
 SESSION_HEADER = "X-Session-Id"
 TAIL_PROBE = 16
@@ -48,26 +50,6 @@ TAIL_PROBE = 16
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 TURN_ID = re.compile(r"(turn-[0-9a-f]{32})\.(\d+|reply)")
 log = logging.getLogger("contextwindow.serve")
-
-
-def open_store(url: str, *, namespace: str | None = None) -> Any:
-    """A store from a URL: ``redis://...`` / ``rediss://...``, ``postgresql://...``,
-    ``memory`` (one process only), or a SQLite file (``sqlite:///path`` or a plain path).
-    ``namespace`` keeps apps apart in one server: a Redis key prefix, a PostgreSQL schema."""
-    from ..stores import InMemoryStore, PostgresStore, RedisStore, SQLiteStore
-
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisStore(url, **({"prefix": f"{namespace}:"} if namespace else {}))
-    if scheme in ("postgresql", "postgres"):
-        return PostgresStore(url, schema=namespace)
-    if url == "memory":
-        return InMemoryStore()
-    if scheme not in ("", "sqlite"):
-        raise StoreError(f"unknown store URL scheme {scheme!r}: use redis://, postgresql://, "
-                         "sqlite:///PATH, a file path, or memory")
-    path = url.removeprefix("sqlite://") if scheme else url
-    return SQLiteStore(path)
 
 
 def check_session_id(raw: str) -> str:
@@ -121,9 +103,7 @@ class Sessions:
         self.locks = session_locks(store, ttl=lock_ttl)
         self.lock_timeout = lock_timeout
         self.count = count
-        self._views: OrderedDict[str, _View] = OrderedDict()
-        self._views_guard = threading.Lock()
-        self._cache_size = cache_size
+        self._views: BoundedCache[str, _View] = BoundedCache(cache_size)
         self._local: dict[int, list[Any]] = {}  # lock key -> [asyncio.Lock, users]
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="contextwindow-store")
 
@@ -210,8 +190,7 @@ class Sessions:
 
     def _refresh(self, session: str) -> _View:
         """The cached view brought up to date, or a fresh one (runs on a store thread)."""
-        with self._views_guard:
-            view = self._views.get(session)
+        view = self._views.get(session)
         if view is not None and view.raw:
             # The newest messages, from the end (cheap in every store); if ours is among them,
             # what follows it is new. Else many turns came meanwhile: read from our offset.
@@ -224,20 +203,15 @@ class Sessions:
                 return view
         view = _View()
         view.absorb(self.store.load(session), self.count)
-        with self._views_guard:
-            self._views[session] = view
-            self._views.move_to_end(session)
-            while len(self._views) > self._cache_size:
-                self._views.popitem(last=False)
+        self._views.put(session, view)
         return view
 
     def _view(self, session: str) -> _View | None:
-        with self._views_guard:
-            return self._views.get(session)
+        return self._views.get(session)
 
     def _forget(self, session: str) -> None:
-        with self._views_guard:
-            self._views.pop(session, None)
+        """Drop what this process read of ``session``: an empty view is read afresh."""
+        self._views.put(session, _View())
 
     def _release_local(self, key: int) -> None:
         self._local[key][0].release()
@@ -264,6 +238,11 @@ class Turn:
         self._token: str | None = token
         self._renewer = (asyncio.ensure_future(self._renew_lease())
                          if sessions.locks.lease else None)
+
+    def extend(self, chat: ChatRequest) -> ChatRequest:
+        """``chat`` as this turn of the session: the stored history, then its new messages
+        (whose price the fit need not sum again)."""
+        return replace(chat, messages=[*self.history, *chat.messages], counted=self.counted)
 
     async def close(self, new: list[Message] | None = None, tap: ReplyTap | None = None) -> bool:
         """Store ``new`` and the reply if it is complete (one transaction), then release the

@@ -25,18 +25,28 @@ from typing import Any
 
 import httpx
 
+from ..adapters import as_messages
 from ..errors import BudgetExceededError, ContextWindowError
-from ..messages import as_messages, to_openai
-from .backend import Answer, Disconnected, ReplyTap, until_disconnected
-from .fitting import Fitted, WindowPolicy
-from .request import ApiError, ChatRequest, parse_chat_request
-from .responses import fit_headers, sse
+from ..messages import to_openai
+from ..tokens import TokenCounter
+from ..window import Fitted, Fitter
+from .protocol import (
+    Answer,
+    ApiError,
+    ChatRequest,
+    Disconnected,
+    ReplyTap,
+    fit_headers,
+    sse,
+    until_disconnected,
+)
+from .request import parse_chat_request
 
 PASSED_ON = frozenset({429, 500, 502, 503, 504})
 INLINE_FIT_CHARS = 20_000
 """Requests with less new text than this are fitted on the event loop (about a millisecond);
 longer ones in a thread, so a big request does not stall the others. A window whose fit may
-wait on a model (``WindowPolicy.may_block``: an upstream summary) always fits in a thread."""
+wait on a model (``Fitter.may_block``: an upstream summary) always fits in a thread."""
 FIT_THREADS = 32
 """Fits at once in threads: their own pool, so fits waiting on a slow summary model do not
 hold the threads the rest of the process shares."""
@@ -50,13 +60,14 @@ class UpstreamBackend:
     when a request sets none, so prompt plus reply always fit the upstream's window.
     """
 
-    def __init__(self, base_url: str, *, upstream_model: str, window: WindowPolicy,
+    def __init__(self, base_url: str, *, upstream_model: str, window: Fitter,
                  api_key: str | None = None, served_model: str | None = None,
                  default_max_tokens: int = 512, timeout: float = 600.0,
                  connect_timeout: float = 10.0, transport: Any = None) -> None:
         self.upstream_model = upstream_model
         self.model_id = served_model or upstream_model
         self.fitter = window
+        self.counter: TokenCounter = window.counter
         self.window = window.context
         self.default_max_tokens = default_max_tokens
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -74,30 +85,11 @@ class UpstreamBackend:
                                   prepare=as_messages)
 
     async def answer(self, chat: ChatRequest, disconnected: Disconnected) -> Answer:
-        uncounted = sum(len(m.content or "") for m in chat.messages[chat.counted[0]:])
-        if uncounted < INLINE_FIT_CHARS and not self.fitter.may_block:
-            fitted = self._fit(chat)  # a thread hop costs more
-        else:  # a long count, or a summary from a model: never on the event loop
-            fitted = await until_disconnected(self._fit_in_thread(chat), disconnected)
-        body = {**chat.extra, "model": self.upstream_model, "messages": to_openai(fitted.messages)}
-        if "max_tokens" not in body and "max_completion_tokens" not in body:
-            body["max_tokens"] = chat.params.max_tokens
-        request = self._client.build_request(
-            "POST", "chat/completions", headers={"content-type": "application/json"},
-            content=json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
-        response = await until_disconnected(self._send(request), disconnected)
-        tap, headers = ReplyTap(), fit_headers(fitted)
-        if not chat.stream:
-            reply = await until_disconnected(self._json(response), disconnected)
-            choice = (reply.get("choices") or [{}])[0]
-            if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
-                tap.feed_message(choice["message"], choice.get("finish_reason"))
-            if isinstance(reply.get("usage"), dict):
-                reply["usage"].update(_usage_extra(fitted))
-            reply["model"] = self.model_id
-            return Answer(headers, tap, body=reply)
-        return Answer(headers, tap, events=self._events(response, tap, fitted),
-                      close=response.aclose)
+        """Fit, forward, reply: the request's three steps, in order."""
+        fitted = await self._fitted(chat, disconnected)
+        response = await until_disconnected(self._send(self._forward(chat, fitted)),
+                                            disconnected)
+        return await self._reply(chat, fitted, response, disconnected)
 
     async def models(self) -> dict[str, Any]:
         response = await self._send(self._client.build_request("GET", "models"))
@@ -117,6 +109,41 @@ class UpstreamBackend:
     async def aclose(self) -> None:
         await self._client.aclose()
         self._fit_threads.shutdown(wait=False, cancel_futures=True)
+
+    # -- the steps of one answer ----------------------------------------------------------------
+    async def _fitted(self, chat: ChatRequest, disconnected: Disconnected) -> Fitted:
+        """The request fitted to the window: on the event loop when that is quick, else in a
+        thread (a long count, or a summary from a model, never runs on the event loop)."""
+        uncounted = sum(len(m.content or "") for m in chat.messages[chat.counted[0]:])
+        if uncounted < INLINE_FIT_CHARS and not self.fitter.may_block:
+            return self._fit(chat)  # a thread hop costs more
+        return await until_disconnected(self._fit_in_thread(chat), disconnected)
+
+    def _forward(self, chat: ChatRequest, fitted: Fitted) -> httpx.Request:
+        """The upstream request: the client's body with the fitted messages and our model."""
+        body = {**chat.extra, "model": self.upstream_model, "messages": to_openai(fitted.messages)}
+        if "max_tokens" not in body and "max_completion_tokens" not in body:
+            body["max_tokens"] = chat.params.max_tokens
+        return self._client.build_request(
+            "POST", "chat/completions", headers={"content-type": "application/json"},
+            content=json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
+
+    async def _reply(self, chat: ChatRequest, fitted: Fitted, response: httpx.Response,
+                     disconnected: Disconnected) -> Answer:
+        """The upstream's reply passed on under our model name, with the fit in its usage and
+        headers, and tapped for the session."""
+        tap, headers = ReplyTap(), fit_headers(fitted)
+        if chat.stream:
+            return Answer(headers, tap, events=self._events(response, tap, fitted),
+                          close=response.aclose)
+        reply = await until_disconnected(self._json(response), disconnected)
+        choice = (reply.get("choices") or [{}])[0]
+        if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+            tap.feed_message(choice["message"], choice.get("finish_reason"))
+        if isinstance(reply.get("usage"), dict):
+            reply["usage"].update(_usage_extra(fitted))
+        reply["model"] = self.model_id
+        return Answer(headers, tap, body=reply)
 
     # -- plumbing -------------------------------------------------------------------------------
     async def _fit_in_thread(self, chat: ChatRequest) -> Fitted:

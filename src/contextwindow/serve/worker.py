@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import BudgetExceededError, ContextWindowError
 from ..generation import Generator
-from .request import ApiError, ChatRequest
+from .protocol import ApiError, ChatRequest
 
 
 @dataclass

@@ -2,12 +2,34 @@
 
 from typing import Any
 
+from ..errors import StoreError
 from .base import Store, check_session
 from .inmemory import InMemoryStore
 from .sqlite import SQLiteStore
 
 __all__ = ["InMemoryStore", "PostgresStore", "RedisStore", "SQLiteStore", "Store",
-           "check_session"]
+           "check_session", "open"]
+
+
+def open(url: str, *, namespace: str | None = None) -> Any:
+    """A store from a URL: ``redis://...`` / ``rediss://...``, ``postgresql://...``,
+    ``memory`` (one process only), or a SQLite file (``sqlite:///path`` or a plain path).
+    ``namespace`` keeps apps apart in one server: a Redis key prefix, a PostgreSQL schema."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis_store import RedisStore
+
+        return RedisStore(url, **({"prefix": f"{namespace}:"} if namespace else {}))
+    if scheme in ("postgresql", "postgres"):
+        from .postgres_store import PostgresStore
+
+        return PostgresStore(url, schema=namespace)
+    if url == "memory":
+        return InMemoryStore()
+    if scheme not in ("", "sqlite"):
+        raise StoreError(f"unknown store URL scheme {scheme!r}: use redis://, postgresql://, "
+                         "sqlite:///PATH, a file path, or memory")
+    return SQLiteStore(url.removeprefix("sqlite://") if scheme else url)
 
 
 def __getattr__(name: str) -> Any:

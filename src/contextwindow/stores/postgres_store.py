@@ -1,29 +1,48 @@
 """PostgreSQL persistence (extra ``contextwindow[postgres]``): many app servers, one database.
 
-Two tables (in ``schema`` if given, else the connection's ``search_path``)::
+Three tables (in ``schema`` if given, else the connection's ``search_path``)::
 
     contextwindow_messages  (seq bigserial PRIMARY KEY, session text, id text, data text,
-                             UNIQUE (session, id))
+                             position bigint, search_text text,
+                             tsv tsvector GENERATED ALWAYS AS
+                                 (to_tsvector('english', search_text)) STORED,
+                             UNIQUE (session, id), UNIQUE (session, position))
     contextwindow_summaries (session text PRIMARY KEY, seq bigserial, data text)
+    contextwindow_vectors   (session text, model text, position bigint, data bytea,
+                             PRIMARY KEY (session, model, position))
 
-Every ``append`` is one transaction (an ``INSERT`` in autocommit mode) under the server's
-``synchronous_commit`` (``on`` by default: the commit is flushed to the WAL before ``append``
-returns). ``seq`` orders a session; each writer's messages keep their order because a writer's
-next insert starts after its previous one committed.
+Every ``append`` is one transaction under the server's ``synchronous_commit`` (``on`` by
+default: the commit is flushed to the WAL before ``append`` returns). It takes a per-session
+advisory lock, so a session's ``position`` (its messages' 0-based index) follows ``seq``, which
+orders the session, even with many writers.
+
+Recall: the message's indexed text is a column of its own row and ``tsv`` is generated from
+it, with a GIN index on ``tsv``: the index cannot disagree with the message, whatever crashes.
+A search is ``websearch_to_tsquery('english', ...)`` of the query's terms joined by ``or``,
+ranked by ``ts_rank(tsv, query, 1)`` (term frequency, divided by 1 + the log of the message's
+length). That rank is per message: PostgreSQL keeps no corpus statistics, so a word's rarity
+(in the session or the database) does not count. Tables made before the index existed are
+migrated when the store opens: the columns are added and filled, in one transaction.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
+from ..retrieval.text import Hit, indexed_text
 from . import base
+from .locks import lock_key
 
 MESSAGES_TABLE = "contextwindow_messages"
 SUMMARIES_TABLE = "contextwindow_summaries"
+VECTORS_TABLE = "contextwindow_vectors"
 _SCHEMA_LOCK = 0x636F6E74  # pg_advisory_xact_lock key: creating the tables is serialised
+_SESSION_LOCK = 0x6377  # (this, hashtext(session)): one session's appends are serialised
+_TSV = "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', search_text)) STORED"
 
 
 def _check_id(message: Message) -> None:
@@ -71,9 +90,28 @@ class PostgresStore:
             return sql.Identifier(schema, name) if schema else sql.Identifier(name)
 
         messages, summaries = table(MESSAGES_TABLE), table(SUMMARIES_TABLE)
+        vectors = table(VECTORS_TABLE)
+        self._messages_table = messages
         self._sql = {
-            "append": sql.SQL("INSERT INTO {} (session, id, data) VALUES (%s, %s, %s)")
+            "lock_session": sql.SQL("SELECT pg_advisory_xact_lock({}, hashtext(%s))")
+            .format(sql.Literal(_SESSION_LOCK)),
+            # One statement for any number of messages, numbered after the session's last.
+            "append": sql.SQL(
+                "INSERT INTO {0} (session, id, data, position, search_text) "
+                "SELECT %s, v.id, v.data, (SELECT COALESCE(MAX(position), -1) FROM {0} "
+                "WHERE session = %s) + v.n, v.text FROM unnest(%s::text[], %s::text[], "
+                "%s::text[]) WITH ORDINALITY AS v(id, data, text, n) ORDER BY v.n")
             .format(messages),
+            "search": sql.SQL(
+                "SELECT position, ts_rank(tsv, q, 1) AS score FROM {}, "
+                "websearch_to_tsquery('english', %s) AS q WHERE session = %s AND tsv @@ q "
+                "ORDER BY score DESC, position DESC LIMIT %s").format(messages),
+            "save_vector": sql.SQL(
+                "INSERT INTO {} (session, model, position, data) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING").format(vectors),
+            "load_vectors": sql.SQL("SELECT position, data FROM {} WHERE session = %s AND "
+                                    "model = %s").format(vectors),
+            "delete_vectors": sql.SQL("DELETE FROM {} WHERE session = %s").format(vectors),
             "load": sql.SQL("SELECT data FROM {} WHERE session = %s ORDER BY seq OFFSET %s")
             .format(messages),
             "load_tail": sql.SQL("SELECT data FROM (SELECT seq, data FROM {} WHERE session = %s "
@@ -93,16 +131,29 @@ class PostgresStore:
                 "ON CONFLICT (session) DO UPDATE SET data = excluded.data").format(summaries),
             "load_summary": sql.SQL("SELECT data FROM {} WHERE session = %s").format(summaries),
         }
-        index = sql.Identifier(f"{MESSAGES_TABLE}_by_session")
+        def index(suffix: str) -> Any:
+            return sql.Identifier(f"{MESSAGES_TABLE}_{suffix}")
+
         self._ddl = [
             *([sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))]
               if schema else []),
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY, "
                     "session text NOT NULL, id text NOT NULL, data text NOT NULL, "
+                    "position bigint NOT NULL, search_text text NOT NULL, " + _TSV + ", "
                     "UNIQUE (session, id))").format(messages),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (session, seq)").format(index, messages),
+        ]
+        self._indexes_ddl = [  # after the migration: they need its columns
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (session, seq)")
+            .format(index("by_session"), messages),
+            sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (session, position)")
+            .format(index("by_position"), messages),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (tsv)")
+            .format(index("words"), messages),
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (session text PRIMARY KEY, "
                     "seq bigserial NOT NULL, data text NOT NULL)").format(summaries),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (session text NOT NULL, model text NOT NULL, "
+                    "position bigint NOT NULL, data bytea NOT NULL, "
+                    "PRIMARY KEY (session, model, position))").format(vectors),
         ]
         self._conn: Any = None
         with self._lock:
@@ -121,10 +172,33 @@ class PostgresStore:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 for statement in self._ddl:
                     conn.execute(statement)
+                self._migrate(conn)
+                for statement in self._indexes_ddl:
+                    conn.execute(statement)
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(f"cannot create the tables in {self.where}: {exc}") from exc
         self._conn = conn
+
+    def _migrate(self, conn: Any) -> None:
+        """Give a messages table made before the recall index its columns, filled from the
+        stored messages (inside the table-creating transaction)."""
+        sql = self._psycopg.sql
+        table = self._messages_table
+        name = table.as_string(conn)
+        if conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                        "AND attname = 'tsv' AND NOT attisdropped", (name,)).fetchone():
+            return
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN position bigint, "
+                             "ADD COLUMN search_text text").format(table))
+        rows = conn.execute(sql.SQL("SELECT seq, session, data FROM {} ORDER BY seq")
+                            .format(table)).fetchall()
+        conn.cursor().executemany(
+            sql.SQL("UPDATE {} SET search_text = %s, position = %s WHERE seq = %s").format(table),
+            [(text, position, seq) for seq, text, _, position in base.backfill(rows)])
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN position SET NOT NULL, "
+                             "ALTER COLUMN search_text SET NOT NULL, ADD COLUMN " + _TSV)
+                     .format(table))
 
     def _run(self, work: Any, *, retry: bool = True, duplicate: str | None = None) -> Any:
         """``work(conn)`` under the lock. If the connection turns out broken (server restart,
@@ -157,9 +231,11 @@ class PostgresStore:
         base.check_session(session)
         for message in messages:
             _check_id(message)
-        rows = [(session, message.id, base.encode_message(message)) for message in messages]
-        if not rows:
+        if not messages:
             return
+        ids = [message.id for message in messages]
+        data = [base.encode_message(message) for message in messages]
+        texts = [indexed_text(message) for message in messages]
         state = {"tries": 0}
 
         def insert(conn: Any) -> None:
@@ -167,17 +243,15 @@ class PostgresStore:
             if state["tries"] > 1:
                 # The first try broke the connection: its commit may or may not have happened.
                 # If its first message is there, it did; an id with other data is a duplicate.
-                row = conn.execute(self._sql["load_one"], rows[0][:2]).fetchone()
-                if row is not None and row[0] == rows[0][2]:
+                row = conn.execute(self._sql["load_one"], (session, ids[0])).fetchone()
+                if row is not None and row[0] == data[0]:
                     return
-            if len(rows) == 1:  # autocommit: the INSERT is its own transaction
-                conn.execute(self._sql["append"], rows[0])
-                return
-            with conn.transaction():
-                conn.cursor().executemany(self._sql["append"], rows)
+            with conn.transaction():  # the lock is held until the commit
+                conn.execute(self._sql["lock_session"], (session,))
+                conn.execute(self._sql["append"], (session, session, ids, data, texts))
 
-        ids = ", ".join(repr(row[1]) for row in rows)
-        self._run(insert, duplicate=f"message id {ids} is already stored in session "
+        ids_text = ", ".join(repr(message_id) for message_id in ids)
+        self._run(insert, duplicate=f"message id {ids_text} is already stored in session "
                                     f"{session!r} of {self.where}")
 
     def load(self, session: str, start: int = 0) -> list[Message]:
@@ -195,11 +269,41 @@ class PostgresStore:
         base.check_session(session)
 
         def delete(conn: Any) -> None:
-            with conn.transaction():  # both tables or neither
-                conn.execute(self._sql["delete_messages"], (session,))
-                conn.execute(self._sql["delete_summary"], (session,))
+            with conn.transaction():  # every table or none
+                for statement in ("delete_messages", "delete_summary", "delete_vectors"):
+                    conn.execute(self._sql[statement], (session,))
 
         self._run(delete)
+
+    def search(self, session: str, query: str, limit: int = 20) -> list[Hit]:
+        base.check_session(session)
+        terms = base.search_terms(query, limit)
+        if not terms:
+            return []
+        # Bare words joined by "or": websearch_to_tsquery reads nothing else as an operator,
+        # and never raises on its input.
+        rows = self._run(lambda conn: conn.execute(
+            self._sql["search"], (" or ".join(terms), session, limit)).fetchall())
+        return [Hit(position, float(score)) for position, score in rows]
+
+    def save_vectors(self, session: str, model: str, vectors: Mapping[int, bytes]) -> None:
+        base.check_session(session)
+        rows = [(session, model, position, data)
+                for position, data in base.check_vectors(model, vectors)]
+
+        def save(conn: Any) -> None:
+            with conn.transaction():
+                conn.cursor().executemany(self._sql["save_vector"], rows)
+
+        if rows:
+            self._run(save)
+
+    def load_vectors(self, session: str, model: str) -> dict[int, bytes]:
+        base.check_session(session)
+        params = (session, base.check_model(model))
+        rows = self._run(lambda conn: conn.execute(self._sql["load_vectors"],
+                                                   params).fetchall())
+        return {position: bytes(data) for position, data in rows}
 
     def save_summary(self, session: str, summary: Summary) -> None:
         base.check_session(session)
@@ -212,8 +316,57 @@ class PostgresStore:
                                                    (session,)).fetchall())
         return base.decode_summary(rows[0][0]) if rows else None
 
+    def locks(self, *, ttl: float = 10.0) -> PostgresLocks:
+        """Session locks shared by every process on this database (:mod:`.locks`): advisory
+        locks on a connection of their own, freed when a holder's connection closes (no
+        ``ttl``)."""
+        return PostgresLocks(self.dsn)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             if self._conn is not None:
                 self._conn.close()
+
+
+class PostgresLocks:
+    """Session-level advisory locks on one connection of their own (locks of a connection do
+    not exclude each other, hence the caller's in-process serialisation by :func:`lock_key`)."""
+
+    lease = None
+
+    def __init__(self, dsn: str, *, connect_timeout: float = 10.0) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._guard = threading.Lock()
+        try:
+            self._conn = psycopg.connect(dsn, autocommit=True,
+                                         connect_timeout=max(1, round(connect_timeout)))
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the session-lock connection: {exc}") from exc
+
+    def _query(self, sql: str, key: int) -> bool:
+        with self._guard:
+            try:
+                return bool(self._conn.execute(sql, (key,)).fetchone()[0])
+            except self._psycopg.Error as exc:
+                raise StoreError(f"session lock in PostgreSQL failed: {exc}") from exc
+
+    def try_acquire(self, session: str) -> str | None:
+        key = lock_key(session)
+        return str(key) if self._query("SELECT pg_try_advisory_lock(%s)", key) else None
+
+    def renew(self, session: str, token: str) -> bool:
+        """Held as long as the connection lives."""
+        with self._guard:
+            return not self._conn.closed and not self._conn.broken
+
+    held = renew
+
+    def release(self, session: str, token: str) -> None:
+        self._query("SELECT pg_advisory_unlock(%s)", int(token))
+
+    def close(self) -> None:
+        with self._guard:
+            self._conn.close()

@@ -9,24 +9,40 @@ patterns (``*`` or ``a:b`` are plain ids):
 - ``P summary:<session>``: the encoded summary;
 - ``P sessions``: sorted set of the sessions with messages, scored by their first append;
 - ``P summarized``: sorted set of the sessions with a summary, scored by their first summary;
-- ``P clock``: the counter those scores come from.
+- ``P clock``: the counter those scores come from;
+- ``P vectors:<session>``: hash, ``<model> NUL <message index>`` -> embedding bytes.
 
 ``append`` is one Lua script, so the duplicate check, the ``RPUSH`` and the session index are
 atomic. Durability is the server's: an acknowledged append survives a Redis crash only with
 ``appendonly yes`` and ``appendfsync always`` (``require_durable=True`` checks that at open).
+
+Recall: the index is not kept in Redis but derived from the message list, which is the only
+truth, so no crash can leave them apart. Each store object keeps a
+:class:`~contextwindow.retrieval.lexical.LexicalIndex` per session it has searched (the
+``recall_sessions`` most recently searched ones): the first search reads the whole list (in
+chunks), each later one first reads what was appended since (``LRANGE`` from the indexed
+length, in one ``MULTI`` with the session's first-append score, which changes when the session
+is deleted and written again, so a stale index is rebuilt). BM25 statistics are the session's
+own. The cost is the first search of a session in each process (benchmarks/bench_recall_stores.py
+measures it at 100,000 messages) and the index's memory in the process.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import StoreError
 from ..messages import Message, Summary
+from ..retrieval.lexical import LexicalIndex
+from ..retrieval.text import Hit, indexed_text
 from . import base
 
 DEFAULT_PREFIX = "contextwindow:"
+_READ_CHUNK = 10_000  # messages per LRANGE while an index catches up
 
 # KEYS: msgs list, ids hash, sessions zset, clock.  ARGV: session, token of this call, then
 # (message id, encoded message) pairs. A retry of the same call (redis-py retries after a lost
@@ -67,7 +83,8 @@ class RedisStore:
     """
 
     def __init__(self, url: str = "redis://localhost:6379/0", *, prefix: str = DEFAULT_PREFIX,
-                 client: Any = None, require_durable: bool = False) -> None:
+                 client: Any = None, require_durable: bool = False,
+                 recall_sessions: int = 64) -> None:
         redis = base.import_driver("redis", store="RedisStore", needs="the redis package",
                               extra="redis")
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
@@ -80,6 +97,12 @@ class RedisStore:
         self._clock_key = self._prefix + b"clock"
         self._closed = threading.Event()
         self._owns_client = client is None
+        if isinstance(recall_sessions, bool) or not isinstance(recall_sessions, int) or (
+                recall_sessions < 1):
+            raise StoreError(f"recall_sessions must be an integer >= 1, not {recall_sessions!r}")
+        self._recall_sessions = recall_sessions
+        self._recall: OrderedDict[str, _SessionIndex] = OrderedDict()
+        self._recall_lock = threading.Lock()
         try:
             self._client = client if client is not None else redis.Redis.from_url(url)
         except (ValueError, *self._errors) as exc:
@@ -158,7 +181,7 @@ class RedisStore:
         return list(dict.fromkeys(_text(s) for s in [*with_messages, *with_summaries]))
 
     def delete(self, session: str) -> None:
-        keys = [self._key(kind, session) for kind in (b"msgs", b"ids", b"summary")]
+        keys = [self._key(kind, session) for kind in (b"msgs", b"ids", b"summary", b"vectors")]
         member = session.encode("utf-8")
 
         def delete() -> None:
@@ -169,6 +192,65 @@ class RedisStore:
                 pipe.execute()
 
         self._call(delete)
+        with self._recall_lock:
+            self._recall.pop(session, None)
+
+    def search(self, session: str, query: str, limit: int = 20) -> list[Hit]:
+        self._key(b"msgs", session)  # checks the session id
+        terms = base.search_terms(query, limit)
+        if not terms:
+            return []
+        with self._recall_lock:  # the most recently searched sessions keep their index
+            entry = self._recall.pop(session, None) or _SessionIndex()
+            self._recall[session] = entry
+            while len(self._recall) > self._recall_sessions:
+                self._recall.popitem(last=False)
+        with entry.lock:
+            return entry.index.search(terms, limit) if self._catch_up(session, entry) else []
+
+    def _catch_up(self, session: str, entry: _SessionIndex) -> bool:
+        """Index what was appended to ``session`` since ``entry`` last looked (everything, if
+        the session was deleted and written again); False if it has no messages."""
+        while True:
+            start = len(entry.index)
+            epoch, rows = self._call(self._read_from, session, start)
+            if epoch is None:
+                return False
+            if epoch != entry.epoch:
+                entry.epoch, entry.index = epoch, LexicalIndex()
+                if start:  # built for an earlier life of the session: start again
+                    continue
+            for position, data in enumerate(rows, start=start):
+                entry.index.add(position, indexed_text(base.decode_message(data)))
+            if len(rows) < _READ_CHUNK:
+                return True
+
+    def _read_from(self, session: str, start: int) -> list[Any]:
+        """The session's first-append score and its next chunk of messages, atomically."""
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.zscore(self._sessions_key, session.encode("utf-8"))
+            pipe.lrange(self._key(b"msgs", session), start, start + _READ_CHUNK - 1)
+            return pipe.execute()
+
+    def save_vectors(self, session: str, model: str, vectors: Mapping[int, bytes]) -> None:
+        key = self._key(b"vectors", session)
+        rows = base.check_vectors(model, vectors)
+
+        def save() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                for position, data in rows:
+                    pipe.hsetnx(key, _vector_field(model, position), data)
+                pipe.execute()
+
+        if rows:
+            self._call(save)
+
+    def load_vectors(self, session: str, model: str) -> dict[int, bytes]:
+        key = self._key(b"vectors", session)
+        mine = _vector_field(base.check_model(model), 0)[:-1]
+        stored = self._call(self._client.hgetall, key)
+        return {int(name[len(mine):]): data for name, data in stored.items()
+                if name.startswith(mine)}
 
     def save_summary(self, session: str, summary: Summary) -> None:
         keys = [self._key(b"summary", session), self._summarized_key, self._clock_key]
@@ -178,6 +260,11 @@ class RedisStore:
     def load_summary(self, session: str) -> Summary | None:
         data = self._call(self._client.get, self._key(b"summary", session))
         return None if data is None else base.decode_summary(data)
+
+    def locks(self, *, ttl: float = 10.0) -> RedisLocks:
+        """Session locks shared by every process on this Redis (:mod:`.locks`): leases of
+        ``ttl`` seconds under this store's prefix, on its client."""
+        return RedisLocks(self._client, self.prefix, ttl=ttl)
 
     def close(self) -> None:
         if not self._closed.is_set():
@@ -193,3 +280,73 @@ def _text(value: str | bytes) -> str:
         except UnicodeDecodeError as exc:
             raise StoreError(f"a stored session id is not UTF-8: {value!r}") from exc
     return value
+
+
+# KEYS: the lock.  ARGV: token, ttl in ms.  Extend (1) or release (0 ttl) only one's own lock.
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+class RedisLocks:
+    """Leases in Redis, ``<prefix>lock:<session>``: a holder that stops renewing (crashed,
+    partitioned) loses the lock after ``ttl`` seconds."""
+
+    def __init__(self, client: Any, prefix: str, *, ttl: float = 10.0) -> None:
+        self._client = client
+        self._prefix = prefix.encode("utf-8") + b"lock:"
+        self._ttl_ms = max(1, round(ttl * 1000))
+        self.lease: float | None = ttl
+        self._renew = client.register_script(_RENEW)
+        import redis
+
+        self._errors = (redis.RedisError,)
+
+    def _key(self, session: str) -> bytes:
+        return self._prefix + session.encode("utf-8")
+
+    def try_acquire(self, session: str) -> str | None:
+        token = secrets.token_hex(16)
+        try:
+            taken = self._client.set(self._key(session), token, nx=True, px=self._ttl_ms)
+        except self._errors as exc:
+            raise StoreError(f"cannot take the session lock in Redis: {exc}") from exc
+        return token if taken else None
+
+    def renew(self, session: str, token: str) -> bool:
+        try:
+            return bool(self._renew(keys=[self._key(session)], args=[token, self._ttl_ms]))
+        except self._errors as exc:
+            raise StoreError(f"cannot renew the session lock in Redis: {exc}") from exc
+
+    def held(self, session: str, token: str) -> bool:
+        try:
+            return self._client.get(self._key(session)) == token.encode()
+        except self._errors as exc:
+            raise StoreError(f"cannot read the session lock in Redis: {exc}") from exc
+
+    def release(self, session: str, token: str) -> None:
+        try:
+            self._renew(keys=[self._key(session)], args=[token, 0])
+        except self._errors as exc:
+            raise StoreError(f"cannot release the session lock in Redis: {exc}") from exc
+
+    def close(self) -> None:
+        """The client belongs to the store."""
+
+
+class _SessionIndex:
+    """One session's in-process index and the life of the session it was built for (the
+    session's score in the sessions set, new each time it is first written)."""
+
+    def __init__(self) -> None:
+        self.epoch: float | None = None
+        self.index = LexicalIndex()
+        self.lock = threading.Lock()
+
+
+def _vector_field(model: str, position: int) -> bytes:
+    return model.encode("utf-8") + b"\x00" + str(position).encode("ascii")

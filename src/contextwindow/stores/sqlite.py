@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import StoreError
 from ..messages import Message, Summary
+from ..retrieval.text import Hit, indexed_text
 from . import base
+from .locks import lock_key
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -23,7 +32,19 @@ CREATE TABLE IF NOT EXISTS summaries (
     session TEXT PRIMARY KEY,
     data    TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vectors (
+    session  TEXT NOT NULL,
+    model    TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    data     BLOB NOT NULL,
+    PRIMARY KEY (session, model, position)
+) WITHOUT ROWID;
 """
+# The recall index: one row per message, its rowid the message's seq.
+_INDEX = ("CREATE VIRTUAL TABLE messages_fts USING fts5(text, session UNINDEXED, "
+          "position UNINDEXED, tokenize = 'porter unicode61 remove_diacritics 2')")
+_HAS_INDEX = "SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'"
+_INSERT_INDEX = "INSERT INTO messages_fts (rowid, text, session, position) VALUES (?, ?, ?, ?)"
 
 
 class SQLiteStore:
@@ -32,6 +53,18 @@ class SQLiteStore:
     Every ``append`` is its own transaction in WAL mode with ``synchronous=FULL``, so a message
     is on disk when ``append`` returns and survives a crash of the process or the machine.
     Several processes may write the same file; SQLite serialises them (``timeout`` seconds).
+
+    Recall: an FTS5 table ``messages_fts`` in the same file (``porter unicode61
+    remove_diacritics 2``), one row per message with the message's ``seq`` as its rowid and
+    its session and position as unindexed columns. The row is written in the transaction that
+    writes the message, so no crash or failed append leaves one without the other; a file made
+    before the index existed gets it, filled from its messages, in one transaction when it is
+    first opened. A search is ``-bm25()`` (FTS5's BM25: Robertson idf, k1 = 1.2, b = 0.75)
+    over the terms, each double-quoted and OR-ed; its statistics (document count, mean length,
+    document frequencies) are the whole file's, every session together, and the session
+    filter is applied to the matches, so a search costs in proportion to the file's matches.
+    Writers of a version without the index must not write to the file once it has one (their
+    messages would be stored but never found).
     """
 
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
@@ -43,20 +76,17 @@ class SQLiteStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            if not self._conn.execute(_HAS_INDEX).fetchone():
+                self._transaction(self._create_index)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
-    def _run(self, sql: str, params: tuple | list[tuple] = (), *,
-             many: bool = False) -> list[tuple]:
-        """One statement; with ``many``, once per row of ``params`` in one transaction."""
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with SQLite's errors turned into StoreErrors."""
         with self._lock:
             try:
-                if not many:
-                    return self._conn.execute(sql, params).fetchall()
-                with self._conn:  # all rows or none
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.executemany(sql, params)
-                return []
+                yield self._conn
             except sqlite3.IntegrityError as exc:
                 raise StoreError(f"rejected by {self.path}: {exc}") from exc
             except UnicodeEncodeError as exc:  # a message id with a lone surrogate
@@ -65,13 +95,60 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite store {self.path} failed: {exc}") from exc
 
+    def _run(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """One statement (its own transaction when it writes)."""
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(conn)`` in one write transaction: all of it or none."""
+        with self._connection() as conn, conn:
+            conn.execute("BEGIN IMMEDIATE")
+            return work(conn)
+
+    @staticmethod
+    def _create_index(conn: sqlite3.Connection) -> None:
+        """Create the recall index and index every stored message (inside a transaction)."""
+        if conn.execute(_HAS_INDEX).fetchone():  # another process created it first
+            return
+        conn.execute(_INDEX)
+        conn.executemany(_INSERT_INDEX, base.backfill(
+            conn.execute("SELECT seq, session, data FROM messages ORDER BY seq")))
+
+    @staticmethod
+    def _next_position(conn: sqlite3.Connection, session: str) -> int:
+        """The session's length: the position of its last message plus one (two index
+        look-ups; counting rows would cost in proportion to the session)."""
+        last = conn.execute("SELECT MAX(seq) FROM messages WHERE session = ?",
+                            (session,)).fetchone()[0]
+        if last is None:
+            return 0
+        row = conn.execute("SELECT position FROM messages_fts WHERE rowid = ?",
+                           (last,)).fetchone()
+        if row is not None:
+            return row[0] + 1
+        # Its last message was written without an index row (by an older version): count.
+        return conn.execute("SELECT COUNT(*) FROM messages WHERE session = ?",
+                            (session,)).fetchone()[0]
+
     def append(self, session: str, message: Message) -> None:
         self.append_many(session, [message])
 
     def append_many(self, session: str, messages: list[Message]) -> None:
         base.check_session(session)
-        rows = [(session, message.id, base.encode_message(message)) for message in messages]
-        self._run("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)", rows, many=True)
+        rows = [(message.id, base.encode_message(message), indexed_text(message))
+                for message in messages]
+        if not rows:
+            return
+
+        def insert(conn: sqlite3.Connection) -> None:
+            start = self._next_position(conn, session)
+            for position, (message_id, data, text) in enumerate(rows, start=start):
+                seq = conn.execute("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)",
+                                   (session, message_id, data)).lastrowid
+                conn.execute(_INSERT_INDEX, (seq, text, session, position))
+
+        self._transaction(insert)
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         base.check_session(session)
@@ -90,14 +167,41 @@ class SQLiteStore:
 
     def delete(self, session: str) -> None:
         base.check_session(session)
-        with self._lock:
-            try:
-                with self._conn:  # one transaction: both tables or neither
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.execute("DELETE FROM messages WHERE session = ?", (session,))
-                    self._conn.execute("DELETE FROM summaries WHERE session = ?", (session,))
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store {self.path} failed: {exc}") from exc
+
+        def delete(conn: sqlite3.Connection) -> None:  # every table or none
+            conn.execute("DELETE FROM messages_fts WHERE rowid IN "
+                         "(SELECT seq FROM messages WHERE session = ?)", (session,))
+            for table in ("messages", "summaries", "vectors"):
+                conn.execute(f"DELETE FROM {table} WHERE session = ?", (session,))
+
+        self._transaction(delete)
+
+    def search(self, session: str, query: str, limit: int = 20) -> list[Hit]:
+        base.check_session(session)
+        terms = base.search_terms(query, limit)
+        if not terms:
+            return []
+        # Each term a quoted FTS5 string (a quote inside doubled): words, never operators.
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        rows = self._run("SELECT position, bm25(messages_fts) FROM messages_fts "
+                         "WHERE messages_fts MATCH ? AND session = ? "
+                         "ORDER BY bm25(messages_fts), position DESC LIMIT ?",
+                         (match, session, limit))
+        return [Hit(position, -score) for position, score in rows]
+
+    def save_vectors(self, session: str, model: str, vectors: Mapping[int, bytes]) -> None:
+        base.check_session(session)
+        rows = [(session, model, position, data)
+                for position, data in base.check_vectors(model, vectors)]
+        self._transaction(lambda conn: conn.executemany(
+            "INSERT OR IGNORE INTO vectors (session, model, position, data) "
+            "VALUES (?, ?, ?, ?)", rows))
+
+    def load_vectors(self, session: str, model: str) -> dict[int, bytes]:
+        base.check_session(session)
+        rows = self._run("SELECT position, data FROM vectors WHERE session = ? AND model = ?",
+                         (session, base.check_model(model)))
+        return {position: bytes(data) for position, data in rows}
 
     def save_summary(self, session: str, summary: Summary) -> None:
         base.check_session(session)
@@ -110,6 +214,43 @@ class SQLiteStore:
         rows = self._run("SELECT data FROM summaries WHERE session = ?", (session,))
         return base.decode_summary(rows[0][0]) if rows else None
 
+    def locks(self, *, ttl: float = 10.0) -> FileLocks:
+        """Session locks shared by every process on this file (:mod:`.locks`): ``fcntl``
+        locks in ``<path>.locks``, freed by the kernel when a holder dies (no ``ttl``)."""
+        return FileLocks(self.path.with_name(self.path.name + ".locks"))
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class FileLocks:
+    """``fcntl`` locks on one byte per session (at offset :func:`lock_key`) of a lock file."""
+
+    lease = None
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the session-lock file {self.path}: {exc}") from exc
+
+    def try_acquire(self, session: str) -> str | None:
+        key = lock_key(session)
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+        except (BlockingIOError, PermissionError):
+            return None
+        return str(key)
+
+    def renew(self, session: str, token: str) -> bool:
+        return True
+
+    held = renew
+
+    def release(self, session: str, token: str) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, int(token))
+
+    def close(self) -> None:
+        os.close(self._fd)

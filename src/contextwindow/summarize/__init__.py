@@ -6,9 +6,12 @@ oldest turns that are leaving the verbatim context. Summary memories call it onl
 budget is exceeded (see :class:`contextwindow.memory.SummaryBufferMemory`).
 
 * :mod:`.base` -- the protocol, :func:`run_summarizer` / :func:`arun_summarizer` (timeout, one
-  error type) and :class:`FunctionSummarizer`; what memories depend on.
+  error type), :class:`FunctionSummarizer` and :func:`cut_summary` (a summary cut to its token
+  cap); what memories depend on.
 * :mod:`.prompt` -- prompt and transcript rendering, clean-up of a model's answer.
 * :mod:`.facts` -- :class:`KeyFactsSummarizer` (no model) and :class:`CombinedSummarizer`.
+* :mod:`.chain` -- :class:`SummaryChain`, the summary of what a fit leaves out when no summary
+  is stored (the gateway's ``summary`` mode).
 * :mod:`.local` -- :class:`TransformersSummarizer`, a local instruct model.
 * :mod:`.openai` -- :class:`OpenAISummarizer`, any OpenAI-compatible endpoint.
 
@@ -22,8 +25,10 @@ from .base import (
     Summarizer,
     SummarizerWarning,
     arun_summarizer,
+    cut_summary,
     run_summarizer,
 )
+from .chain import SummaryChain
 from .facts import (
     CombinedSummarizer,
     KeyFactsSummarizer,
@@ -51,9 +56,11 @@ __all__ = [
     "OpenAISummarizer",
     "Summarizer",
     "SummarizerWarning",
+    "SummaryChain",
     "TransformersSummarizer",
     "arun_summarizer",
     "clean_summary",
+    "cut_summary",
     "drop_oldest_facts",
     "extract_facts",
     "render_prompt",

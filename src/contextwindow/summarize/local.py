@@ -67,7 +67,7 @@ class TransformersSummarizer(BaseSummarizer):
         return chat
 
     def _prompt_len(self, tokenizer: Any, previous: str | None, lines: Sequence[str]) -> int:
-        from ..models.hf import chat_template_ids
+        from ..templates import chat_template_ids
 
         return len(chat_template_ids(tokenizer, self._chat(previous, lines)))
 

@@ -1,24 +1,72 @@
-"""The small interface the routes call, so a local engine and an upstream server are alike.
+"""What every part of the server shares: the request, the answer, errors, headers and SSE.
 
-A :class:`Backend` parses a request body, answers it (:meth:`Backend.answer` returns an
-:class:`Answer`: a whole ``chat.completion`` or a stream of server-sent events) and describes
-its model. Whatever the backend, the reply is also collected in a :class:`ReplyTap` as it
-completes, so server-side sessions can store it once (and only if) it finished.
+One request travels as these types: the route parses its body into a :class:`ChatRequest`
+(:mod:`.request`), a :class:`Backend` (the local engine, :mod:`.local`, or the gateway's
+upstream, :mod:`.upstream`) fits and answers it with an :class:`Answer` (a whole completion or
+a stream of server-sent events, :func:`sse`) whose reply is collected in a :class:`ReplyTap` as
+it completes, so a server-side session (:mod:`.sessions`) stores it once (and only if) it
+finished. Anything the client should see goes out as an OpenAI-shaped :class:`ApiError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..messages import Message, ToolCall
-from .request import ApiError, ChatRequest
+from ..sampling import SamplingParams
+from ..tokens import TokenCounter
+from ..window import LeftOut
+
+__all__ = ["PROMPT_TOKENS_HEADER", "SSE_DONE", "TRIMMED_MESSAGES_HEADER", "TRIMMED_TOKENS_HEADER",
+           "Answer", "ApiError", "Backend", "ChatRequest", "Disconnected", "ReplyTap",
+           "fit_headers", "sse", "until_disconnected"]
 
 T = TypeVar("T")
 Disconnected = Callable[[], Awaitable[bool]]
 """Whether the client went away (Starlette's ``request.is_disconnected``)."""
+
+TRIMMED_TOKENS_HEADER = "X-Contextwindow-Trimmed-Tokens"
+TRIMMED_MESSAGES_HEADER = "X-Contextwindow-Trimmed-Messages"
+PROMPT_TOKENS_HEADER = "X-Contextwindow-Prompt-Tokens"
+SSE_DONE = "data: [DONE]\n\n"
+
+
+class ApiError(Exception):
+    """An error answered to the client as OpenAI-style JSON."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})  # e.g. an upstream's Retry-After
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated ``POST /v1/chat/completions`` body."""
+
+    model: str
+    messages: list[Message]
+    params: SamplingParams
+    stream: bool = False
+    include_usage: bool = False
+    #: The other fields of the body, forwarded as given (upstream mode only).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: ``(n, tokens)``: the first n messages (a stored session's history) cost that many tokens.
+    counted: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -88,6 +136,10 @@ class Backend(Protocol):
 
     model_id: str
     window: int  # tokens of the model's context window (for the cheap size bound)
+    #: What prices a message the way the fit does, so a session's stored history is counted
+    #: once, not on every turn; None when the backend counts in its own way (the local
+    #: engine's chat template).
+    counter: TokenCounter | None
 
     def parse(self, payload: Any) -> ChatRequest:
         """A decoded JSON body checked into a request (ApiError 400/404)."""
@@ -106,6 +158,18 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release threads and connections."""
+
+
+def sse(data: Any) -> str:
+    """One server-sent event carrying ``data`` as compact JSON."""
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def fit_headers(fit: LeftOut) -> dict[str, str]:
+    """What the fit left out and what the prompt costs, as the ``X-Contextwindow-*`` headers."""
+    return {TRIMMED_TOKENS_HEADER: str(fit.trimmed_tokens),
+            TRIMMED_MESSAGES_HEADER: str(fit.trimmed_messages),
+            PROMPT_TOKENS_HEADER: str(fit.prompt_tokens)}
 
 
 async def until_disconnected(work: Coroutine[Any, Any, T], disconnected: Disconnected,

@@ -1,0 +1,111 @@
+"""What the recall index sees of a message, and how a question becomes search terms.
+
+Every store ranks with its own engine (SQLite FTS5, PostgreSQL full-text search, the in-process
+:class:`~contextwindow.retrieval.lexical.LexicalIndex`), but they all read the same text
+(:func:`indexed_text`) and take the same terms (:func:`query_terms`). User text is never query
+syntax: a question is reduced to its words (letters, digits and combining marks; case-folded,
+NFKC-normalised), so quotes, ``NEAR(``, ``*``, ``:``, ``-``, ``OR``, parentheses or SQL in it
+mean nothing, and a store builds its query only from these words. ``query_terms`` is
+idempotent (``query_terms(" ".join(query_terms(q))) == query_terms(q)``), which is what makes
+"the text's meaning is only its words" testable.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import unicodedata
+from dataclasses import dataclass
+
+import regex
+import snowballstemmer
+
+from ..messages import Message
+
+__all__ = ["MAX_INDEXED_CHARS", "MAX_TERM_CHARS", "STOP_WORDS", "Hit", "indexed_text",
+           "query_terms", "stem", "words"]
+
+#: A message's first 65,536 characters are indexed: a turn longer than that cannot be recalled
+#: whole into a window anyway, and the cap bounds an add's cost on every store (PostgreSQL
+#: refuses a tsvector over 1 MB, which a longer text of distinct words can reach).
+MAX_INDEXED_CHARS = 65_536
+#: Longer words are no query terms (no store can match them usefully; PostgreSQL rejects query
+#: words over 2,047 bytes).
+MAX_TERM_CHARS = 100
+
+_WORD = regex.compile(r"[\p{L}\p{N}\p{M}]+")
+_UNSTORABLE = regex.compile(r"[\x00\ud800-\udfff]")  # no SQL text column holds these
+
+_STOP_WORD_TEXT = """
+a about above after again against ain all am an and any are aren as at be because been before
+being below between both but by can couldn d did didn do does doesn doing don down during each
+few for from further had hadn has hasn have haven having he her here hers herself him himself
+his how i if in into is isn it its itself just ll m ma me mightn more most mustn my myself
+needn no nor not now o of off on once only or other our ours ourselves out over own re s same
+shan she should shouldn so some such t than that the their theirs them themselves then there
+these they this those through to too under until up ve very was wasn we were weren what when
+where which while who whom why will with won wouldn y you your yours yourself yourselves
+"""
+#: English function words: they match nearly every message, so a query keeps only the rest.
+STOP_WORDS = frozenset(_STOP_WORD_TEXT.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result: ``index`` is the message's 0-based position in its session (as
+    ``Store.load`` returns it), ``score`` its relevance (higher is better; comparable only
+    within one result list)."""
+
+    index: int
+    score: float
+
+
+def indexed_text(message: Message) -> str:
+    """The text a message is found by: its ``name``, its content (the text parts of a content
+    list included), and each tool call's function name and arguments (a legacy
+    ``function_call`` too). NULs and lone surrogates become spaces (they are no word
+    characters, and SQL text cannot hold them); only the first :data:`MAX_INDEXED_CHARS`
+    characters count."""
+    pieces = [message.name, message.content]
+    pieces += [f"{call.name} {call.arguments}" for call in message.tool_calls]
+    legacy = message.function_call
+    if legacy is not None:
+        pieces += [str(legacy.get("name", "")), str(legacy.get("arguments", ""))]
+    text = "\n".join(piece for piece in pieces if piece)[:MAX_INDEXED_CHARS]
+    return _UNSTORABLE.sub(" ", text)
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` in order: case-folded, NFKC-normalised runs of letters, digits and
+    combining marks (what FTS5's unicode61 tokenizer also calls token characters)."""
+    # NFKC before folding, and again after: case folding can leave text unnormalised, and
+    # only the second pass makes ``words(" ".join(words(t))) == words(t)`` for every t.
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return _WORD.findall(folded)
+
+
+def query_terms(text: str, limit: int = 32) -> list[str]:
+    """The search terms of a question: its words without English stop words and words over
+    :data:`MAX_TERM_CHARS` characters, each once, in first-seen order, at most ``limit``.
+    Unstemmed: each engine stems with its own analyser (the in-process index with
+    :func:`stem`)."""
+    terms: dict[str, None] = {}
+    for word in words(text):
+        if len(terms) >= limit:
+            break
+        if word not in STOP_WORDS and len(word) <= MAX_TERM_CHARS:
+            terms[word] = None
+    return list(terms)
+
+
+_stemmers = threading.local()  # a snowball stemmer keeps state while it works: one per thread
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    """The English Snowball (Porter2) stem of a folded word, as PostgreSQL's ``english``
+    configuration computes it: "visiting", "visited" and "visit" all give "visit"."""
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+    return stemmer.stemWord(word)

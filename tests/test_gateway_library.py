@@ -1,0 +1,118 @@
+"""The gateway built in Python (``create_gateway``), no command line: served by uvicorn in a
+thread in front of the fake upstream process, it fits each turn of a stored session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_gateway_fake import FAKE_MODEL, Proc, running, start_fake
+
+from contextwindow.errors import ConfigError, StoreError
+from contextwindow.messages import Message, to_openai
+from contextwindow.samples import sample_conversation
+from contextwindow.serve import (
+    PROMPT_TOKENS_HEADER,
+    SESSION_HEADER,
+    TRIMMED_MESSAGES_HEADER,
+    TRIMMED_TOKENS_HEADER,
+    BackgroundServer,
+    create_gateway,
+)
+from contextwindow.stores import SQLiteStore
+from contextwindow.stores import open as open_store
+from contextwindow.tokens import TokenCounter
+from contextwindow.trim import trim
+
+CONTEXT = 600
+REPLY = 64
+COUNTER = TokenCounter.for_model(FAKE_MODEL)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[Proc]:
+    proc = start_fake()
+    with running(proc):
+        yield proc
+
+
+def sent(fake: Proc) -> list[dict[str, Any]]:
+    """The messages of the last request the fake upstream received."""
+    return httpx.get(f"{fake.root}/debug").json()["requests"][-1]["messages"]
+
+
+def turn(server: BackgroundServer, session: str, messages: list[Message]) -> httpx.Response:
+    reply = httpx.post(f"{server.url}/chat/completions", headers={SESSION_HEADER: session},
+                       json={"model": FAKE_MODEL, "max_tokens": REPLY,
+                             "messages": to_openai(messages)}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return reply
+
+
+def check_fit(reply: httpx.Response, conversation: list[Message], fake: Proc) -> None:
+    """The upstream got the newest turns that fit ``CONTEXT - REPLY`` (trim's rules), and the
+    headers say what that prompt costs by the gateway's counter and what was left out."""
+    kept = trim(conversation, CONTEXT - REPLY, COUNTER)
+    assert len(kept) < len(conversation)  # the session outgrew the window
+    assert sent(fake) == to_openai(kept)
+    prompt = COUNTER.count_messages(kept)
+    assert reply.headers[PROMPT_TOKENS_HEADER] == str(prompt)
+    assert reply.headers[TRIMMED_MESSAGES_HEADER] == str(len(conversation) - len(kept))
+    assert reply.headers[TRIMMED_TOKENS_HEADER] == str(
+        COUNTER.count_messages(conversation) - prompt)
+    assert reply.json()["usage"]["context_window"] == CONTEXT
+
+
+def test_a_gateway_built_in_python_serves_fitted_session_turns(fake: Proc,
+                                                               tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
+    app = create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, cache_aware=False,
+                         store=url, served_model=FAKE_MODEL)
+    first = sample_conversation(12, seed=3, tool_every=0)
+    second = Message(role="user", content="And what did I ask first?")
+    with BackgroundServer(app) as server:
+        reply = turn(server, "lib-1", first)
+        check_fit(reply, first, fake)
+        answer = Message(role="assistant", content=f"echo: {first[-1].content}")
+        assert reply.json()["choices"][0]["message"]["content"] == answer.content
+        # The next turn sends only its new message: the history comes from the store.
+        reply = turn(server, "lib-1", [second])
+        check_fit(reply, [*first, answer, second], fake)
+        listed = httpx.get(f"{server.url}/sessions/lib-1").json()["messages"]
+    expected = [*first, answer, second,
+                Message(role="assistant", content=f"echo: {second.content}")]
+    assert [(m["role"], m["content"]) for m in listed] == [(m.role, m.content) for m in expected]
+    store = open_store(url)
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert [(m.role, m.content) for m in store.load("lib-1")] == [
+            (m.role, m.content) for m in expected]
+    finally:
+        store.close()
+
+
+def test_a_gateway_without_a_store_keeps_no_sessions(fake: Proc) -> None:
+    app = create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, tokenizer=COUNTER)
+    with BackgroundServer(app) as server:
+        reply = httpx.post(f"{server.url}/chat/completions", headers={SESSION_HEADER: "s"},
+                           json={"model": FAKE_MODEL, "messages": [
+                               {"role": "user", "content": "hi"}]}, timeout=30)
+        assert (reply.status_code, reply.json()["error"]["code"]) == (400, "sessions_disabled")
+        plain = httpx.post(f"{server.url}/chat/completions", json={
+            "model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+        assert plain.json()["choices"][0]["message"]["content"] == "echo: hi"
+        assert plain.headers[PROMPT_TOKENS_HEADER] == str(COUNTER.count_messages(
+            [Message(role="user", content="hi")]))
+
+
+def test_a_gateway_refuses_what_it_cannot_build(fake: Proc) -> None:
+    with pytest.raises(ConfigError, match="unknown summarizer 'llm'; expected one of "
+                                          "keyfacts, upstream, or a Summarizer"):
+        create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, summarizer="llm")
+    with pytest.raises(ConfigError, match="unknown policy 'drop'"):
+        create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, policy="drop")
+    with pytest.raises(StoreError, match="unknown store URL scheme 'mongodb'"):
+        create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, store="mongodb://x")
