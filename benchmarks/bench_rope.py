@@ -348,14 +348,19 @@ def main() -> int:
         dump()
 
     # ---- passkey --------------------------------------------------------------------------
-    def fingerprint(length: int) -> tuple[bytes, float]:
+    def fingerprint(length: int) -> tuple[bytes, float, str]:
         from contextwindow.models import rotary_embedding
+        from contextwindow.rope import applied_scaling, get_extension
 
+        applied = applied_scaling(model) or {}
+        # Self-Extend / DCA keep the frequencies: their attention is what differs
+        extension = repr(applied) if get_extension(applied.get("method")) else ""
         with rope_length(model, length):
             rot = rotary_embedding(model)
-            return rot.inv_freq.detach().cpu().numpy().tobytes(), float(rot.attention_scaling)
+            return (rot.inv_freq.detach().cpu().numpy().tobytes(), float(rot.attention_scaling),
+                    extension)
 
-    done: dict[tuple[int, tuple[bytes, float]], str] = {}
+    done: dict[tuple[int, tuple[bytes, float, str]], str] = {}
     for length in pk_lengths:
         n = trials_at.get(length, args.trials)
         for method in pk_methods:

@@ -2,7 +2,7 @@
 trimming buys on an over-long conversation.
 
 Starts ``contextwindow serve`` twice as subprocesses on free loopback ports (one model each,
-the default 8,192-token window): ``--policy trim`` and ``--policy none``. Then, with the
+the default 8,192-token window): ``--overflow trim`` and ``--overflow none``. Then, with the
 official openai client:
 
 * short requests (a one-line question, greedy, ``max_tokens`` 8): requests/s and p50 / p95
@@ -49,8 +49,8 @@ class Server:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        command = [sys.executable, "-m", "contextwindow", "serve", "--port", str(self.port),
-                   "--log-level", "warning", *options]
+        command = [sys.executable, "-m", "contextwindow", "serve", "--model", MODEL, "--port",
+                   str(self.port), "--log-level", "warning", *options]
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
         started = time.perf_counter()
@@ -210,7 +210,7 @@ def main() -> None:
         "command": " ".join(["benchmarks/bench_serve.py", *sys.argv[1:]]),
     }
     log("starting the trimming server...")
-    trimming = Server("--policy", "trim", *server_options)
+    trimming = Server("--overflow", "trim", *server_options)
     result["server_startup_s"] = round(trimming.startup_s, 2)
     try:
         window = trimming.client().models.list().data[0].model_extra["context_window"]
@@ -237,7 +237,7 @@ def main() -> None:
         trimming.stop()
 
     log("starting the server without trimming...")
-    untrimmed = Server("--policy", "none", *server_options)
+    untrimmed = Server("--overflow", "none", *server_options)
     try:
         long_result["none"] = first_token(untrimmed, messages, args.long_max_tokens)
         log(f"  {long_result['none']}")

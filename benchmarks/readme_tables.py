@@ -147,6 +147,8 @@ def cache_table(data: dict[str, Any]) -> str:
         "langchain_trim_messages": f"langchain-core {langchain} `trim_messages`",
         "trim_newest": "`trim` (newest turns that fit)",
         "trim_cache": f"`trim(..., cache_policy=CachePolicy({data['inputs']['low_water']:g}))`",
+        "recall": "`RecallMemory(..., cache_policy=CachePolicy())` (recalled turns: "
+                  f"{100 * data['inputs']['recall_share']:g}% of the budget)",
     }
     policies = {row["policy"]: row for row in data["policies"]}
     vs_newest = data["billed_at_0.1_vs_trim_newest"]
@@ -196,7 +198,59 @@ def prefix_table(data: dict[str, Any]) -> str:
                    "prompt tokens reused", "same greedy reply"], rows)
 
 
+EXTEND_METHODS = ("none", "ntk", "dynamic", "yarn", "self-extend", "dca")
+
+
+def extend_table(data: dict[str, Any]) -> str:
+    """bench_extend: per method, perplexity growth over 32k tokens and every passkey cell
+    ("—": not run yet)."""
+    ppl, passkey = data["perplexity"], data["passkey"]
+    cells = [(depth, length) for depth in ("0.9", "0.5") for length in (4096, 8192, 16384, 32768)]
+    methods = [m for m in EXTEND_METHODS
+               if m in ppl or any(m in passkey[d] for d in passkey)]
+
+    def key(method: str, depth: str, length: int) -> str:
+        cell = passkey[depth].get(method, {}).get(str(length))
+        return f"{cell['correct']}/{cell['trials']}" if cell else "—"
+
+    rows = [[f"`{m}`", f"{ppl[m]['last_over_first']:.2f}x" if m in ppl else "—",
+             *(key(m, d, n) for d, n in cells)] for m in methods]
+    return _table(["method (x4)", "ppl last / first bucket",
+                   *(f"passkey {n // 1024}k @ {d}" for d, n in cells)], rows)
+
+
+def extend_prefill_table(data: dict[str, Any]) -> str:
+    """bench_extend: one attention layer's prefill time and its peak memory per length."""
+    rows = []
+    for length, cell in sorted(data["prefill"].items(), key=lambda kv: int(kv[0])):
+        rows.append([f"{int(length):,}", f"{cell['sdpa']['median']:.2f} s",
+                     *(f"{cell[m]['median']:.2f} s ({cell[m]['over_sdpa']:.2f}x)"
+                       for m in ("self-extend", "dca")),
+                     " / ".join(f"{cell[m]['peak_above_inputs_mib']:,.0f}"
+                                for m in ("sdpa", "self-extend", "dca"))])
+    return _table(["tokens", "SDPA (every frequency method)", "`self-extend`", "`dca`",
+                   "peak MiB above the inputs: SDPA / SE / DCA"], rows)
+
+
+RECALL_KINDS = ("single", "multi", "temporal", "updated")
+
+
+def recall_table(data: dict[str, Any]) -> str:
+    """bench_recall: per contender, the evidence share at each budget, then per question kind
+    at 2,048 tokens."""
+    budgets = [str(b) for b in data["inputs"]["budgets"]]
+    rows = []
+    for name, cells in data["results"].items():
+        at = cells["2048"]
+        rows.append([name, *(f"{100 * cells[b]['all']['evidence']:.1f}%" for b in budgets),
+                     *(f"{100 * at[k]['evidence']:.0f}%" for k in RECALL_KINDS)])
+    return _table(["contender", *(f"{int(b):,} tokens" for b in budgets),
+                   *(f"{k} @ 2,048" for k in RECALL_KINDS)], rows)
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench_extend": extend_table,
+    "bench_recall": recall_table,
     "bench_prefix": prefix_table,
     "bench_cache": cache_table,
     "bench_gateway": gateway_table,
@@ -314,9 +368,22 @@ def _gateway_row() -> Row:
             "[serve](docs/serve.md#gateway-benchmark)"]
 
 
+def _recall_row() -> Row:
+    data = load("bench_recall")
+    share = data["evidence_all"]
+    ours = share["recall, hybrid (RecallMemory)"]["2048"]
+    return ["Evidence turns of questions about a long chat, in a 2,048-token context",
+            f"`RecallMemory` (hybrid): {100 * ours:.1f}%",
+            (f"BM25 top-k {100 * share['BM25 top-k + newest (rank-bm25)']['2048']:.1f}%; "
+             "llama-index `VectorMemoryBlock` "
+             f"{100 * share['llama-index Memory + VectorMemoryBlock']['2048']:.1f}%; newest "
+             f"turns {100 * share['newest turns (TokenBuffer)']['2048']:.1f}%"),
+            "[memory](docs/memory.md#measured-evidence-kept-at-a-budget)"]
+
+
 HEADLINES: tuple[Callable[[], Row], ...] = (
-    _trim_row, _memory_row, _cache_row, _summary_row, _streaming_row, _eviction_row, _rope_row,
-    _prefix_row, _gateway_row)
+    _trim_row, _memory_row, _cache_row, _recall_row, _summary_row, _streaming_row,
+    _eviction_row, _rope_row, _prefix_row, _gateway_row)
 
 
 def headline_table() -> str:
@@ -325,7 +392,10 @@ def headline_table() -> str:
 
 
 #: Tables drawn from several JSON files (no JSON of their own).
-COMPOSED: dict[str, Callable[[], str]] = {"headline": headline_table}
+COMPOSED: dict[str, Callable[[], str]] = {
+    "headline": headline_table,
+    "bench_extend.prefill": lambda: extend_prefill_table(load("bench_extend")),
+}
 
 
 def render(name: str) -> str:

@@ -1,17 +1,21 @@
-"""The text side (tokens, messages, trim, memory, stores, text CLI) never imports torch, and no
-module imports a layer above its own.
+"""The text side (tokens, messages, trim, memory, stores, text CLI) never imports torch, no
+module imports a layer above its own, and the type checker of `make lint` rejects a wrong
+argument type.
 
 Torch: at run time (a subprocess imports it and looks at ``sys.modules``) and statically. Layers:
 statically. Both are import-linter contracts in pyproject.toml, which see imports inside
-functions too; each test of a contract breaks it on purpose in a copy of the tree.
+functions too; each test of a contract (and of the type check) breaks it on purpose in a copy
+of the tree.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -70,7 +74,7 @@ LAYERS = "Layers: each module imports only from the layers below it"
 def test_import_contract_holds_on_the_tree() -> None:
     result = _lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 3 kept, 0 broken." in result.stdout
+    assert "Contracts: 4 kept, 0 broken." in result.stdout
     assert f"{LAYERS} KEPT" in result.stdout
 
 
@@ -105,7 +109,7 @@ def test_import_contract_fails_when_trim_imports_torch(tmp_path: Path, addition:
     """What `make lint` (so `make test`) does with a torch import on the text side."""
     result = _lint_imports(_tree_with(tmp_path, "trim.py", addition))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 1 broken." in result.stdout
+    assert "Contracts: 3 kept, 1 broken." in result.stdout
     assert "contextwindow.trim is not allowed to import torch" in result.stdout
     assert "contextwindow.trim -> torch" in result.stdout
 
@@ -120,10 +124,22 @@ def test_layers_contract_fails_when_messages_imports_a_layer_above(tmp_path: Pat
     memory: both torch-free, so only the layers contract can object)."""
     result = _lint_imports(_tree_with(tmp_path, "messages.py", addition))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 1 broken." in result.stdout
+    assert "Contracts: 3 kept, 1 broken." in result.stdout
     assert f"{LAYERS} BROKEN" in result.stdout
     assert "contextwindow.messages is not allowed to import contextwindow.memory" in result.stdout
     assert "- contextwindow.messages -> contextwindow.memory (l." in result.stdout
+
+
+def test_import_contract_fails_when_the_gateway_imports_the_local_engine(tmp_path: Path) -> None:
+    """The gateway's path (here its upstream backend) never imports generation: only the local
+    engine (serve.local, serve.worker) does."""
+    result = _lint_imports(_tree_with(tmp_path, "serve/upstream.py",
+                                      "\n\ndef _probe():\n    from ..generation import Generator"
+                                      "\n\n    return Generator\n"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 1 broken." in result.stdout
+    assert ("contextwindow.serve.upstream is not allowed to import contextwindow.generation"
+            in result.stdout)
 
 
 def test_layers_contract_fails_on_a_module_without_a_layer(tmp_path: Path) -> None:
@@ -131,6 +147,40 @@ def test_layers_contract_fails_on_a_module_without_a_layer(tmp_path: Path) -> No
     (_copy_tree(tmp_path) / "stray.py").write_text('"""Placed nowhere."""\n', encoding="utf-8")
     result = _lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 1 broken." in result.stdout
+    assert "Contracts: 3 kept, 1 broken." in result.stdout
     assert "The following modules are not listed as layers:\n\n- contextwindow.stray\n" in (
         result.stdout)
+
+
+MYPY = Path(sys.executable).with_name("mypy")
+
+
+def _copy_mypy_cache(root: Path) -> None:
+    """The tree's mypy cache (`make lint` leaves it) in ``root``, so that mypy re-checks only
+    what the copy changed: ~10 s instead of ~100 s cold. Each SQLite shard is copied through
+    SQLite's backup, a consistent snapshot even while another mypy writes it."""
+    source = ROOT / ".mypy_cache"
+    files = [path for path in source.rglob("*") if path.is_file()] if source.is_dir() else []
+    for path in files:  # none before the first `make lint`: mypy starts cold
+        target = root / ".mypy_cache" / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".db":
+            with closing(sqlite3.connect(path)) as src, closing(sqlite3.connect(target)) as dst:
+                src.backup(dst)
+        elif not path.name.endswith(("-wal", "-shm")):
+            shutil.copy2(path, target)
+
+
+def test_type_check_fails_on_a_wrong_argument_type(tmp_path: Path) -> None:
+    """What `make lint` (so `make test`) does with a call that passes an int for a message."""
+    addition = ("\n\ndef _probe(counter: TokenCounter) -> int:\n"
+                "    return counter.count_message(42)\n")
+    root = _tree_with(tmp_path, "trim.py", addition)
+    line = len((root / "src" / "contextwindow" / "trim.py").read_text().splitlines())
+    _copy_mypy_cache(root)
+    result = subprocess.run([str(MYPY)], cwd=root, capture_output=True, text=True, timeout=600,
+                            check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f'src/contextwindow/trim.py:{line}: error: Argument 1 to "count_message" of '
+            '"TokenCounter" has incompatible type "int"; expected "Message | Mapping[str, Any]"'
+            "  [arg-type]") in result.stdout

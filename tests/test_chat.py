@@ -39,7 +39,7 @@ def run_chat(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 
 
 def chat_args(tiny_chat_dir: Path, db: Path, session: str, *extra: str) -> list[str]:
-    return ["--model", str(tiny_chat_dir), "--db", str(db), "--session", session,
+    return ["--model", str(tiny_chat_dir), "--store", str(db), "--session", session,
             "--temperature", "0", "--reply-tokens", str(REPLY), "--context", str(CONTEXT),
             *extra]
 
@@ -95,7 +95,7 @@ def test_resuming_a_session_continues_it(
     assert out == expected_reply(generator, history[:3]) + "\n"
 
 
-@pytest.mark.parametrize("memory_kind", ["token", "sinks"])
+@pytest.mark.parametrize("memory_kind", ["trim", "sinks"])
 def test_a_small_budget_trims_what_the_model_sees(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         tiny_chat_dir: Path, generator: Generator, memory_kind: str) -> None:
@@ -104,7 +104,7 @@ def test_a_small_budget_trims_what_the_model_sees(
              "what is my name"]
     code, out, err = run_chat(monkeypatch, capsys, "\n".join(turns) + "\n",
                               *chat_args(tiny_chat_dir, db, "small", "--max-tokens", "90",
-                                         "--memory", memory_kind))
+                                         "--overflow", memory_kind))
     assert code == 0, err
     store = SQLiteStore(db)
     history = store.load("small")
@@ -112,7 +112,7 @@ def test_a_small_budget_trims_what_the_model_sees(
     assert [m.content for m in history if m.role == "user"] == turns
     cut = CachePolicy()  # the chat's default (--cache-aware)
     make = (lambda: TokenBufferMemory(90, counter=generator.counter, cache_policy=cut)) \
-        if memory_kind == "token" \
+        if memory_kind == "trim" \
         else (lambda: SinkWindowMemory(90, keep_first=2, counter=generator.counter,
                                        cache_policy=cut))
     # Replay: each reply must be the one generated from that memory's view at that turn.
@@ -143,7 +143,7 @@ def test_summary_memory_with_key_facts(
     turns = [f"fact {k}: flight LX{100 + k} leaves at {k}:30 from Zurich" for k in range(6)]
     code, out, err = run_chat(monkeypatch, capsys, "\n".join(turns) + "\n",
                               *chat_args(tiny_chat_dir, db, "sum", "--max-tokens", "160",
-                                         "--memory", "summary", "--summarizer", "keyfacts"))
+                                         "--overflow", "summary", "--summarizer", "keyfacts"))
     assert code == 0, err
     store = SQLiteStore(db)
     history = store.load("sum")
@@ -181,5 +181,145 @@ def test_inconsistent_budget_is_a_config_error(
     assert code == 2
     assert "exceed the model's window of 256 tokens" in err
     code, _, err = run_chat(monkeypatch, capsys, "hi\n",
-                            *chat_args(tiny_chat_dir, tmp_path / "c.db", "x", "--memory", "window"))
-    assert code == 2 and "unknown memory 'window'" in err
+                            *chat_args(tiny_chat_dir, tmp_path / "c.db", "x", "--overflow",
+                                       "window"))
+    assert code == 2 and "unknown overflow mode 'window'" in err
+
+
+def test_recall_memory_quotes_an_old_turn_before_the_question(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_chat_dir: Path, generator: Generator) -> None:
+    from contextwindow.memory import RecallMemory
+    from contextwindow.window import RECALL_HEADER
+
+    db = tmp_path / "chat.sqlite3"
+    turns = ["my sister Ingrid lives in Trondheim", "I like trams", "what should I pack",
+             "where is the museum", "is it raining", "what time is it", "any news today",
+             "how far is the station", "can you help me", "where does Ingrid live"]
+    code, out, err = run_chat(monkeypatch, capsys, "\n".join(turns) + "\n",
+                              *chat_args(tiny_chat_dir, db, "rec", "--max-tokens", "180",
+                                         "--overflow", "recall", "--recall-tokens", "80"))
+    assert code == 0, err
+    store = SQLiteStore(db)
+    history = store.load("rec")
+    store.close()
+    assert [m.content for m in history if m.role == "user"] == turns
+    assert all(m.timestamp is not None for m in history)  # each turn knows when it was said
+    # Replay: each reply is the one generated from the recall memory's view at that turn.
+    memory = RecallMemory(180, recall_tokens=80, counter=generator.counter,
+                          cache_policy=CachePolicy())
+    for message in history:
+        if message.role == "assistant":
+            assert message.content == expected_reply(generator, memory.messages())
+        memory.add_message(message)
+    question = len(history) - 2
+    plan = memory.plan()
+    assert plan.recalled is not None and plan.recalled_at == question
+    assert plan.recall_indices == (0,)  # the first message, quoted with its date
+    assert plan.recalled.content.startswith(f"{RECALL_HEADER}\n\n[")  # dated
+    assert plan.recalled.content.endswith(f"] user: {turns[0]}")
+    assert memory.messages()[-3:] == [plan.recalled, *history[-2:]]
+    assert memory.token_count() <= 180
+    kept = len(plan.select(history))
+    assert (f"tokens {memory.token_count()}/180 · {kept} of {len(history)} messages in "
+            f"context · trimmed {plan.dropped} · recalled 1") in err.splitlines()[-1]
+    assert out == "".join(f"{m.content}\n" for m in history if m.role == "assistant")
+
+
+class Terminal(io.StringIO):
+    """Typed input on a terminal: ``chat`` goes interactive; a line ``^C`` is Ctrl-C."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> str:
+        line = super().readline()
+        if line == "^C\n":
+            raise KeyboardInterrupt
+        return line
+
+
+def run_terminal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                 lines: str, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", Terminal(lines))
+    monkeypatch.setenv("COLUMNS", "200")
+    code = main(["chat", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def stored(db: Path, session: str) -> list[tuple[str, str | None]]:
+    store = SQLiteStore(db)
+    history = store.load(session)
+    store.close()
+    return [(m.role, m.content) for m in history]
+
+
+def test_terminal_commands_are_never_sent_and_over_budget_turns_are_not_stored(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_chat_dir: Path, generator: Generator) -> None:
+    db = tmp_path / "chat.sqlite3"
+    long = " ".join(["word"] * 200)
+    code, out, err = run_terminal(monkeypatch, capsys,
+                                  f"/help\n/nope\n{long}\n/usr/bin is a path\n",
+                                  *chat_args(tiny_chat_dir, db, "t", "--max-tokens", "100"))
+    assert code == 0, err  # end of input
+    assert f"(window {CONTEXT} tokens) · overflow trim · budget 100 tokens · /help" in out
+    assert "  /status  what the context holds" in out and "  /exit    leave" in out
+    assert "unknown command /nope; /help lists the commands (nothing was sent)" in out
+    assert "that message does not fit the budget" in out
+    # Only the plain line that fits became a turn; commands and the refused message left
+    # nothing behind, so the history alternates user / assistant.
+    reply = expected_reply(generator, [Message(role="user", content="/usr/bin is a path")])
+    assert stored(db, "t") == [("user", "/usr/bin is a path"), ("assistant", reply)]
+    assert out.count("assistant> ") == 1
+
+
+def test_ctrl_c_mid_reply_stores_nothing_of_the_turn_and_exits_130(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_chat_dir: Path, generator: Generator) -> None:
+    db = tmp_path / "chat.sqlite3"
+    real = Generator.generate
+    calls = []
+
+    def interrupted_second(self: Generator, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Generator, "generate", interrupted_second)
+    code, out, err = run_chat(monkeypatch, capsys, "first\nsecond\nthird\n",
+                              *chat_args(tiny_chat_dir, db, "c", "--max-tokens", "200"))
+    assert code == 130
+    assert "interrupted: this turn is not saved" in err
+    first = expected_reply(generator, [Message(role="user", content="first")])
+    assert stored(db, "c") == [("user", "first"), ("assistant", first)]
+    assert out == first + "\n"
+
+
+def test_ctrl_c_at_the_prompt_exits_130_and_exit_exits_0(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_chat_dir: Path) -> None:
+    db = tmp_path / "chat.sqlite3"
+    args = chat_args(tiny_chat_dir, db, "p", "--max-tokens", "200")
+    assert run_terminal(monkeypatch, capsys, "^C\nnever sent\n", *args)[0] == 130
+    assert run_terminal(monkeypatch, capsys, "/exit\nnever sent\n", *args)[0] == 0
+    assert stored(db, "p") == []
+
+
+def test_old_option_spellings_still_work(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tiny_chat_dir: Path, generator: Generator) -> None:
+    """--db (now --store) and --memory (now --overflow; its ``token`` is now ``trim``)."""
+    db = tmp_path / "old.sqlite3"
+    args = ["--model", str(tiny_chat_dir), "--db", str(db), "--session", "o", "--memory",
+            "token", "--temperature", "0", "--reply-tokens", str(REPLY), "--context",
+            str(CONTEXT), "--max-tokens", "200"]
+    code, _, err = run_chat(monkeypatch, capsys, "hello\n", *args)
+    assert code == 0, err
+    assert "overflow trim · budget 200 tokens" in err
+    reply = expected_reply(generator, [Message(role="user", content="hello")])
+    assert stored(db, "o") == [("user", "hello"), ("assistant", reply)]
+    code, _, err = run_chat(monkeypatch, capsys, "hi\n", *args[:4], "--memory", "nope")
+    assert code == 2 and "unknown overflow mode 'nope'" in err

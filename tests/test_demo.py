@@ -43,7 +43,7 @@ def test_quick_demo_runs_every_part(monkeypatch: pytest.MonkeyPatch,
     conversation = sample_conversation(16, seed=7)
     local = TokenCounter.from_hf(AutoTokenizer.from_pretrained(tiny_chat_dir))
     for title, counter in (("counted for gpt-4o", TokenCounter.for_model("gpt-4o")),
-                           ("counted for SmolLM2 chat template", local)):
+                           ("counted for the local model's chat template", local)):
         start = out.index(title)
         rows = memory_rows(conversation, 384, counter)
         assert len(rows) >= 4
@@ -96,3 +96,35 @@ def test_sink_stream_checkpoints_are_exact(tiny_chat_dir: Path) -> None:
         assert point["sink_bytes"] == per_token * point["sink_tokens"]
         assert point["dense_bytes"] == per_token * point["streamed"]
     assert checkpoints[-1]["streamed"] - checkpoints[0]["streamed"] == 40
+
+
+def test_sink_stream_is_shown_beside_the_dense_stream(tiny_chat_dir: Path) -> None:
+    """The dense column is the model's greedy continuation (recomputed here without any
+    cache), the sink column the sink stream's first tokens, and the shared run is counted."""
+    import torch
+
+    from contextwindow.cli.demo import LIST_PROMPT, LIST_START
+    from contextwindow.generation import Generator
+    from contextwindow.templates import chat_template_ids
+
+    generator = Generator.load(str(tiny_chat_dir))
+    console = Console(file=io.StringIO(), width=200)
+    result = part_sink_stream(console, generator, quick=True)
+    ids = (chat_template_ids(generator.tokenizer, [{"role": "user", "content": LIST_PROMPT}])
+           + generator.tokenizer.encode(LIST_START, add_special_tokens=False))
+    assert result["prompt_tokens"] == len(ids)
+    reference: list[int] = []
+    with torch.inference_mode():
+        for _ in range(len(result["dense"])):
+            logits = generator.model(torch.tensor([ids + reference])).logits[0, -1]
+            logits[list(generator.eos_ids)] = float("-inf")
+            reference.append(int(logits.argmax()))
+    assert result["dense"] == reference and len(reference) == 48
+    sink = result["sink"]
+    same = next((i for i, (a, b) in enumerate(zip(reference, sink)) if a != b), 48)
+    assert result["same"] == same
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "dense cache (keeps every token)" in printed
+    evicting = max(0, 32 - len(ids))
+    assert (f"Identical for the first {same} of 48 tokens; the sink cache evicts from "
+            f"generated token {evicting} on.") in printed

@@ -76,15 +76,19 @@ def test_distances_stay_in_the_trained_range_and_match_the_map():
     assert int(dca[120, 0]) == 48 and int(dca[120, 39]) == 9  # inter-chunk: 48 - j mod 40
 
 
-CASES = [  # (queries, keys, first key position): full prefill, chunks, decode, offset keys
+CASES = [  # (queries, keys, first key position): full prefill, chunks, decode, offset keys,
+    # positions past the first 4,096 of the rotation tables (they grow)
     (150, 150, 0), (37, 150, 0), (1, 150, 0), (1, 41, 0), (40, 80, 0), (33, 120, 20),
+    (20, 100, 5000),
 ]
 
 
 @pytest.mark.parametrize("method,params", METHODS, ids=["self-extend", "dca"])
-@pytest.mark.parametrize("block", [1, 5, 16, 1024])
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "portable"])
+@pytest.mark.parametrize("block,fused", [(1, True), (5, True), (1024, True), (7, False),
+                                         (1024, False)])
 def test_blockwise_attention_equals_the_dense_formula(method, params, block, fused):
+    """Blocks of 1, 5 and 7 queries start and end on every side of the window (32) and chunk
+    (40) edges; 1,024 is one block. ``fused``: PyTorch's CPU kernel, else the tiled matmul."""
     state = ExtendedState(plan(method, params).map, inv_freq(), block=block, fused=fused)
     for n, k_len, first in CASES:
         q, k, v = qkv(n, k_len, seed=n + k_len)
@@ -227,7 +231,7 @@ def test_apply_and_restore():
 
 def test_parameter_rules_for_a_target_length():
     # Self-Extend, L = 8192: w = L/4, the smallest G keeping w + (N - w)/G within 2/3 of L
-    for factor, group in ((2, 5), (4, 9), (8, 17)):
+    for factor, group in ((2, 5), (4, 9), (8, 19)):
         p = plan_extension("self-extend", 8192, factor, {})
         assert dict(p.params) == {"group_size": group, "window": 2048}
         n = 8192 * factor
@@ -280,11 +284,18 @@ def test_errors_for_models_inputs_and_export():
     padded = torch.tensor([[1, 1, 1, 0]])
     with torch.inference_mode(), pytest.raises(ModelError, match="padded batches"):
         model(ids(4), attention_mask=padded)
+    with torch.inference_mode(), pytest.raises(ModelError, match="consecutive position ids"):
+        model(ids(4), position_ids=torch.tensor([[0, 1, 5, 6]]))
     from transformers import StaticCache
 
     static = StaticCache(config=model.config, max_cache_len=64)
     with torch.inference_mode(), pytest.raises(ModelError, match="use a DynamicCache"):
         model(ids(8), cache=static, use_cache=True)
+    from contextwindow.kv import ScoredCache, TOVAPolicy
+
+    with pytest.raises(ModelError, match="which a scored cache cannot score"):
+        ScoredCache(model, TOVAPolicy(budget=64))  # it would switch the model back to SDPA
+    assert model.config._attn_implementation == EXTENDED_ATTENTION
     bare = make_tiny_llama()
     bare.set_attn_implementation(EXTENDED_ATTENTION)
     with torch.inference_mode(), pytest.raises(ModelError, match="has no position map"):
@@ -308,25 +319,47 @@ def test_memory_estimate_counts_no_score_matrix():
     assert estimate_memory(extended, 32768) == estimate_memory(sdpa, 32768)
 
 
-def test_cli_method_list_accepts_the_extensions():
+def test_cli_passkey_runs_the_extensions(tiny_chat_dir, tmp_path):
+    import json
+
+    from contextwindow.cli import main
     from contextwindow.cli.rope import _parse_methods
 
-    assert _parse_methods("none,yarn,dynamic,self-extend,dca", 4.0) == [
-        "none", "yarn", "dynamic", "self-extend", "dca"]
     with pytest.raises(ConfigError, match="known methods: none, linear.*self-extend, dca"):
         _parse_methods("none,bogus", 4.0)
+    out = tmp_path / "passkey.json"
+    assert main(["passkey", "--model", str(tiny_chat_dir), "--lengths", "100", "--trials", "1",
+                 "--methods", "none,yarn,dynamic,self-extend,dca", "--factor", "4",
+                 "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == ["none", "yarn", "dynamic", "self-extend", "dca"]
+    assert all(results[m]["100"]["trials"] == 1 for m in results)
 
 
-def test_generator_window_is_the_extended_one(tiny_chat_dir):
-    """What ``serve --rope self-extend`` builds: the window it advertises is 4 x 8,192, and it
-    decodes on the sink cache through the extended attention."""
-    from contextwindow.generation import Generator, SamplingParams
+def test_serve_rope_self_extend_advertises_the_extended_window(tiny_chat_dir):
+    """``serve --rope self-extend`` (no factor: 4x): the local backend's window is 4 x 8,192,
+    and replies decode on the sink cache exactly as full forwards would."""
+    from rich.console import Console
 
-    generator = Generator.load(str(tiny_chat_dir), rope="self-extend", prefix_cache_mb=0)
-    assert generator.context == 4 * 8192
-    assert generator.model.config._attn_implementation == EXTENDED_ATTENTION
-    fit = generator.fit([{"role": "user", "content": "hello there"}], 4)
-    reply = generator.generate(fit, SamplingParams(max_tokens=4, temperature=0, seed=0))
+    from contextwindow.cli.serve import _describe_local, _local_backend
+    from contextwindow.generation import SamplingParams
+
+    options = {"device": None, "dtype": None, "context": None, "policy": "trim",
+               "keep_first": None, "sink_cache": True, "sinks": 4, "prefix_cache_mb": 0,
+               "cache_policy": None, "served_model_name": None, "threads": None,
+               "console": Console(quiet=True)}
+    with pytest.raises(ConfigError, match="go together"):
+        _local_backend(str(tiny_chat_dir), rope="yarn", rope_factor=None, **options)
+    backend = _local_backend(str(tiny_chat_dir), rope="self-extend", rope_factor=None, **options)
+    try:
+        generator = backend.generator
+        assert backend.window == generator.context == 4 * 8192
+        assert "RoPE self-extend x4" in _describe_local(generator, "self-extend")
+        assert generator.model.config._attn_implementation == EXTENDED_ATTENTION
+        fit = generator.fit([{"role": "user", "content": "hello there"}], 4)
+        reply = generator.generate(fit, SamplingParams(max_tokens=4, temperature=0, seed=0))
+    finally:
+        backend.worker.close()
     tokens = list(fit.prompt_ids)
     with torch.inference_mode():
         for _ in range(len(reply.token_ids)):

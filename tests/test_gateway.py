@@ -204,10 +204,14 @@ def test_client_gone_mid_stream_stores_nothing_and_frees_the_session(
 
 
 def test_session_delete(client: openai.OpenAI, gateway: Proc) -> None:
+    unknown = httpx.get(f"{gateway.url}/sessions/nope")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "session_not_found")
     session(client, "dave", "hello")
     deleted = httpx.delete(f"{gateway.url}/sessions/dave")
     assert deleted.json() == {"id": "dave", "object": "session.deleted", "deleted": True}
-    assert history(gateway, "dave") == []
+    gone = httpx.get(f"{gateway.url}/sessions/dave")
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "session_not_found"
     session(client, "dave", "again")
     assert history(gateway, "dave") == [("user", "again"), ("assistant", "echo: again")]
 
@@ -258,7 +262,7 @@ def test_a_sessions_prompts_keep_their_prefix_for_the_upstream_cache(
 def test_summary_policy_keeps_the_facts_of_what_it_leaves_out(fake: Proc, tmp_path: Any) -> None:
     from contextwindow.messages import SUMMARY_PREFIX
 
-    proc = start_gateway(fake.url, "--store", str(tmp_path / "s.db"), "--policy", "summary",
+    proc = start_gateway(fake.url, "--store", str(tmp_path / "s.db"), "--overflow", "summary",
                          "--default-max-tokens", "32", context=CONTEXT)
     with running(proc):
         client = openai.OpenAI(base_url=proc.url, api_key="unused", max_retries=0)
@@ -365,8 +369,8 @@ def test_gateway_in_front_of_a_local_contextwindow_server(tmp_path: Any) -> None
     from contextwindow.models import DEFAULT_MODEL, resolve
 
     port = free_port()
-    upstream = Proc([*CLI, "serve", "--port", str(port), "--threads", "1", "--store", "none",
-                     "--log-level", "warning"], port).ready(timeout=300)
+    upstream = Proc([*CLI, "serve", "--model", DEFAULT_MODEL, "--port", str(port), "--threads",
+                     "1", "--store", "none", "--log-level", "warning"], port).ready(timeout=300)
     gateway_proc = start_gateway(upstream.url, "--tokenizer", str(resolve()), "--store",
                                  str(tmp_path / "s.db"), context=512, model=DEFAULT_MODEL)
     with running(gateway_proc, upstream):

@@ -4,7 +4,10 @@ Run as ``python tests/test_gateway_fake.py PORT``, this file is a tiny FastAPI s
 answers at once: the reply is ``echo: <last message>`` (streamed word by word with
 ``stream: true``). The last message can steer it: ``__slow:S`` answers after S seconds (and
 counts a cancellation if the client leaves first), ``__status:N`` answers HTTP N with an
-OpenAI-shaped error and ``Retry-After: 7``, ``__drip:S`` streams one word every S seconds.
+OpenAI-shaped error and ``Retry-After: 7``, ``__drip:S`` streams one word every S seconds;
+a stream of ``__cut`` ends with ``[DONE]`` and of ``__eof`` with the end of the body, both
+before any ``finish_reason`` (as llama.cpp's server does when another request interrupts
+it), and ``__nousage`` never sends a usage chunk (as llama.cpp ignores ``include_usage``).
 A summary request (the system prompt of the summarizers, ``DEFAULT_SYSTEM``) is answered with
 ``FAKE_SUMMARY``, or 500 when its prompt contains ``__summary_fail``. ``GET /debug`` returns
 every request's messages and the cancellations, so tests can check what the gateway really
@@ -103,8 +106,12 @@ def build_fake() -> Any:
                 yield chunk({"content": word + " "})
                 if last.startswith("__drip:"):
                     await asyncio.sleep(float(last.split(":")[1]))
+            if last in ("__cut", "__eof"):
+                if last == "__cut":
+                    yield "data: [DONE]\n\n"
+                return
             yield chunk({}, "stop")
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if (body.get("stream_options") or {}).get("include_usage") and last != "__nousage":
                 data = {**envelope, "object": "chat.completion.chunk", "choices": [],
                         "usage": usage}
                 yield f"data: {json.dumps(data)}\n\n"
@@ -135,14 +142,15 @@ class Proc:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def ready(self, timeout: float = 60.0) -> Proc:
-        """Wait until ``/health`` answers."""
+        """Wait until ``/health`` answers (200, or 503 from a gateway whose upstream is
+        down)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.args} exited: "
                                    f"{self.proc.stderr.read().decode()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.root}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.root}/health", timeout=1).status_code in (200, 503):
                     return self
             if time.monotonic() > deadline:
                 self.stop()

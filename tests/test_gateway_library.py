@@ -116,3 +116,35 @@ def test_a_gateway_refuses_what_it_cannot_build(fake: Proc) -> None:
         create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, policy="drop")
     with pytest.raises(StoreError, match="unknown store URL scheme 'mongodb'"):
         create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, store="mongodb://x")
+
+
+def test_the_recall_policy_brings_back_an_old_turn_from_the_session_store(
+        fake: Proc, tmp_path: Path) -> None:
+    """A session turn under ``policy="recall"``: the fact said in the first turn, long out of
+    the window, comes back from the SQLite index in the block before the newest question."""
+    from contextwindow.window import RECALL_HEADER
+
+    app = create_gateway(fake.url, model=FAKE_MODEL, context=CONTEXT, policy="recall",
+                         store=f"sqlite:///{tmp_path / 'recall.sqlite3'}",
+                         served_model=FAKE_MODEL)
+    fact = {"role": "user", "content": "My locker code is 4417, please remember it.",
+            "timestamp": "2023-05-08"}  # a gateway client may date its messages
+    filler = [m for m in sample_conversation(40, seed=5, tool_every=0) if m.role == "user"]
+    with BackgroundServer(app) as server:
+        first = httpx.post(f"{server.url}/chat/completions", headers={SESSION_HEADER: "recall-1"},
+                           json={"model": FAKE_MODEL, "max_tokens": REPLY, "messages": [fact]},
+                           timeout=30)
+        assert first.status_code == 200, first.text
+        for message in filler:
+            turn(server, "recall-1", [message])
+        question = Message(role="user", content="What is my locker code?")
+        reply = turn(server, "recall-1", [question])
+    forwarded = sent(fake)
+    assert forwarded[-1] == {"role": "user", "content": "What is my locker code?"}
+    block = forwarded[-2]
+    assert block["role"] == "system" and block["content"].startswith(RECALL_HEADER)
+    assert "[8 May 2023] user: My locker code is 4417, please remember it." in block["content"]
+    assert {"role": "user", "content": fact["content"]} not in forwarded  # quoted only
+    prompt = int(reply.headers[PROMPT_TOKENS_HEADER])
+    assert prompt == COUNTER.count_messages([Message(**m) for m in forwarded])
+    assert prompt <= CONTEXT - REPLY

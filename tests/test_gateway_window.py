@@ -265,7 +265,7 @@ def summary_turns(fake: Proc, first: str, turns: int = 10) -> tuple[dict[str, An
     """A gateway with ``--summarizer upstream``; one session: ``first``, then fillers. The last
     chat request forwarded, every summary request the upstream got, and the gateway's log."""
     start = len(httpx.get(f"{fake.root}/debug").json()["requests"])
-    proc = start_gateway(fake.url, "--store", "memory", "--policy", "summary", "--summarizer",
+    proc = start_gateway(fake.url, "--store", "memory", "--overflow", "summary", "--summarizer",
                          "upstream", "--summary-timeout", "10", "--default-max-tokens", "32",
                          context=256)
     try:

@@ -426,3 +426,73 @@ def test_langchain_history_over_every_store(durable_store_backend: Backend) -> N
     assert reopened.messages == sent
     reopened.clear()
     assert history.memory.store.load("s") == []
+
+
+# -- recall: older turns quoted before the newest question -------------------------------------
+RECALL_FACT = "My sister Ingrid moved to Trondheim last spring."
+
+
+def recall_memory(store: Any, session: str) -> Any:
+    from contextwindow.memory import RecallMemory
+
+    return RecallMemory(300, recall_tokens=100, counter=COUNTER, store=store, session=session,
+                        feedback=0)
+
+
+def test_langchain_history_gets_recalled_turns(tmp_path) -> None:
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from contextwindow.integrations.langchain import ContextWindowChatHistory
+    from contextwindow.window import RECALL_HEADER
+
+    store = SQLiteStore(tmp_path / "chat.db")
+    history = ContextWindowChatHistory(recall_memory(store, "ada"))
+    model = FakeListChatModel(responses=["Noted."] + [f"reply {k} " + "word " * 20
+                                                       for k in range(8)])
+    sent = []
+    for question in [RECALL_FACT, *(f"tell me about trams {k}" for k in range(7)),
+                     "Where did Ingrid move?"]:
+        history.add_user_message(question)  # the documented loop: store, read, call, store
+        sent.append(history.messages)
+        history.add_message(model.invoke(sent[-1]))
+    last = sent[-1]
+    block = last[-2]
+    assert isinstance(block, SystemMessage)
+    assert block.content == f"{RECALL_HEADER}\n\nuser: {RECALL_FACT}"
+    assert isinstance(last[-1], HumanMessage) and last[-1].content == "Where did Ingrid move?"
+    assert RECALL_FACT not in [m.content for m in last if m is not block]  # not in the window
+    assert COUNTER.count_messages(last) <= 300
+    again = ContextWindowChatHistory(recall_memory(SQLiteStore(tmp_path / "chat.db"), "ada"))
+    assert again.messages[:-1] == history.messages[:-1]  # resumed: the same view
+
+
+def test_llamaindex_chat_engine_gets_recalled_turns(tmp_path) -> None:
+    from llama_index.core.chat_engine import SimpleChatEngine
+    from llama_index.core.llms import MockLLM
+
+    from contextwindow.integrations.llamaindex import ContextWindowMemory
+    from contextwindow.window import RECALL_HEADER
+
+    memory = ContextWindowMemory.from_defaults(recall_memory(SQLiteStore(tmp_path / "c.db"),
+                                                             "dave"))
+    seen: list[Any] = []
+
+    class Recording(MockLLM):
+        def chat(self, messages: Any, **kwargs: Any) -> Any:
+            seen.append(list(messages))
+            return super().chat(messages, **kwargs)
+
+    system = "You are a terse assistant."
+    engine = SimpleChatEngine.from_defaults(llm=Recording(max_tokens=30), memory=memory,
+                                            system_prompt=system)
+    engine.chat(RECALL_FACT)
+    for k in range(7):
+        engine.chat(f"tell me about trams {k}")
+    engine.chat("Where did Ingrid move?")
+    prompt = seen[-1]
+    assert prompt[0].content == system and prompt[-1].content == "Where did Ingrid move?"
+    block = prompt[-2]
+    assert block.role.value == "system" and block.content.startswith(RECALL_HEADER + "\n\n")
+    assert f"user: {RECALL_FACT}" in block.content
+    assert COUNTER.count_messages(prompt[1:]) <= 300 - COUNTER.count_text(system)

@@ -109,24 +109,26 @@ def test_fact_recall_report_without_model():
     report = fact_recall(n_facts=8, turns=40, seed=0, budget=1024, counter=COUNTER)
     rows = {row.name: row for row in report.rows}
     assert list(rows) == ["Buffer", "Window(k=4)", "TokenBuffer", "SinkWindow(keep_first=2)",
-                          "SummaryBuffer(KeyFacts)"]
+                          "Recall", "SummaryBuffer(KeyFacts)"]
     assert report.conversation_tokens == rows["Buffer"].tokens
     assert rows["Buffer"].found == (True,) * 8
     assert rows["Window(k=4)"].found == (False,) * 8  # facts are in the first quarter only
     assert rows["TokenBuffer"].found == (False,) * 8
     # the sink window keeps the system prompt and the first two messages, nothing else early
     assert rows["SinkWindow(keep_first=2)"].found == tuple(p < 3 for p in report.positions)
+    # recall answers the final user turn, which asks about none of the facts: nothing comes back
+    assert rows["Recall"].found == (False,) * 8
     keyfacts = rows["SummaryBuffer(KeyFacts)"]
     # KeyFacts carries the values verbatim; its 256-token block is full by the end, so it
     # drops its oldest lines first: the facts it lost are the earliest planted
     assert keyfacts.found == (False,) + (True,) * 7
     assert keyfacts.summarizations == len(keyfacts.fold_seconds) > 0
-    for name in ("TokenBuffer", "SinkWindow(keep_first=2)", "SummaryBuffer(KeyFacts)"):
+    for name in ("TokenBuffer", "SinkWindow(keep_first=2)", "Recall", "SummaryBuffer(KeyFacts)"):
         assert rows[name].tokens <= 1024
     data = json.loads(json.dumps(report.to_dict()))
     assert [f["value"] for f in data["facts"]] == [f.value for f in report.facts]
     assert data["rows"][0]["recall"] == 1.0
-    assert recall_table(report).row_count == 5
+    assert recall_table(report).row_count == 6
 
 
 def test_fact_recall_custom_memories_conversation_and_facts():

@@ -8,6 +8,7 @@ cache-aware token buffer on the same replay.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -17,17 +18,17 @@ from strategies import conversations
 
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
-from store_fixtures import Backend  # noqa: E402
+from store_fixtures import Backend
 
-from contextwindow.caching import common_prefix, replay  # noqa: E402
-from contextwindow.errors import BudgetExceededError  # noqa: E402
-from contextwindow.memory import RecallMemory, TokenBufferMemory  # noqa: E402
-from contextwindow.messages import Message, ToolCall, check_conversation  # noqa: E402
-from contextwindow.samples import sample_conversation  # noqa: E402
-from contextwindow.stores import InMemoryStore  # noqa: E402
-from contextwindow.tokens import TokenCounter  # noqa: E402
-from contextwindow.trim import CachePolicy  # noqa: E402
-from contextwindow.window import RECALL_HEADER, turn_span  # noqa: E402
+from contextwindow.caching import common_prefix, replay
+from contextwindow.errors import BudgetExceededError
+from contextwindow.memory import RecallMemory, TokenBufferMemory
+from contextwindow.messages import Message, ToolCall, check_conversation
+from contextwindow.samples import sample_conversation
+from contextwindow.stores import InMemoryStore
+from contextwindow.tokens import TokenCounter
+from contextwindow.trim import CachePolicy
+from contextwindow.window import RECALL_HEADER, unit_span
 
 COUNTER = TokenCounter.approximate()
 BUDGET = 600
@@ -61,6 +62,9 @@ def weather_chat() -> list[Message]:
 
 
 def memory_on(store, messages: list[Message], budget: int = BUDGET, **options) -> RecallMemory:
+    """A recall memory fed ``messages``; one BM25 round unless ``feedback`` is given, so the
+    exact-view tests see exactly what matches the question."""
+    options.setdefault("feedback", 0)
     memory = RecallMemory(budget, counter=COUNTER, store=store, session="s", **options)
     for message in messages:
         memory.add_message(message)
@@ -90,22 +94,22 @@ def test_a_fact_said_long_ago_comes_back_with_its_date(store_backend: Backend) -
     chat = fact_chat()
     memory = memory_on(store, chat)
     plan = memory.plan()
-    assert plan.recall_indices == (1, 2)  # the fact's whole turn, and nothing else matches
+    assert plan.recall_indices == (1,)  # the fact's message, and nothing else matches
     assert plan.recalled is not None
-    assert plan.recalled.content == (f"{RECALL_HEADER}\n\n[8 May 2023] user: {FACT}\n"
-                                     "[8 May 2023] assistant: Noted.")
+    assert plan.recalled.content == f"{RECALL_HEADER}\n\n[8 May 2023] user: {FACT}"
     # Placement: after the stable prefix (system prompt, window), right before the question.
     assert plan.recalled_at == len(chat) - 1
     assert memory.messages() == [chat[0], *chat[plan.start:-1], plan.recalled, chat[-1]]
     assert plan.pinned == 1 and plan.start > 3  # the fact itself is out of the window
-    assert memory.status().recalled == 2
+    assert memory.status().recalled == 1
     assert_exact(memory)
 
 
 def test_a_reloaded_memory_gives_the_same_view(store_backend: Backend) -> None:
     store, spec = store_backend.new()
     memory = memory_on(store, fact_chat())
-    again = RecallMemory(BUDGET, counter=COUNTER, store=store_backend.open(spec), session="s")
+    again = RecallMemory(BUDGET, counter=COUNTER, store=store_backend.open(spec), session="s",
+                         feedback=0)
     assert again.plan() == memory.plan()
     assert again.messages() == memory.messages()
     assert again.token_count() == memory.token_count()
@@ -116,15 +120,35 @@ def test_a_tool_call_comes_back_with_its_results(store_backend: Backend) -> None
     chat = weather_chat()
     memory = memory_on(store, chat)
     plan = memory.plan()
-    # "drizzle" is only in the tool result: the whole turn comes back, call and reply included.
-    assert plan.recall_indices == (0, 1, 2, 3)
+    # "drizzle" is only in the tool result: it comes back with the call it answers.
+    assert plan.recall_indices == (1, 2)
     assert plan.recalled is not None
     assert plan.recalled.content == (
-        f"{RECALL_HEADER}\n\nuser: What is the weather in Oslo?\n"
+        f"{RECALL_HEADER}\n\n"
         'assistant: called weather({"city": "Oslo"})\n'
-        "tool result: drizzle, 7 degrees\nassistant: It is wet out there.")
+        "tool result: drizzle, 7 degrees")
     check_conversation(plan.select(memory.history()))
     assert_exact(memory)
+
+
+def test_feedback_finds_the_second_hop(store_backend: Backend) -> None:
+    """"What does my godmother do?" matches only the turn naming her; a second BM25 round with
+    that turn's words finds the turn saying what Wilhelmina does."""
+    store, _ = store_backend.new()
+    between = filler(12, seed=4)
+    chat = [Message(role="user", content="My godmother is called Wilhelmina."),
+            Message(role="assistant", content="What a grand name."),
+            *between,
+            Message(role="user", content="Wilhelmina qualified as a sound engineer."),
+            Message(role="assistant", content="Congratulations to her."),
+            *filler(30, seed=3),
+            Message(role="user", content="What does my godmother do these days?")]
+    hop = 2 + len(between)
+    assert chat[hop].content == "Wilhelmina qualified as a sound engineer."
+    single = memory_on(store, chat).plan()
+    assert single.recall_indices == (0,)
+    twice = memory_on(store_backend.new()[0], chat, feedback=1).plan()
+    assert {0, hop} <= set(twice.recall_indices)
 
 
 def test_what_the_window_shows_is_never_quoted_again() -> None:
@@ -135,7 +159,7 @@ def test_what_the_window_shows_is_never_quoted_again() -> None:
     plan = memory.plan()
     window = set(range(plan.start, len(chat)))
     assert {len(chat) - 3, len(chat) - 2} <= window  # the recent mention is in the window...
-    assert plan.recall_indices == (1, 2)  # ...so only the old turn is quoted
+    assert plan.recall_indices == (1,)  # ...so only the old message is quoted
     assert plan.recalled is not None and "hello" not in plan.recalled.content
 
 
@@ -182,8 +206,8 @@ def test_recall_never_breaks_the_budget_or_the_pairing(chat: list[Message], budg
     assert plan.recalled_at == users[-1] >= plan.start
     assert view.index(plan.recalled) == len(view) - (len(history) - plan.recalled_at) - 1
     shown = set(plan.recall_indices)
-    for k in shown:  # whole turns only
-        begin, end = turn_span(history, k, plan.pinned, plan.start)
+    for k in shown:  # whole units only: a call with its results
+        begin, end = unit_span(history, k, plan.pinned, plan.start)
         assert shown.issuperset(range(begin, end))
 
 
@@ -216,7 +240,7 @@ def test_cache_aware_recall_keeps_the_prefix_up_to_the_block() -> None:
     # Between two cuts of the cache policy, each view starts with the previous one up to its
     # block: everything before the block is served from a prefix cache.
     steady = 0
-    for (before, start, block), (after, next_start, _) in zip(views, views[1:]):
+    for (before, start, block), (after, next_start, _) in itertools.pairwise(views):
         if start != next_start:
             continue
         upto = before.index(block) if block is not None else len(before)

@@ -312,7 +312,7 @@ def test_smollm2_cli_rope_and_passkey(smollm2, tmp_path, capsys):
     text.write_text(corpus_text("austen_emma.txt")[:20000], encoding="utf-8")
     rope_json, rope_png = tmp_path / "rope.json", tmp_path / "rope.png"
     argv = ["rope", "--text", str(text), "--lengths", "512", "--bucket", "256",
-            "--methods", "none,yarn", "--json", str(rope_json), "--plot", str(rope_png)]
+            "--methods", "none,yarn", "--json-out", str(rope_json), "--plot", str(rope_png)]
     assert main(argv) == 0
     out = json.loads(rope_json.read_text())
     assert out["trained"] == 8192 and set(out["results"]) == {"none", "yarn"}
@@ -325,7 +325,7 @@ def test_smollm2_cli_rope_and_passkey(smollm2, tmp_path, capsys):
 
     pk_json, pk_png = tmp_path / "pk.json", tmp_path / "pk.png"
     argv = ["passkey", "--lengths", "512", "--methods", "none", "--trials", "2",
-            "--json", str(pk_json), "--plot", str(pk_png)]
+            "--json", str(pk_json), "--plot", str(pk_png)]  # --json PATH: the old --json-out
     assert main(argv) == 0
     cell = json.loads(pk_json.read_text())["results"]["none"]["512"]
     assert cell["keys"] == passkey_keys(2, 0) and cell["correct"] == 2

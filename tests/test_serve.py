@@ -469,7 +469,7 @@ def test_serve_command_starts_a_working_server(tmp_path: Any, tiny: Any) -> None
         port = probe.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "contextwindow", "serve", "--model", str(tmp_path / "tiny"),
-         "--port", str(port), "--policy", "sinks", "--rope", "yarn", "--rope-factor", "2",
+         "--port", str(port), "--overflow", "sinks", "--rope", "yarn", "--rope-factor", "2",
          "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}/v1"

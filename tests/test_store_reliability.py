@@ -52,6 +52,19 @@ def _check_opens_cleanly(store_backend: Backend, spec: dict[str, Any], store: An
             prefix + b"ids:" + session.encode())
     memory = BufferMemory(counter=TokenCounter.approximate(), store=store, session=session)
     assert records(memory.history()) == records(store.load(session))
+    _check_found_by_search(store, session)
+
+
+def _check_found_by_search(store: Any, session: str) -> None:
+    """The recall index survived the crash with the messages: each run's tag (a word of each
+    of its messages' text, ``message_for``) finds exactly that run's stored messages, the
+    acknowledged ones and any committed in flight."""
+    stored = store.load(session)
+    runs: dict[str, set[int]] = {}
+    for position, message in enumerate(stored):
+        runs.setdefault(message.id.split("-")[0], set()).add(position)
+    for tag, positions in runs.items():
+        assert {hit.index for hit in store.search(session, tag, limit=len(stored))} == positions
 
 
 # -- (a) crashes -------------------------------------------------------------------------
@@ -87,7 +100,8 @@ def test_every_acknowledged_append_survives_sigkill(durable_store_backend: Backe
     """A writer process adds messages in a loop and records each id once ``add`` returned; it
     is killed with SIGKILL at a random moment, 20 times. After each kill the store opens
     cleanly and holds exactly the earlier runs' messages, then this run's acknowledged ones,
-    plus at most the one in flight: in order, no duplicates, every field intact."""
+    plus at most the one in flight: in order, no duplicates, every field intact, and every one
+    of them found by ``search``."""
     store_backend = durable_store_backend
     spec = store_backend.new_spec()
     store_backend.open(spec).close()  # create the tables / file once
@@ -138,6 +152,10 @@ def _check_concurrent_outcome(store: Any, won: list[list[int]]) -> None:
         mine = [m for m in shared if m.id.startswith(f"w{k}-")]
         assert records(mine) == records(own)  # each writer's order kept, nothing corrupted
         assert records(store.load(f"own-{k}")) == records(own)
+        # The recall index agrees with load(): a writer's tag finds its messages' positions.
+        positions = {p for p, m in enumerate(shared) if m.id.startswith(f"w{k}-")}
+        assert {hit.index for hit in store.search("shared", f"w{k}", limit=len(shared))} == (
+            positions)
     # Every contested id went to exactly one writer, and the stored message is the winner's.
     assert sorted(i for ids in won for i in ids) == list(range(DUPS))
     winner = {i: k for k, ids in enumerate(won) for i in ids}

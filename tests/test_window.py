@@ -16,6 +16,7 @@ from contextwindow.window import (
     quote,
     recall_block,
     turn_span,
+    unit_span,
 )
 
 COUNTER = TokenCounter.for_model("gpt-4o")
@@ -67,14 +68,22 @@ def test_quote_shows_the_date_and_the_calls() -> None:
     assert quote(Message(role="assistant", tool_calls=(call,))) == "assistant: called f({})"
 
 
-def test_recall_block_keeps_whole_turns_in_order_within_its_limit() -> None:
+def test_unit_span_keeps_a_call_with_its_results() -> None:
     history = chat()
-    block, shown, tokens = recall_block(history, [40, 1, 2], 1, 50, 10_000,
+    tool = next(k for k, m in enumerate(history) if m.role == "tool")
+    assert unit_span(history, tool, 1, len(history)) == (tool - 1, tool + 1)
+    assert unit_span(history, tool - 1, 1, len(history)) == (tool - 1, tool + 1)
+    assert unit_span(history, 2, 1, len(history)) == (2, 3)
+
+
+def test_recall_block_keeps_whole_units_in_order_within_its_limit() -> None:
+    history = chat()
+    tool = next(k for k, m in enumerate(history) if m.role == "tool")
+    block, shown, tokens = recall_block(history, [40, tool, 1, 2], 1, 50, 10_000,
                                         COUNTER.count_message)
     assert block is not None and block.role == "system"
     assert block.content.startswith(RECALL_HEADER)
-    assert shown == (1, 2, *range(turn_span(history, 40, 1, 50)[0],
-                                  turn_span(history, 40, 1, 50)[1]))
+    assert shown == (1, 2, tool - 1, tool, 40)  # the result came back with its call
     assert tokens == COUNTER.count_message(block)
     assert block.content.index("Pixel") < block.content.index("Idea")  # said first, shown first
     # A limit too small for any turn: nothing.

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import ConfigError, InvalidMessageError
-from .messages import ROLES, Message, ToolCall, from_openai, tool_call_from
+from .messages import ROLES, Frozen, Message, ToolCall, from_openai, tool_call_from
 
 __all__ = [
     "LANGCHAIN_TYPES", "as_message", "as_messages", "from_langchain", "from_llamaindex",
@@ -105,7 +105,7 @@ def from_langchain(obj: Any) -> Message:
     ``meta`` so that :func:`to_langchain` rebuilds the same object. Fields are read from the
     instance dict: pydantic's attribute fallback is slow on misses."""
     data, kind = vars(obj), obj.type
-    base = kind.removesuffix("MessageChunk").lower() if isinstance(kind, str) else None
+    base = kind.removesuffix("MessageChunk").lower() if isinstance(kind, str) else ""
     role = _CHAT_ROLES.get(data.get("role")) if base == "chat" else _LANGCHAIN_ROLES.get(base)
     if role == "system" and (data.get("additional_kwargs") or {}).get(
             "__openai_role__") == "developer":
@@ -199,12 +199,12 @@ def from_llamaindex(obj: Any) -> Message:
     content: Any = parts
     if all(part["type"] == "text" for part in parts) and len(parts) <= 1:
         content = parts[0]["text"] if parts else (None if calls else "")
-    meta = {"additional_kwargs": kwargs} if kwargs else {}
+    meta: dict[str, Any] = {"additional_kwargs": kwargs} if kwargs else {}
     if blocks_called:
         meta["tool_call_blocks"] = True
     return Message(role=_LLAMAINDEX_ROLES.get(role, role), content=content, name=name,
                    tool_calls=tuple(calls), tool_call_id=tool_call_id,
-                   meta={"llamaindex": meta} if meta else None)
+                   meta=Frozen({"llamaindex": meta}) if meta else None)
 
 
 def _part(block: Any, position: int) -> dict[str, Any]:

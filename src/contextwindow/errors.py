@@ -53,3 +53,13 @@ class ConfigError(ContextWindowError, ValueError):
 
 class ResourceError(ContextWindowError):
     """A request needs more memory (or another resource) than this machine allows."""
+
+
+class MissingExtraError(ContextWindowError, ImportError):
+    """A feature's optional dependencies are not installed; the message names the extra that
+    installs them, in plain text (``pip install 'contextwindow[EXTRA]'``)."""
+
+    def __init__(self, what: str, extra: str, cause: BaseException | str) -> None:
+        super().__init__(f"{what} needs the {extra} extra ({cause}); "
+                         f"pip install 'contextwindow[{extra}]'")
+        self.extra = extra

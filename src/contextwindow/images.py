@@ -52,9 +52,8 @@ def _tile_tokens(pricing: ImagePricing, size: tuple[int, int] | None, detail: st
         return pricing.base
     if size is None:  # at most 2 x 4 tiles: the short side ends <= 768 px, the long <= 2048
         return pricing.base + 8 * pricing.tile
-    width, height = size
-    scale = min(1.0, 2048 / max(width, height))
-    width, height = width * scale, height * scale
+    scale = min(1.0, 2048 / max(size))
+    width, height = size[0] * scale, size[1] * scale
     scale = min(1.0, 768 / min(width, height))
     width, height = width * scale, height * scale
     tiles = _cover(width, TILE) * _cover(height, TILE)

@@ -353,7 +353,7 @@ def check_next(pending: Pending, message: Message, index: int) -> Pending:
             f"message {index}: function result {message.name!r} does not answer a pending "
             "function_call of the assistant message before it")
     if message.role not in RESULT_ROLES and pending:
-        missing = sorted(pending.calls) or [pending.function]
+        missing = sorted(pending.calls) if pending.calls else [pending.function]
         raise InvalidMessageError(
             f"message {pending.index}: tool call(s) {missing} still need their tool results "
             f"before the {message.role} message {index}")

@@ -13,8 +13,9 @@ import hashlib
 import importlib.resources
 import math
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, lru_cache
 from typing import Any
 
@@ -49,6 +50,32 @@ _TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tik
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
+
+
+CHUNK_CHARS = 1 << 20
+"""How much text one tiktoken call encodes: a huge text is counted chunk by chunk, so the
+token ids held at once stay ~1 MB of text's worth, not a 50 MB text's (gigabytes as Python
+ints)."""
+
+# A letter or digit followed by a space or newline. No piece of tiktoken's pre-tokenizer
+# (cl100k_base, o200k_base: words with one leading non-letter, contractions, 1-3 digit numbers,
+# punctuation runs with trailing newlines, whitespace runs) holds a letter or digit followed by
+# whitespace, so a piece boundary falls right after it: BPE merges never cross pieces, and the
+# chunks' tokens are exactly the whole text's (tests/test_text_scale.py checks random texts).
+_CHUNK_CUT = re.compile(r"[^\W_](?=[ \n])")
+
+
+def text_chunks(text: str, size: int = CHUNK_CHARS) -> Iterator[str]:
+    """``text`` in pieces of about ``size`` characters or more, each cut where tiktoken's
+    pre-tokenizer cuts anyway; a text with no such place is one piece."""
+    start = 0
+    while len(text) - start > size:
+        found = _CHUNK_CUT.search(text, start + size)
+        if found is None:
+            break
+        yield text[start:found.end()]
+        start = found.end()
+    yield text[start:]
 
 
 def encoding_name_for_model(model: str) -> str:
@@ -142,7 +169,8 @@ class TokenCounter:
         enc = get_encoding(encoding)
 
         def count_text(text: str) -> int:
-            return len(enc.encode(text, disallowed_special=()))
+            return sum(len(enc.encode(chunk, disallowed_special=()))
+                       for chunk in text_chunks(text))
 
         return cls(encoding, count_text, _openai_pricer(count_text, images),
                    reply_priming=REPLY_PRIMING,

@@ -132,6 +132,28 @@ class CachePolicy:
         return Cut(len(messages), start, used, basis)
 
 
+class Prefix(Sequence[T]):
+    """The first ``n`` items of a list, without copying it: what one step of a replay sees (a
+    replay over a growing conversation that copied each prefix would be quadratic). Slices
+    return lists."""
+
+    def __init__(self, items: Sequence[T], n: int) -> None:
+        self._items, self._n = items, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._n)
+            if step == 1:
+                return list(self._items[start:stop])
+            return [self._items[k] for k in range(start, stop, step)]
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return self._items[index % self._n]
+
+
 def _memoized(cost: Callable[[int], int]) -> Callable[[int], int]:
     """``cost`` that prices each index once."""
     memo: dict[int, int] = {}

@@ -44,7 +44,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from .errors import BudgetExceededError, ConfigError
 from .messages import RESULT_ROLES, SYSTEM_ROLES, Message, Summary, check_conversation
 from .tokens import TokenCounter
-from .trim import CachePolicy, Cut, TrimPlan, pinned_count, plan_trim, trim
+from .trim import CachePolicy, Cut, Prefix, TrimPlan, pinned_count, plan_trim, trim
 
 __all__ = [
     "DEFAULT_KEEP_FIRST",
@@ -188,21 +188,6 @@ class BoundedCache(Generic[K, V]):
 
 
 # -- continuing a replay --------------------------------------------------------------------------
-class _Prefix(Sequence[Message]):
-    """The first ``n`` messages of a list, without copying it (what a replay step sees)."""
-
-    def __init__(self, messages: Sequence[Message], n: int) -> None:
-        self._messages, self._n = messages, n
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, index: int) -> Message:  # type: ignore[override]
-        if not -self._n <= index < self._n:
-            raise IndexError(index)
-        return self._messages[index % self._n]
-
-
 @dataclass(frozen=True, slots=True)
 class Span:
     """One request's replay inputs: the messages and their prices, the prompt tokens the window
@@ -256,7 +241,7 @@ class Continuations:
 
     def _start(self, span: Span, track: bool) -> Replay:
         """The remembered state of this history, if any and still valid, else the beginning."""
-        initial = Replay(self.policy.replay(_Prefix(span.messages, span.pinned), span.cost,
+        initial = Replay(self.policy.replay(Prefix(span.messages, span.pinned), span.cost,
                                             span.limit, span.fixed, pinned=span.pinned))
         found = (self._memo.get((span.messages[0].id, span.limit, track)) if span.known >= 1
                  else None)
@@ -276,12 +261,12 @@ class Continuations:
             return state
         policy, messages = self.policy, span.messages
         if not track:
-            return replace(state, cut=policy.replay(_Prefix(messages, end), span.cost,
+            return replace(state, cut=policy.replay(Prefix(messages, end), span.cost,
                                                      span.limit, span.fixed,
                                                      pinned=span.pinned, since=state.cut))
         cut, jumps = state.cut, list(state.jumps)
         for upto in range(cut.upto + 1, end + 1):
-            cut = policy.replay(_Prefix(messages, upto), span.cost, span.limit, span.fixed,
+            cut = policy.replay(Prefix(messages, upto), span.cost, span.limit, span.fixed,
                                 pinned=span.pinned, since=cut)
             if cut.start != (jumps[-1] if jumps else span.pinned):
                 jumps.append(cut.start)
@@ -342,7 +327,7 @@ class Fitted(LeftOut):
     reserve: int  # tokens set aside for the reply
 
     @property
-    def prompt_tokens(self) -> int:  # type: ignore[override]
+    def prompt_tokens(self) -> int:
         return self.tokens
 
 
@@ -398,9 +383,12 @@ class Fitter:
 
     @property
     def may_block(self) -> bool:
-        """Whether :meth:`fit` may wait on a model (a summary written by one), so a server
-        must call it in a worker thread, never on its event loop."""
-        return _mode(self.mode) == "summary" and bool(getattr(self.summaries, "may_block", True))
+        """Whether :meth:`fit` may wait on a model (a summary written by one) or a store (a
+        recall ranking), so a server must call it in a worker thread, never on its loop."""
+        mode = _mode(self.mode)
+        if mode == "recall":  # a session's ranking asks its store (I/O)
+            return True
+        return mode == "summary" and bool(getattr(self.summaries, "may_block", True))
 
     def fit(self, messages: Sequence[Message], reserve: int, *,
             counted: tuple[int, int] = (0, 0), tools: Sequence[Any] | None = None,
@@ -561,6 +549,19 @@ def turn_span(history: Sequence[Message], index: int, lo: int, hi: int) -> tuple
     return begin, end
 
 
+def unit_span(history: Sequence[Message], index: int, lo: int, hi: int) -> tuple[int, int]:
+    """The unit holding ``history[index]`` (a message with the tool results that follow it;
+    a result belongs to the call before it), within ``[lo, hi)``: what the recall block
+    quotes, so a tool result never comes back without its call."""
+    begin = index
+    while begin > lo and history[begin].role in RESULT_ROLES:
+        begin -= 1
+    end = begin + 1
+    while end < hi and history[end].role in RESULT_ROLES:
+        end += 1
+    return begin, end
+
+
 def _when(timestamp: str | None) -> str:
     """``8 May 2023`` (or ``8 May 2023 14:05`` when a time was given) for a quoted turn."""
     if timestamp is None:
@@ -593,8 +594,9 @@ def recall_block(history: Sequence[Message], ranked: Sequence[int], lo: int, hi:
     ``[lo, hi)`` (before the window, after the pinned head), as one system message of at most
     ``limit`` tokens by ``count``; with the indices it quotes and its tokens.
 
-    Whole turns, best first, each once, in the order they were said; a turn that would not
-    fit is passed over for the next. ``(None, (), 0)`` when nothing fits or nothing ranks.
+    Whole units (a message with its tool results), best first, each once, in the order they
+    were said; a unit that would not fit is passed over for the next. ``(None, (), 0)`` when
+    nothing fits or nothing ranks.
     """
     spans: list[tuple[int, int]] = []
     block: Message | None = None
@@ -602,7 +604,7 @@ def recall_block(history: Sequence[Message], ranked: Sequence[int], lo: int, hi:
     for index in ranked:
         if not lo <= index < hi or any(b <= index < e for b, e in spans):
             continue
-        candidate = sorted([*spans, turn_span(history, index, lo, hi)])
+        candidate = sorted([*spans, unit_span(history, index, lo, hi)])
         message = Message(role="system", content=_render(history, candidate), id="recalled")
         cost = count(message)
         if cost <= limit:

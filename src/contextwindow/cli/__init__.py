@@ -12,9 +12,10 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
-from ..errors import ContextWindowError
+from ..errors import ContextWindowError, MissingExtraError
 from .options import err_console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -52,6 +53,17 @@ for _command in app.registered_commands:
         _command.help = _user_help(_command.callback.__doc__ or "")
 
 
+# The top-level modules of the model extra: a model-side command without them says which
+# extra to install instead of showing a traceback.
+MODEL_EXTRA_MODULES = frozenset({"torch", "transformers", "gguf", "accelerate", "safetensors",
+                                 "matplotlib"})
+
+
+def print_error(message: str) -> None:
+    """One red ``error:`` line on stderr, the message printed literally (``[serve]`` stays)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; library errors become one red line and exit code 2, never a traceback.
 
@@ -62,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ContextWindowError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(str(exc))
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in MODEL_EXTRA_MODULES:
+            raise
+        print_error(str(MissingExtraError("this command", "model", exc)))
         return 2
     return 0
 

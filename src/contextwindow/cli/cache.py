@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
 from ..adapters import as_messages
@@ -19,7 +20,7 @@ from ..errors import ConfigError, InvalidMessageError
 from ..messages import check_conversation
 from ..tokens import TokenCounter
 from ..trim import DEFAULT_LOW_WATER
-from .options import console, err_console
+from .options import console, err_console, progress_bar
 
 
 def read_conversation(path: Path) -> list:
@@ -55,6 +56,22 @@ def report_table(reports: list[CacheReport], ratios: list[float]) -> Table:
     return table
 
 
+def replay_all(conversation: list, names: list[str], max_tokens: int, counter: TokenCounter,
+               low_water: float) -> list[CacheReport]:
+    """Each named policy's report, with a progress bar per policy on a terminal's stderr."""
+    reports = []
+    with progress_bar(transient=True, disable=not err_console.is_terminal) as bar:
+        for name in names:
+            task = bar.add_task(f"replaying {name}", total=len(conversation))
+            def advance(k: int, task: TaskID = task) -> None:
+                bar.update(task, completed=k)
+
+            reports.append(replay(conversation, trimmer(name, max_tokens, counter,
+                                                        low_water=low_water),
+                                  counter, max_tokens, name=name, progress=advance))
+    return reports
+
+
 def cache_report(
     source: Annotated[Path, typer.Argument(help="A JSON conversation (list of messages).")],
     max_tokens: Annotated[int, typer.Option(
@@ -81,9 +98,7 @@ def cache_report(
     conversation = read_conversation(source)
     counter = TokenCounter.approximate() if approximate else TokenCounter.for_model(model)
     ratios = list(ratio or CACHE_PRICE_RATIOS)
-    reports = [replay(conversation, trimmer(name, max_tokens, counter, low_water=low_water),
-                      counter, max_tokens, name=name)
-               for name in (policy or list(POLICIES))]
+    reports = replay_all(conversation, policy or list(POLICIES), max_tokens, counter, low_water)
     if as_json:
         typer.echo(json.dumps({"source": str(source), "counter": counter.name,
                                "policies": [r.summary(ratios) for r in reports]}, indent=2))

@@ -4,7 +4,8 @@
    the local model's chat template: what each memory keeps, against the budget.
 2. The local model in a short scripted chat through a budgeted "sinks + window" memory.
 3. A long generation through the attention-sink KV cache: its size stays constant while a dense
-   cache would keep growing.
+   cache would keep growing; the first tokens of the same stream on a dense cache beside it,
+   so the reader sees the text stay coherent once the sink cache starts evicting.
 4. Where the benchmarks, docs and plots are.
 
 ``--quick`` shrinks every part (fewer turns, shorter replies) for tests and a first look.
@@ -41,7 +42,20 @@ SCRIPT = (
     "Is it easy to get around by tram?",
     "Thanks! What is my name, and which city am I visiting?",
 )
-STORY_PROMPT = "Tell me a long story about a lighthouse keeper and a winter storm."
+# A task a 0.5B model does well and that runs as long as it is let: a numbered list it keeps
+# continuing, its answer started for it (a story prompt got a refusal and a loop from it; the
+# request alone, a repeated preamble). Long enough to pass the window many times, and easy to
+# check by eye: the numbers must keep counting once the sink cache evicts.
+LIST_PROMPT = "Write the numbers from one to three hundred in English words, one per line."
+LIST_START = "1. one\n2. two\n3. three\n4."
+
+
+def list_prompt_ids(tokenizer: Any) -> list[int]:
+    """The sink stream's prompt: the request, then the start of the answer."""
+    from ..templates import chat_template_ids
+
+    return (chat_template_ids(tokenizer, [{"role": "user", "content": LIST_PROMPT}])
+            + tokenizer.encode(LIST_START, add_special_tokens=False))
 
 
 def _kib(n: int) -> str:
@@ -95,8 +109,9 @@ def part_memories(console: Console, tokenizer: Any, *, quick: bool) -> None:
     console.rule("[bold]1. A long conversation through each memory")
     console.print(f"{turns} user turns with tool calls every 5th turn: {len(conversation)} "
                   f"messages. Budget {budget} prompt tokens, system prompt always kept.")
-    for label, counter in (("gpt-4o (o200k_base + chat framing)", TokenCounter.for_model("gpt-4o")),
-                           ("SmolLM2 chat template (exact)", TokenCounter.from_hf(tokenizer))):
+    for label, counter in (
+            ("gpt-4o (o200k_base + chat framing)", TokenCounter.for_model("gpt-4o")),
+            ("the local model's chat template (exact)", TokenCounter.from_hf(tokenizer))):
         rows = memory_rows(conversation, budget, counter)
         console.print(_memory_table(f"counted for {label}", rows))
 
@@ -151,58 +166,101 @@ def _stream_reply(console: Console, generator: Any, fit: Any, params: Any) -> st
 
 
 def part_sink_stream(console: Console, generator: Any, *, quick: bool) -> dict[str, Any]:
-    """Stream a long generation through a small sink cache; returns the checkpoints."""
-    import torch
-
-    from ..generation import IncrementalDecoder, SamplingParams, sample
+    """Stream a long generation through a small sink cache, then show its first tokens beside
+    the same stream on a dense cache; returns the checkpoints and both texts."""
     from ..kv import SinkCache
-    from ..models import model_device
-    from ..models.hf import forward
-    from ..templates import chat_template_ids
 
-    sinks, window, new_tokens, every = (4, 28, 48, 8) if quick else (4, 124, 256, 32)
+    # Qwen2.5-0.5B keeps counting through the eviction with a 252-token window; with 124 it
+    # switches language near "50." (measured): the window is part of what makes it work.
+    sinks, window, new_tokens, every = (4, 28, 48, 8) if quick else (4, 252, 288, 32)
     console.rule("[bold]3. A long generation through the attention-sink KV cache")
     console.print(f"SinkCache: {sinks} sink tokens + a {window}-token window. The middle is "
                   "evicted and the kept keys are re-rotated, so the cache never grows. The "
                   "dense column is what a full cache of the same tokens holds.")
-    model, tokenizer = generator.model, generator.tokenizer
-    ids = chat_template_ids(tokenizer, [{"role": "user", "content": STORY_PROMPT}])
-    cache = SinkCache(model, sinks=sinks, window=window)
-    params = SamplingParams(max_tokens=new_tokens, temperature=0.8, top_p=0.95, seed=0)
-    rng = torch.Generator().manual_seed(0)
-    decoder = IncrementalDecoder(tokenizer)
+    console.print(f"Prompt: {LIST_PROMPT} The answer starts: {LIST_START!r}", markup=False)
+    ids = list_prompt_ids(generator.tokenizer)
+    cache = SinkCache(generator.model, sinks=sinks, window=window)
     table = _kv_table()
-    text = Text()
+    text = Text(LIST_START)
     checkpoints: list[dict[str, int]] = []
-    eos = generator.eos_ids
+    decoder = _decoder(generator)
 
     def render() -> Group:
         shown = text.plain[-600:]
-        return Group(Panel(Text(shown), title="story (streaming)", title_align="left"), table)
+        return Group(Panel(Text(shown), title="the list (streaming)", title_align="left"), table)
 
-    with Live(render(), console=console, refresh_per_second=8, transient=False) as live, \
-            torch.inference_mode():
-        device = model_device(model)
-        out = forward(model, torch.tensor([ids], device=device), cache, logits_to_keep=1)
-        streamed = len(ids)
-        for step in range(1, new_tokens + 1):
-            logits = out.logits[0, -1].float().cpu()  # sampled with the CPU generator
-            logits[list(eos)] = float("-inf")  # no end of story: the point is a long stream
-            token = sample(logits, params, rng)
+    with Live(render(), console=console, refresh_per_second=8, transient=False) as live:
+        def on_token(step: int, token: int) -> None:
             text.append(decoder.push(token))
-            out = forward(model, torch.tensor([[token]], device=device), cache,
-                          logits_to_keep=1)
-            streamed += 1
             if step % every == 0 or step == new_tokens:
-                checkpoints.append(_checkpoint(table, streamed, cache))
+                checkpoints.append(_checkpoint(table, len(ids) + step, cache))
             live.update(render())
+
+        sink_tokens = _decode(generator, ids, cache, new_tokens, on_token)
     console.print()
     final = checkpoints[-1]
     console.print(f"After {final['streamed']:,} tokens the sink cache holds "
                   f"{final['sink_tokens']:,} ({_kib(final['sink_bytes'])}); a dense cache would "
                   f"hold {final['dense_tokens']:,} ({_kib(final['dense_bytes'])}) "
                   "and keep growing.")
-    return {"sinks": sinks, "window": window, "checkpoints": checkpoints}
+    with console.status("the same stream on a dense cache..."):
+        dense_tokens = _decode(generator, ids, None, new_tokens, lambda step, token: None)
+    side = _side_by_side(generator, dense_tokens, sink_tokens,
+                         evicting_from=max(0, sinks + window - len(ids)))
+    console.print(side["table"])
+    console.print(f"Identical for the first {side['same']} of {new_tokens} tokens; the sink "
+                  f"cache evicts from generated token {side['evicting_from']} on.")
+    return {"sinks": sinks, "window": window, "checkpoints": checkpoints,
+            "prompt_tokens": len(ids), "dense": dense_tokens, "sink": sink_tokens,
+            "same": side["same"]}
+
+
+def _decoder(generator: Any) -> Any:
+    from ..generation import IncrementalDecoder
+
+    return IncrementalDecoder(generator.tokenizer)
+
+
+def _decode(generator: Any, ids: list[int], cache: Any, steps: int,
+            on_token: Any) -> list[int]:
+    """``steps`` greedy tokens after ``ids`` on ``cache`` (None: a dense cache), the end of
+    text banned (the point is a long stream); ``on_token(step, token)`` after each."""
+    import torch
+    from transformers import DynamicCache
+
+    from ..models import model_device
+    from ..models.hf import forward
+
+    model = generator.model
+    cache = cache if cache is not None else DynamicCache(config=model.config)
+    eos = list(generator.eos_ids)
+    tokens: list[int] = []
+    with torch.inference_mode():
+        device = model_device(model)
+        out = forward(model, torch.tensor([ids], device=device), cache, logits_to_keep=1)
+        for step in range(1, steps + 1):
+            logits = out.logits[0, -1].float()
+            logits[eos] = float("-inf")
+            token = int(logits.argmax())
+            tokens.append(token)
+            out = forward(model, torch.tensor([[token]], device=device), cache,
+                          logits_to_keep=1)
+            on_token(step, token)
+    return tokens
+
+
+def _side_by_side(generator: Any, dense: list[int], sink: list[int], *,
+                  evicting_from: int) -> dict[str, Any]:
+    """The two streams' texts in two columns, and how many first tokens they share."""
+    same = next((i for i, (a, b) in enumerate(zip(dense, sink, strict=True)) if a != b),
+                len(dense))
+    table = Table(title=f"the same {len(dense)} generated tokens on each cache",
+                  title_justify="left", expand=True)
+    table.add_column("dense cache (keeps every token)", ratio=1)
+    table.add_column(f"sink cache (evicting after {evicting_from} generated tokens)", ratio=1)
+    decode = generator.tokenizer.decode
+    table.add_row(Text(LIST_START + decode(dense)), Text(LIST_START + decode(sink)))
+    return {"table": table, "same": same, "evicting_from": evicting_from}
 
 
 def _kv_table() -> Table:
@@ -230,7 +288,7 @@ def part_pointers(console: Console) -> None:
     root = Path(__file__).resolve().parents[3]
     console.rule("[bold]4. Where to go next")
     lines = [
-        "contextwindow chat --memory sinks --max-tokens 1024    a budgeted, resumable chat",
+        "contextwindow chat --overflow sinks --max-tokens 1024  a budgeted, resumable chat",
         "contextwindow serve --port 8000                        an OpenAI-compatible server",
     ]
     if (root / "benchmarks").is_dir():
@@ -271,11 +329,13 @@ def demo(
     import torch
     from transformers import AutoTokenizer
 
-    from ..models import DEFAULT_CHAT_MODEL, resolve
+    from ..models import DEFAULT_CHAT_MODEL, MODELS, resolve
 
     console = Console(highlight=False)
     started = time.perf_counter()
     model = model or DEFAULT_CHAT_MODEL
+    if model in MODELS:  # what runs, from which packages, and how it was checked
+        console.print(MODELS[model].provenance, style="dim", markup=False)
     if threads is None and busy_machine():
         threads = 1
         console.print(f"[dim]other processes keep the {os.cpu_count()} cores busy (load "

@@ -15,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console()
 """A command's result (tables, JSON) on stdout."""
-err_console = Console(stderr=True)
-"""Progress, notes and errors on stderr, so stdout stays the result."""
+err_console = Console(stderr=True, soft_wrap=True)
+"""Progress, notes and errors on stderr, so stdout stays the result; a line is never
+hard-wrapped (a log gets one error per line, whatever the width)."""
 
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m",
@@ -38,6 +39,18 @@ DtypeOption = Annotated[str | None, typer.Option(
 ThreadsOption = Annotated[int | None, typer.Option(
     min=0, help="CPU threads for the model (default or 0: torch's choice, one per core). Use 1 "
     "when other processes share the cores: oversubscribed threads are much slower.")]
+
+
+# Spellings of earlier releases, kept hidden for one release (one vocabulary across commands:
+# --store for where sessions live, --overflow for what a fit does past the budget).
+StoreAlias = Annotated[str | None, typer.Option("--db", hidden=True)]
+OverflowAlias = Annotated[str | None, typer.Option("--memory", hidden=True)]
+PolicyAlias = Annotated[str | None, typer.Option("--policy", hidden=True)]
+
+
+def aliased(value: Any, alias: Any) -> Any:
+    """An option's value, or the value given under its old spelling (``alias``) instead."""
+    return value if alias is None else alias
 
 
 def set_threads(threads: int | None) -> None:

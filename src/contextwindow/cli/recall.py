@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import TaskID
 
 from ..errors import ConfigError
-from .options import ModelOption, console, progress_bar
+from .options import ModelOption, ThreadsOption, console, progress_bar, set_threads
 
 
 def recall(
-    facts: Annotated[int, typer.Option("--facts", "-n", help="Facts to plant.")] = 8,
+    facts: Annotated[int, typer.Option("--facts", help="Facts to plant.")] = 8,
     turns: Annotated[int, typer.Option("--turns", help="User turns of the generated chat.")] = 60,
     seed: Annotated[int, typer.Option(
         "--seed", help="Seed for the chat, facts and planting.")] = 0,
@@ -41,6 +42,7 @@ def recall(
         "--plot", help="Write a bar chart (PNG) here.")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the report as JSON, not a table.")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Plant facts early in a long chat; count how many each memory keeps, and at what size.
 
@@ -55,6 +57,7 @@ def recall(
     if not no_model:
         from ..summarize import TransformersSummarizer
 
+        set_threads(threads)
         summarizer = TransformersSummarizer(model_path=model_name, max_new_tokens=max_new_tokens)
     from ..evaluate.recall import default_memories
     from ..memory import default_counter
@@ -96,7 +99,7 @@ def _run(memories: dict[str, Any], *, quiet: bool, **options: Any) -> Any:
     from ..evaluate.recall import fact_recall
 
     with progress_bar(transient=True, disable=quiet) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report_progress(name: str, done: int, total: int) -> None:
             if name not in tasks:

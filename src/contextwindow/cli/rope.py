@@ -19,6 +19,7 @@ from .options import (
     DtypeOption,
     ModelOption,
     ThreadsOption,
+    aliased,
     console,
     err_console,
     progress_bar,
@@ -30,7 +31,10 @@ MethodsOption = Annotated[str, typer.Option(
     help="Comma-separated RoPE methods (self-extend and dca remap positions in attention).")]
 FactorOption = Annotated[float, typer.Option(help="Context-extension factor (> 1).")]
 JsonOption = Annotated[Path | None, typer.Option(
-    "--json", help="Write all results as JSON here.")]
+    "--json-out", help="Write all results as JSON to this file (--json, elsewhere a flag, "
+    "prints JSON on stdout).")]
+# Earlier releases spelled --json-out as --json PATH; kept hidden for one release.
+JsonPathAlias = Annotated[Path | None, typer.Option("--json", hidden=True)]
 DEFAULT_METHODS = "none,linear,ntk,dynamic,yarn"
 
 
@@ -106,6 +110,7 @@ def rope_command(
     plot: Annotated[Path | None, typer.Option(
         help="Write a perplexity-by-position plot (PNG) here.")] = None,
     json_out: JsonOption = None,
+    json_alias: JsonPathAlias = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Perplexity per position bucket past the trained length, for each RoPE scaling method."""
@@ -147,6 +152,7 @@ def rope_command(
             trained=trained,
         )
         err_console.print(f"plot written to {plot}")
+    json_out = aliased(json_out, json_alias)
     if json_out:
         _write_json(json_out, results, factor=factor, trained=trained)
 
@@ -166,6 +172,7 @@ def passkey_command(
     plot: Annotated[Path | None, typer.Option(
         help="Write an accuracy heat map (PNG) here.")] = None,
     json_out: JsonOption = None,
+    json_alias: JsonPathAlias = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Passkey retrieval accuracy (a 5-digit key hidden in filler) per RoPE method and length."""
@@ -209,6 +216,7 @@ def passkey_command(
                     for m, per in results.items()},
         )
         err_console.print(f"plot written to {plot}")
+    json_out = aliased(json_out, json_alias)
     if json_out:
         _write_json(json_out, results, factor=factor, depth=depth)
 

@@ -9,9 +9,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import ConfigError
-from .options import DeviceOption, DtypeOption, ModelOption, ThreadsOption, load_generator
+from .options import (
+    ChatModelOption,
+    DeviceOption,
+    DtypeOption,
+    PolicyAlias,
+    ThreadsOption,
+    aliased,
+    load_generator,
+)
 
 POLICY_HELP = ("What to do with a conversation longer than the window: trim (keep the system "
                "prompt and the recent turns), sinks (also pin the first --keep-first messages, "
@@ -60,7 +69,7 @@ PortOption = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen 
 ContextOption = Annotated[int | None, typer.Option(
     min=16, help="The window shared by prompt and reply (default: the model's trained "
     "length, times --rope-factor when scaled).")]
-PolicyOption = Annotated[str, typer.Option(help=POLICY_HELP)]
+PolicyOption = Annotated[str, typer.Option("--overflow", help=POLICY_HELP)]
 KeepFirstOption = Annotated[int | None, typer.Option(
     min=0, help="Messages after the system prompt never trimmed (default 0; 2 for sinks).")]
 SinkCacheOption = Annotated[bool, typer.Option(
@@ -71,7 +80,8 @@ PrefixCacheOption = Annotated[float, typer.Option(
     min=0.0, help="MiB of KV cache kept from recent requests, so a prompt that starts "
     "with one of them prefills only the rest (0: off).")]
 RopeOption = Annotated[str | None, typer.Option(
-    help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...).")]
+    help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...), or self-extend / dca "
+    "(attention-side; factor 4 unless --rope-factor).")]
 RopeFactorOption = Annotated[float | None, typer.Option(help="RoPE scaling factor, e.g. 2.")]
 DefaultMaxTokensOption = Annotated[int, typer.Option(
     min=1, help="Reply length when a request sets no max_tokens.")]
@@ -94,15 +104,20 @@ CacheAwareOption = Annotated[bool, typer.Option(
     "(prefix caches: the upstream's, or the local KV prefix cache); --no-cache-aware "
     "(--newest) keeps the newest turns that fit, shifting every turn.")]
 SummarizerOption = Annotated[str, typer.Option(
-    help="With --upstream and --policy summary: who writes the summary, keyfacts (names, "
+    help="With --upstream and --overflow summary: who writes the summary, keyfacts (names, "
     "numbers, dates, codes, quotes verbatim; no model call) or upstream (the upstream model; "
     "key facts for a request whose summary call fails or times out).")]
 SummaryTimeoutOption = Annotated[float, typer.Option(
     min=0.001, help="With --summarizer upstream: seconds one request may spend on summary "
     "calls before it falls back to key facts.")]
 TokenizerOption = Annotated[str | None, typer.Option(
-    help="Local tokenizer directory of the upstream model (its chat template counts the "
-    "tokens); default: tiktoken for the OpenAI model --upstream-model.")]
+    help="What counts the upstream model's tokens with its chat template: its tokenizer "
+    "directory, its .gguf file or a registered model name; default: tiktoken for the OpenAI "
+    "model --upstream-model.")]
+FlattenOption = Annotated[bool | None, typer.Option(
+    "--flatten/--no-flatten", help="With --upstream: send developer messages as system and "
+    "text-part lists as their joined text, as counted (llama.cpp needs it). Default: on with "
+    "--tokenizer, off for OpenAI models.")]
 StoreOption = Annotated[str | None, typer.Option(help=STORE_HELP)]
 StoreNamespaceOption = Annotated[str | None, typer.Option(
     help="Redis key prefix / PostgreSQL schema, to keep apps apart in one server.")]
@@ -123,7 +138,7 @@ LogLevelOption = Annotated[str, typer.Option(help="uvicorn log level.")]
 
 
 def serve(
-    model: ModelOption = None,
+    model: ChatModelOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     host: HostOption = "127.0.0.1",
@@ -144,6 +159,7 @@ def serve(
     upstream_context: UpstreamContextOption = None,
     upstream_key_env: UpstreamKeyEnvOption = None,
     tokenizer: TokenizerOption = None,
+    flatten: FlattenOption = None,
     cache_aware: CacheAwareOption = True,
     summarizer: SummarizerOption = "keyfacts",
     summary_timeout: SummaryTimeoutOption = 30.0,
@@ -157,6 +173,7 @@ def serve(
     lock_ttl: LockTtlOption = 10.0,
     threads: ThreadsOption = None,
     log_level: LogLevelOption = "info",
+    policy_alias: PolicyAlias = None,
 ) -> None:
     """Serve POST /v1/chat/completions (plain and streaming), GET /v1/models and sessions.
 
@@ -167,8 +184,12 @@ def serve(
     # One piece: one parameter per command-line option (typer reads the options from this
     # signature), so it is as long as the command's interface; the work is in the helpers below.
     uvicorn = _serve_extra()
+    from ..models import DEFAULT_CHAT_MODEL
     from ..serve import Limits, check_bind, create_app
     from ..trim import CachePolicy
+
+    policy = aliased(policy, policy_alias)
+    model = model or DEFAULT_CHAT_MODEL  # the same default as chat: the model that answers
 
     _check_policy(policy, gateway=upstream is not None, summarizer=summarizer)
     cache_policy = CachePolicy() if cache_aware else None
@@ -176,10 +197,11 @@ def serve(
     check_bind(host, api_key, allow_insecure=allow_insecure)
     limits = Limits(api_key=api_key, max_body_bytes=max_body_bytes,
                     request_timeout=request_timeout)
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per log line
     if upstream is not None:
         app = _gateway(upstream, model=upstream_model, context=upstream_context,
-                       key_env=upstream_key_env, tokenizer=tokenizer, policy=policy,
+                       key_env=upstream_key_env, tokenizer=tokenizer, flatten=flatten,
+                       max_queue=max_queue, policy=policy,
                        keep_first=keep_first, cache_aware=cache_aware, summarizer=summarizer,
                        summary_timeout=summary_timeout, served_model=served_model_name,
                        default_max_tokens=default_max_tokens, limits=limits,
@@ -195,7 +217,7 @@ def serve(
                                  rope_factor=rope_factor, served_model_name=served_model_name,
                                  threads=threads, console=console,
                                  default_max_tokens=default_max_tokens, max_queue=max_queue)
-        described = _describe_local(backend.generator, rope, rope_factor)
+        described = _describe_local(backend.generator, rope)
         app = create_app(backend=backend, store=_open_sessions(store, store_namespace),
                          limits=limits, default_max_tokens=default_max_tokens,
                          lock_timeout=lock_timeout, lock_ttl=lock_ttl)
@@ -203,8 +225,8 @@ def serve(
     sessions = ("no sessions" if api.sessions is None
                 else f"sessions in {_store_name(api.sessions.store)}")
     auth = "API key required" if api_key else "no API key"
-    console.print(f"[bold]{api.backend.model_id}[/] on http://{host}:{port}/v1 · {described} · "
-                  f"{sessions} · {auth}")
+    console.print(f"[bold]{escape(api.backend.model_id)}[/] on http://{host}:{port}/v1 · "
+                  + escape(f"{described} · {sessions} · {auth}"))
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
@@ -240,15 +262,16 @@ def _check_policy(policy: str, *, gateway: bool, summarizer: str = "keyfacts") -
     from ..serve.gateway import SUMMARIZERS
     from ..window import OVERFLOW_MODES
 
-    policies = tuple(m for m in OVERFLOW_MODES if gateway or m != "summary")
+    policies = tuple(m for m in OVERFLOW_MODES if gateway or m not in ("summary", "recall"))
     if policy not in policies:
-        raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(policies)}"
-                          + ("" if gateway else " (summary: with --upstream)"))
+        raise ConfigError(f"unknown overflow mode {policy!r}; expected one of "
+                          f"{', '.join(policies)}"
+                          + ("" if gateway else " (summary, recall: with --upstream)"))
     if summarizer not in SUMMARIZERS:
         raise ConfigError(f"unknown summarizer {summarizer!r}; expected one of "
                           f"{', '.join(SUMMARIZERS)}")
     if summarizer != "keyfacts" and not (gateway and policy == "summary"):
-        raise ConfigError(f"--summarizer {summarizer} needs --upstream and --policy summary")
+        raise ConfigError(f"--summarizer {summarizer} needs --upstream and --overflow summary")
 
 
 def _describe_gateway(backend: Any, policy: str) -> str:
@@ -267,10 +290,14 @@ def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
                    prefix_cache_mb: float, cache_policy: Any, rope: str | None,
                    rope_factor: float | None, served_model_name: str | None,
                    threads: int | None, console: Console, **options: Any) -> Any:
-    from ..rope import RESTORE_METHODS
+    from ..rope import RESTORE_METHODS, get_extension
     from ..serve import LocalBackend
 
-    if (rope_factor is None) != (rope is None or rope in RESTORE_METHODS):
+    scaled = rope is not None and rope not in RESTORE_METHODS
+    extension = get_extension(rope) if rope is not None else None
+    # self-extend and dca may go without a factor (their default: 4x the trained length)
+    if (rope_factor is not None and not scaled) or (
+            scaled and rope_factor is None and extension is None):
         raise ConfigError("--rope and --rope-factor go together")
     generator = load_generator(model, device=device, dtype=dtype, threads=threads,
                                status=console, rope=rope, rope_factor=rope_factor,
@@ -280,10 +307,13 @@ def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
     return LocalBackend(generator, **options)
 
 
-def _describe_local(generator: Any, rope: str | None, rope_factor: float | None) -> str:
+def _describe_local(generator: Any, rope: str | None) -> str:
+    from ..rope import applied_scaling
+
     cache = (f"sink cache ({generator.sinks} sinks + {generator.context - generator.sinks} "
              "window)" if generator.sink_cache else "dense cache")
-    scaled = f" · RoPE {rope} x{rope_factor:g}" if rope and rope_factor else ""
+    factor = (applied_scaling(generator.model) or {}).get("factor")
+    scaled = f" · RoPE {rope} x{factor:g}" if rope and factor else ""
     return (f"window {generator.context} tokens · policy {generator.policy} (keep_first "
             f"{generator.keep_first}) · {cache}{scaled}")
 

@@ -15,11 +15,19 @@ import typer
 from rich.progress import Progress
 
 from ..errors import ConfigError
-from .options import DeviceOption, DtypeOption, ModelOption, console, progress_bar
+from .options import (
+    DeviceOption,
+    DtypeOption,
+    ModelOption,
+    ThreadsOption,
+    console,
+    progress_bar,
+    set_threads,
+)
 
 # The command's options, named so its signature stays one line per option.
 TextOption = Annotated[Path, typer.Option("--text", help="A UTF-8 text file to score.")]
-TokensOption = Annotated[int, typer.Option("--tokens", "-n", help="Score the first N tokens.")]
+TokensOption = Annotated[int, typer.Option("--tokens", help="Score the first N tokens.")]
 SinksOption = Annotated[int, typer.Option("--sinks", help="Attention-sink tokens kept.")]
 WindowOption = Annotated[int, typer.Option("--window", help="Recent tokens kept.")]
 ChunkOption = Annotated[int, typer.Option("--chunk", help="Tokens fed per forward pass.")]
@@ -50,6 +58,7 @@ def stream(
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     as_json: JsonOption = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Stream a long text through dense attention, a plain window and sinks + window.
 
@@ -66,6 +75,7 @@ def stream(
     from ..evaluate.streaming import encode_text
     from ..models import load_model
 
+    set_threads(threads)
     model, tokenizer = load_model(model_name, device=device, dtype=dtype)
     ids = encode_text(tokenizer, text.read_text(encoding="utf-8"), tokens).tolist()
     budget = sinks + window

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..adapters import as_messages
-from ..errors import ConfigError, InvalidMessageError
+from ..errors import ConfigError, InvalidMessageError, ResourceError
 from ..messages import Message, check_conversation
 from ..tokens import TokenCounter
 from ..trim import trim as trim_messages
@@ -35,12 +36,46 @@ def make_counter(model: str | None, encoding: str | None) -> TokenCounter:
     return TokenCounter.for_model(model or "gpt-4o")
 
 
+MAX_INPUT_ENV = "CONTEXTWINDOW_MAX_INPUT_MB"
+DEFAULT_MAX_INPUT_MB = 256
+
+
+def max_input_bytes() -> int:
+    """The largest input ``count`` and ``trim`` read (``CONTEXTWINDOW_MAX_INPUT_MB``): the
+    text is held in memory while counted (about twice its size at the peak), so a file that
+    would not fit is refused up front rather than swapped through."""
+    raw = os.environ.get(MAX_INPUT_ENV, str(DEFAULT_MAX_INPUT_MB))
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        raise ConfigError(f"{MAX_INPUT_ENV} must be a number of megabytes, not {raw!r}") from None
+    if megabytes <= 0:
+        raise ConfigError(f"{MAX_INPUT_ENV} must be positive, not {raw!r}")
+    return int(megabytes * 1_000_000)
+
+
+def _too_large(what: str, limit: int) -> ResourceError:
+    return ResourceError(f"{what} is larger than the input limit of {limit / 1e6:g} MB; raise it "
+                         f"with the environment variable {MAX_INPUT_ENV}=<megabytes>")
+
+
 def read_source(source: str) -> str:
+    """The whole input as text, refused above :func:`max_input_bytes`; on a terminal, a note
+    that it is waiting for standard input (else it would wait silently)."""
+    limit = max_input_bytes()
     if source == "-":
-        return sys.stdin.read()
+        if sys.stdin.isatty():
+            console.print("reading from stdin… (end with Ctrl-D, or pass a file)",
+                          highlight=False)
+        text = sys.stdin.read(limit + 1)  # characters: at least as many bytes
+        if len(text) > limit:
+            raise _too_large("standard input", limit)
+        return text
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"no such file: {source}")
+    if path.stat().st_size > limit:
+        raise _too_large(source, limit)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

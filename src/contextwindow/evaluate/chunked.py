@@ -50,12 +50,12 @@ def available_memory() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))  # pragma: no cover
 
 
-# attention that never materialises the scores (contextwindow_extended: Self-Extend / DCA)
-_EFFICIENT = ("sdpa", "flash_attention_2", "contextwindow_extended")
-
-
 def _efficient_attention(model: Any) -> bool:
-    return getattr(model.config, "_attn_implementation", "eager") in _EFFICIENT
+    """Attention that never materialises the scores (Self-Extend / DCA's included)."""
+    from ..rope.extended_attention import EXTENDED_ATTENTION
+
+    efficient = ("sdpa", "flash_attention_2", EXTENDED_ATTENTION)
+    return getattr(model.config, "_attn_implementation", "eager") in efficient
 
 
 def estimate_memory(

@@ -41,8 +41,8 @@ __all__ = ["DEFAULT_QUESTIONS", "LongChat", "Question", "format_day", "generate"
 #: Questions per kind by default: 42 per conversation.
 DEFAULT_QUESTIONS: Mapping[str, int] = {"single": 12, "multi": 10, "temporal": 10, "updated": 10}
 _GAPS = (1, 1, 2, 2, 3, 3, 4, 5, 7, 10, 14)  # days between sessions
-_ASIDES = ("That sounds like quite a day!", "Ha, good to know.", "Oh, lovely.",
-           "Fair enough!", "Sounds about right.", "Oh nice, thanks for telling me.")
+_ASIDES = ("Thanks for letting me know.", "Good to know.", "Ah, okay!", "Noted!",
+           "Oh, I see.", "Thanks for the update.")
 
 
 def mentions(value: str, text: str) -> bool:
@@ -101,16 +101,17 @@ class LongChat:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LongChat:
-        """A conversation in :meth:`to_dict`'s shape (``seed``/``sessions`` optional);
-        refused if a question names evidence that is not one of its messages."""
+        """A conversation in :meth:`to_dict`'s shape (``seed``/``sessions``/``topic``/
+        ``values``/``stale`` optional; ``values`` defaults to the answer); refused if a
+        question names evidence that is not one of its messages, or one without text."""
         messages = [from_openai(raw) for raw in data["messages"]]
-        ids = {m.id for m in messages}
+        said = {m.id: context_text([m]).strip() for m in messages}
         questions = []
         for raw in data["questions"]:
-            missing = [e for e in raw["evidence"] if e not in ids]
+            missing = [e for e in raw["evidence"] if not said.get(e)]
             if missing or not raw["evidence"]:
                 raise ConfigError(f"question {raw['id']!r}: evidence {missing or '[]'} is not "
-                                  "in the conversation")
+                                  "a message of the conversation with text")
             questions.append(Question(
                 raw["id"], raw["kind"], raw.get("topic", ""), raw["text"], raw["answer"],
                 tuple(raw.get("values") or (raw["answer"],)), tuple(raw["evidence"]),
@@ -152,13 +153,14 @@ def _fact_exchange(rng: random.Random, statement: str,
             break
     style = rng.randrange(3)
     if style == 0:
-        return [("user", f"{said}{rng.choice(('.', '!', ' --'))} {text}"),
-                ("assistant", answer)]
-    if style == 1:
-        return [("user", (f"{text} {rng.choice(('Also, ', 'Oh and ', 'Unrelated, but '))}"
-                 f"{statement}.")), ("assistant", answer)]
-    return [("user", (f"{rng.choice(('Anyway, ', 'Random update: ', '', 'So, '))}{statement}"
-             f"{rng.choice(('.', '!', ' :)'))}")), ("assistant", rng.choice(_ASIDES))]
+        user = f"{said}{rng.choice(('.', '!', ', by the way.'))} {text}"
+    elif style == 1:
+        user = f"{text} {rng.choice(('Also, ', 'Oh and ', 'Unrelated, but '))}{statement}."
+    else:
+        opener = rng.choice(("Anyway, ", "Random update: ", "", "So, "))
+        user = (opener + statement if opener else said) + rng.choice((".", "!", " :)"))
+        answer = rng.choice(_ASIDES)
+    return [("user", user), ("assistant", answer)]
 
 
 def generate(seed: int = 0, *, sessions: int = 150,

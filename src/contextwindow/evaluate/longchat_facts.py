@@ -150,31 +150,49 @@ UPDATED: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
                 ("Who do I report to at work these days?",)),
 }
 VISITORS = ("plumber", "electrician", "piano tuner", "window cleaner", "boiler engineer")
-# Events said to happen "today": (statement, question); the answer is the session's date.
+# Events said to happen "today": (statement, questions); the answer is the session's date.
 EVENTS = (
-    ("I finally passed my driving test today", "When did I pass my driving test?"),
-    ("we picked up the new puppy this morning", "When did we bring the puppy home?"),
-    ("I ran my first 10k this morning", "On what date did I run my first 10k?"),
-    ("I handed in my notice today, scary but exciting", "When did I resign?"),
-    ("planted the apple tree in the garden today", "When did I plant the apple tree?"),
-    ("just booked the flights for the summer", "When did I book our summer flights?"),
-    ("got my braces off today", "When did I have my braces removed?"),
-    ("signed the papers for the allotment today", "When did I get the allotment?"),
-    ("we painted the spare room this afternoon", "When did we paint the spare room?"),
-    ("my grandmother turned ninety today", "When was my grandmother's ninetieth birthday?"),
-    ("I sold my old bike this morning", "On which date did I sell my old bike?"),
-    ("got the keys to the new studio today", "When did I get the keys to the studio?"),
+    ("I finally passed my driving test today",
+     ("When did I pass my driving test?", "When did I get my driving licence?")),
+    ("we picked up the new puppy this morning",
+     ("When did we bring the puppy home?", "When did our new dog arrive?")),
+    ("I ran my first 10k this morning",
+     ("On what date did I run my first 10k?", "When was my first ten-kilometre race?")),
+    ("I handed in my notice today, scary but exciting", ("When did I resign?",)),
+    ("planted the apple tree in the garden today",
+     ("When did I plant the apple tree?", "When did the fruit tree go into the garden?")),
+    ("just booked the flights for the summer",
+     ("When did I book our summer flights?",
+      "When did I sort out the plane tickets for our holiday?")),
+    ("got my braces off today",
+     ("When did I have my braces removed?", "When did the orthodontist finish my treatment?")),
+    ("signed the papers for the allotment today",
+     ("When did I get the allotment?", "When did I take on the vegetable plot?")),
+    ("we painted the spare room this afternoon",
+     ("When did we paint the spare room?", "When did we redecorate the guest room?")),
+    ("my grandmother turned ninety today",
+     ("When was my grandmother's ninetieth birthday?", "When did my gran turn 90?")),
+    ("I sold my old bike this morning",
+     ("On which date did I sell my old bike?", "When did I get rid of my old bicycle?")),
+    ("got the keys to the new studio today",
+     ("When did I get the keys to the studio?", "When did the new studio become mine?")),
 )
-# Stated dates: (statement with {v}, question); the answer is the date.
+# Stated dates: (statement with {v}, questions); the answer is the date.
 DATED = (
-    ("my dentist appointment is on {v}", "When do I see the dentist?"),
-    ("my passport renewal appointment is on {v}", "What date is my passport appointment?"),
+    ("my dentist appointment is on {v}",
+     ("When do I see the dentist?", "What's the date of my next dental check-up?")),
+    ("my passport renewal appointment is on {v}",
+     ("What date is my passport appointment?", "When do I go in about renewing my passport?")),
     ("the half marathon is on {v}, so I need to start training",
-     "When is the race I'm training for?"),
-    ("mum's sixtieth is on {v}", "When is my mother's 60th birthday?"),
-    ("our anniversary is on {v}", "What date is our anniversary?"),
-    ("the school play is on {v}", "When is the school play?"),
-    ("the car is booked in for its service on {v}", "When does the car go to the garage?"),
+     ("When is the race I'm training for?", "What date is the half marathon?")),
+    ("mum's sixtieth is on {v}",
+     ("When is my mother's 60th birthday?", "What's the date of mum's big birthday?")),
+    ("our anniversary is on {v}",
+     ("What date is our anniversary?", "When is our wedding anniversary?")),
+    ("the school play is on {v}",
+     ("When is the school play?", "What date is my child's performance at school?")),
+    ("the car is booked in for its service on {v}",
+     ("When does the car go to the garage?", "What date is the car's service?")),
 )
 RELATIONS = ("cousin", "best friend", "boss", "neighbour", "uncle", "flatmate", "godmother",
              "old school friend", "mentor")
@@ -278,12 +296,14 @@ def _temporal(pools: Pools) -> Plan:
     rng = pools.rng
     if rng.random() < 0.5:
         index = int(pools.topic([str(k) for k in range(len(EVENTS))], "event:"))
-        say, ask = EVENTS[index]
-        return Plan("temporal", f"event:{index}", ask, (say,), on_session_date=True)
+        say, asks = EVENTS[index]
+        return Plan("temporal", f"event:{index}", rng.choice(asks), (say,),
+                    on_session_date=True)
     index = int(pools.topic([str(k) for k in range(len(DATED))], "dated:"))
-    say, ask = DATED[index]
+    say, asks = DATED[index]
     (value,) = pools.draw("date")
-    return Plan("temporal", f"dated:{index}", ask, (say.format(v=value),), value, (value,))
+    return Plan("temporal", f"dated:{index}", rng.choice(asks), (say.format(v=value),), value,
+                (value,))
 
 
 def _multi(pools: Pools) -> Plan:
@@ -301,8 +321,8 @@ def _multi(pools: Pools) -> Plan:
     topic = pools.topic(list(LISTS), "list:")
     pool, says, ask = LISTS[topic]
     values = pools.draw(pool, 2)
-    statements = tuple(rng.choice(says).format(v=v) for v in values)
-    return Plan("multi", f"list:{topic}", ask, statements, " and ".join(values), tuple(values))
+    told = tuple(rng.choice(says).format(v=v) for v in values)
+    return Plan("multi", f"list:{topic}", ask, told, " and ".join(values), tuple(values))
 
 
 _DRAW = {"single": _single, "multi": _multi, "temporal": _temporal, "updated": _updated}

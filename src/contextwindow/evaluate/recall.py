@@ -204,15 +204,17 @@ def default_memories(budget: int, *, counter: TokenCounter | None = None,
                      model_summarizer: Any = None, window_k: int = 4,
                      max_summary_tokens: int | None = None, keep_first: int = DEFAULT_KEEP_FIRST,
                      low_water: float = 0.6, on_error: str = "trim") -> dict[str, MemoryFactory]:
-    """The standard line-up at one budget: Buffer, Window(k), TokenBuffer, SinkWindow, and
-    SummaryBuffer with KeyFacts -- plus, if ``model_summarizer`` is given, SummaryBuffer with
-    the model and with the model combined with KeyFacts.
+    """The standard line-up at one budget: Buffer, Window(k), TokenBuffer, SinkWindow, Recall
+    (the newest turns plus older ones the final user turn recalls), and SummaryBuffer with
+    KeyFacts -- plus, if ``model_summarizer`` is given, SummaryBuffer with the model and with
+    the model combined with KeyFacts.
 
     The summary memories use ``on_error="trim"`` by default: a failing summarizer call (an
     empty model summary, say) falls back to token-buffer trimming for that add instead of
     ending the evaluation; :func:`fact_recall` counts the failures per row."""
     from ..memory import (
         BufferMemory,
+        RecallMemory,
         SinkWindowMemory,
         SummaryBufferMemory,
         TokenBufferMemory,
@@ -229,6 +231,7 @@ def default_memories(budget: int, *, counter: TokenCounter | None = None,
         "TokenBuffer": lambda: TokenBufferMemory(budget, **options),
         f"SinkWindow(keep_first={keep_first})":
             lambda: SinkWindowMemory(budget, keep_first=keep_first, **options),
+        "Recall": lambda: RecallMemory(budget, **options),
     }
     if model_summarizer is not None:
         memories["SummaryBuffer(model)"] = lambda: SummaryBufferMemory(

@@ -25,6 +25,7 @@ __all__ = [
     "length_table",
     "plot_budget_sweep",
     "plot_cache_billed",
+    "plot_evidence",
     "plot_passkey",
     "plot_perplexity",
     "plot_recall",
@@ -349,6 +350,38 @@ def plot_cache_billed(reports: Sequence[CacheReport], path: str | Path, *,
     ax.set_ylabel("cumulative billed prompt tokens")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="thin lines: no cache", title_fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --- evidence recall (evaluate.evidence) ---------------------------------------------------------
+
+
+def plot_evidence(shares: Mapping[str, Mapping[int, float]], path: str | Path, *,
+                  title: str = "", ylabel: str = "gold evidence turns in the context (%)") -> Path:
+    """Grouped bars: one group per budget, one bar per contender (``shares[name][budget]``,
+    a fraction), each labelled with its percentage."""
+    plt = _pyplot()
+    names = list(shares)
+    budgets = sorted({budget for row in shares.values() for budget in row})
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * len(budgets) * len(names) + 2), 4.4), dpi=120)
+    for k, name in enumerate(names):
+        xs = [b + (k - (len(names) - 1) / 2) * width for b in range(len(budgets))]
+        values = [100 * shares[name].get(budget, math.nan) for budget in budgets]
+        bars = ax.bar(xs, values, width * 0.95, label=name, color=f"C{k}")
+        for bar, value in zip(bars, values):
+            if not math.isnan(value):
+                ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, value),
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 1),
+                            textcoords="offset points")
+    ax.set_xticks(range(len(budgets)), [f"{budget:,} tokens" for budget in budgets])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

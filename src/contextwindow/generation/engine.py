@@ -50,8 +50,9 @@ from .prefix import PrefixCache
 from .run import Completion, Run, decode
 from .sampling import SamplingParams
 
-#: The overflow modes of the local engine (the text side's, less ``summary``).
-POLICIES = tuple(mode for mode in OVERFLOW_MODES if mode != "summary")
+#: The overflow modes of the local engine (the text side's, less ``summary`` and ``recall``,
+#: which the gateway and the memories do).
+POLICIES = tuple(mode for mode in OVERFLOW_MODES if mode not in ("summary", "recall"))
 #: ``keep_first`` used by the ``"sinks"`` policy unless given (as SinkWindowMemory).
 SINKS_KEEP_FIRST = DEFAULT_KEEP_FIRST
 

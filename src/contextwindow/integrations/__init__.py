@@ -1,10 +1,12 @@
 """The frameworks applications already use, on our memories and stores: each module takes and
 gives back the framework's own objects.
 
+* :mod:`.middleware`: :class:`~.middleware.ContextWindowMiddleware`, an ``AgentMiddleware``
+  for LangChain 1.x ``create_agent``: each model call fitted (trimmed, or a memory's view).
 * :mod:`.langchain`: :class:`~.langchain.ContextWindowChatHistory`, a
   ``BaseChatMessageHistory`` for ``RunnableWithMessageHistory``.
 * :mod:`.langgraph`: a pre-model hook that trims an agent's messages before each model call, and
-  ``invoke`` to run an agent on a memory.
+  ``invoke`` / ``ainvoke`` to run an agent on a memory.
 * :mod:`.llamaindex`: :class:`~.llamaindex.ContextWindowMemory` for chat engines and agents.
 
 Converting messages needs none of them: :mod:`contextwindow.adapters` reads and writes LangChain,

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage
+from ..errors import MissingExtraError
+
+try:
+    from langchain_core.chat_history import BaseChatMessageHistory
+    from langchain_core.messages import BaseMessage
+except ImportError as exc:  # the framework is an extra: say which
+    raise MissingExtraError(__name__, "langchain", exc) from None
 
 from ..adapters import to_langchain, to_langchain_messages
 from ..memory import Memory

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage
-from llama_index.core.bridge.pydantic import ConfigDict, Field
-from llama_index.core.memory.types import BaseMemory
+from ..errors import MissingExtraError
+
+try:
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.bridge.pydantic import ConfigDict, Field
+    from llama_index.core.memory.types import BaseMemory
+except ImportError as exc:  # the framework is an extra: say which
+    raise MissingExtraError(__name__, "llamaindex", exc) from None
 
 from ..adapters import from_llamaindex, to_llamaindex, to_llamaindex_messages
 from ..memory import Memory, TokenBufferMemory
@@ -48,7 +53,14 @@ class ContextWindowMemory(BaseMemory):
 
     def get(self, input: str | None = None, initial_token_count: int = 0,
             **kwargs: Any) -> list[ChatMessage]:
-        view = self.memory.messages()
+        return self._fitted(self.memory.messages(), initial_token_count)
+
+    async def aget(self, input: str | None = None, initial_token_count: int = 0,
+                   **kwargs: Any) -> list[ChatMessage]:
+        """Async :meth:`get`, on the memory's :meth:`~contextwindow.memory.Memory.amessages`."""
+        return self._fitted(await self.memory.amessages(), initial_token_count)
+
+    def _fitted(self, view: list[Any], initial_token_count: int) -> list[ChatMessage]:
         budget = self.memory.max_tokens
         if initial_token_count and budget is not None:
             view = trim(view, budget - initial_token_count, self.memory.counter,
@@ -66,6 +78,15 @@ class ContextWindowMemory(BaseMemory):
 
     def put(self, message: ChatMessage) -> None:
         self.memory.add_message(message)
+
+    async def aput(self, message: ChatMessage) -> None:
+        """Async :meth:`put`: the store write is awaited (its own async client, if it has
+        one)."""
+        await self.memory.aadd_message(message)
+
+    async def aput_messages(self, messages: list[ChatMessage]) -> None:
+        for message in messages:
+            await self.aput(message)
 
     def set(self, messages: list[ChatMessage]) -> None:
         """Replace the session's messages (the store keeps no trace of the old ones)."""

@@ -107,6 +107,11 @@ def use_scored_attention(model: Any) -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+    current = model.config._attn_implementation or ""
+    if current.startswith("contextwindow_") and current != SCORED_ATTENTION:
+        # switching to SDPA would silently drop it (Self-Extend / DCA: contextwindow.rope)
+        raise ModelError(f"{type(model).__name__} runs {current!r} attention, which a scored "
+                         "cache cannot score; use a DynamicCache or the sink cache with it")
     AttentionInterface.register(SCORED_ATTENTION, scored_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(SCORED_ATTENTION, sdpa_mask)
     if model.config._attn_implementation == SCORED_ATTENTION:

@@ -200,7 +200,10 @@ class ScoredLayer(SinkLayer):
     """
 
     def __init__(self, policy: ScoredPolicy, shift: RopeShift, positions: str = "slots") -> None:
+        # SinkLayer uses its policy only to evict and to size, both overridden here; `scoring`
+        # is the same policy under the type this layer reads.
         super().__init__(policy, shift)  # type: ignore[arg-type]
+        self.scoring: ScoredPolicy = policy
         self.positions = positions
         self.priority: torch.Tensor | None = None
         self.origin: torch.Tensor | None = None
@@ -231,7 +234,7 @@ class ScoredLayer(SinkLayer):
         return keys, values  # eviction waits for the scores (observe)
 
     def rows(self, queries: int) -> int:
-        return self.policy.rows(queries)
+        return self.scoring.rows(queries)
 
     def observe(self, weights: torch.Tensor) -> None:
         """Score the cached tokens with ``weights`` (``[kv_heads, group, rows, tokens]``) and evict.
@@ -241,7 +244,9 @@ class ScoredLayer(SinkLayer):
         if not self.waiting:
             return
         self.waiting = False
-        policy = self.policy
+        assert self.keys is not None and self.values is not None and self.origin is not None, (
+            "update() stores the tokens before it hands the layer over")
+        policy = self.scoring
         self.priority = policy.priority(weights, self.priority)
         if self.keys.shape[-2] <= policy.budget:
             return
@@ -257,7 +262,7 @@ class ScoredLayer(SinkLayer):
         self.origin = self.origin.gather(1, index)
 
     def get_max_length(self) -> int:
-        return self.policy.budget
+        return self.scoring.budget
 
     def reset(self) -> None:
         super().reset()
@@ -291,7 +296,8 @@ class ScoredCache(Cache):
     @property
     def seen_tokens(self) -> int:
         """Tokens streamed through the cache so far."""
-        return self.layers[0].seen if self.layers else 0
+        first = self.layers[0] if self.layers else None
+        return first.seen if isinstance(first, ScoredLayer) else 0
 
     def nbytes(self) -> int:
         """Bytes held by the cached keys and values, all layers."""

@@ -213,6 +213,7 @@ class SinkLayer(DynamicLayer):
             )
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        assert self.keys is not None and self.values is not None  # lazy_initialization's
         length, new = self.get_seq_length(), key_states.shape[-2]
         offset = _model_offset(kwargs, self._stored_at(length), new)
 
@@ -318,7 +319,8 @@ class SinkCache(Cache):
     @property
     def seen_tokens(self) -> int:
         """Tokens streamed through the cache so far (the cache itself holds at most capacity)."""
-        return self.layers[0].seen if self.layers else 0
+        first = self.layers[0] if self.layers else None
+        return first.seen if isinstance(first, SinkLayer) else 0
 
     def nbytes(self) -> int:
         """Bytes held by the cached keys and values, all layers."""

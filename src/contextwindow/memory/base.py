@@ -8,8 +8,10 @@ O(size of the view), however long the history grows.
 
 from __future__ import annotations
 
+import asyncio
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -18,6 +20,7 @@ from ..adapters import as_message, to_langchain_messages, to_llamaindex_messages
 from ..errors import BudgetExceededError, ConfigError
 from ..messages import SYSTEM_ROLES, Message, Pending, check_next, to_openai
 from ..stores import InMemoryStore, Store, check_session
+from ..stores.aio import acall, is_native
 from ..tokens import TokenCounter
 from ..trim import CachePolicy, Cut
 from ..window import Context, assemble, opens_with_system
@@ -92,6 +95,7 @@ class Memory:
         self.session = check_session(session)
         self.keep_system = keep_system
         self.tools = tools
+        self._async_lock: tuple[Any, asyncio.Lock] | None = None
         self.reload()
 
     # -- writing ----------------------------------------------------------------------------
@@ -110,6 +114,40 @@ class Memory:
         self.store.append(self.session, message)
         self._track(message)
         return message
+
+    async def aadd(self, role: str, content: str | None = None, **fields: Any) -> Message:
+        """Async :meth:`add`."""
+        return await self.aadd_message({"role": role, "content": content, **fields})
+
+    async def aadd_message(self, message: Message | Mapping[str, Any] | Any) -> Message:
+        """Async :meth:`add_message`: the store write is awaited on the store's own async
+        client where it has one (Redis), else on a worker thread
+        (:mod:`contextwindow.stores.aio`); concurrent calls on one memory run one at a time."""
+        async with self._one_at_a_time():
+            message = as_message(message)
+            self._check_order(message)
+            await acall(self.store, "append", self.session, message)
+            self._track(message)
+            return message
+
+    async def amessages(self) -> list[Message]:
+        """Async :meth:`messages`. The view is built in-process from the counted history; a
+        memory whose view reads its store (recall searches it) builds it on a worker thread
+        unless the store answers natively."""
+        if self._view_reads_store and not is_native(self.store, "search"):
+            return await asyncio.to_thread(self.messages)
+        return self.messages()
+
+    _view_reads_store = False  # set by memories whose messages() queries the store
+
+    @asynccontextmanager
+    async def _one_at_a_time(self) -> AsyncIterator[None]:
+        """This memory's async writers, serialised (one lock per event loop)."""
+        loop = asyncio.get_running_loop()
+        if self._async_lock is None or self._async_lock[0] is not loop:
+            self._async_lock = (loop, asyncio.Lock())
+        async with self._async_lock[1]:
+            yield
 
     def clear(self) -> None:
         """Delete this session from the store (an explicit request; trimming never deletes)."""

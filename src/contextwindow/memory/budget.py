@@ -47,6 +47,8 @@ class TokenBufferMemory(Memory):
     view keeps its start until the budget is reached, then cuts to the low-water mark, so that
     consecutive views share their prefix (prompt caching); a reloaded memory cuts the same."""
 
+    max_tokens: int  # always set: this strategy's whole point is its budget
+
     def __init__(self, max_tokens: int, *, keep_first: int = 0,
                  cache_policy: CachePolicy | None = None, **options: Any) -> None:
         check_limits(max_tokens, keep_first)

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import BudgetExceededError, ConfigError
 from ..messages import Message
 from ..retrieval.text import indexed_text
+from ..summarize.facts import split_sentences
 from ..trim import CachePolicy, pinned_count
 from ..window import DEFAULT_RECALL_SHARE, RECALL_CANDIDATES, Context, recall_into
 from .base import Memory, check_limits
@@ -23,6 +24,8 @@ from .base import Memory, check_limits
 __all__ = ["DEFAULT_RECALL_SHARE", "RANKERS", "RecallMemory"]
 
 RANKERS = ("lexical", "hybrid")
+#: Sentences of a message embedded for the dense ranking (a longer message's rest is not).
+MAX_SENTENCES = 16
 #: Reciprocal-rank fusion's constant (Cormack et al. 2009).
 RRF_K = 60
 
@@ -39,9 +42,12 @@ class RecallMemory(Memory):
     budget, the view is all of it and nothing is recalled.
     """
 
+    max_tokens: int  # always set: the recall share is a part of it
+
     def __init__(self, max_tokens: int, *, recall_tokens: int | None = None,
                  keep_first: int = 0, cache_policy: CachePolicy | None = None,
-                 ranker: str = "lexical", embedder: Any = None, **options: Any) -> None:
+                 ranker: str = "lexical", embedder: Any = None, feedback: int = 1,
+                 **options: Any) -> None:
         check_limits(max_tokens, keep_first)
         if recall_tokens is None:
             recall_tokens = int(max_tokens * DEFAULT_RECALL_SHARE)
@@ -58,10 +64,15 @@ class RecallMemory(Memory):
         self.keep_first = keep_first
         self.cache_policy = cache_policy
         self.ranker = ranker
+        if feedback < 0:
+            raise ConfigError(f"feedback must be >= 0, not {feedback}")
+        self.feedback = feedback
         self.embedder = embedder if ranker == "hybrid" else None
         self._view: tuple[int, Context] | None = None
         self._vectors: dict[int, Any] = {}
         super().__init__(**options)
+
+    _view_reads_store = True  # the view searches the store's index
 
     def reload(self) -> None:
         super().reload()
@@ -92,36 +103,60 @@ class RecallMemory(Memory):
                            self.counter.count_message)
 
     def _rank(self, question: Message, lo: int, hi: int) -> list[int]:
-        """History indices in ``[lo, hi)``, best first, for ``question``."""
+        """History indices in ``[lo, hi)``, best first, for ``question``: BM25, and with
+        ``feedback`` a second BM25 round whose query adds the best hits' text (so "my
+        godmother's dog" finds the turn naming her dog once a turn names the godmother),
+        fused by reciprocal rank; with an embedder, fused with the dense ranking too."""
         query = indexed_text(question)
-        hits = self.store.search(self.session, query, RECALL_CANDIDATES * 4)
-        lexical = [hit.index for hit in hits if lo <= hit.index < hi][:RECALL_CANDIDATES]
-        if self.embedder is None:
-            return lexical
-        dense = self._dense(query, lo, hi)
-        return fuse(lexical, dense)
+        rankings = [self._lexical(query, lo, hi)]
+        if self.feedback and rankings[0]:
+            best = " ".join(indexed_text(self._history[k]) for k in rankings[0][:self.feedback])
+            rankings.append(self._lexical(f"{query} {best}", lo, hi))
+        if self.embedder is not None:
+            rankings.append(self._dense(self.embedder, query, lo, hi))
+        return rankings[0] if len(rankings) == 1 else fuse(*rankings)
 
-    def _dense(self, query: str, lo: int, hi: int) -> list[int]:
-        """Indices in ``[lo, hi)`` by cosine similarity to ``query`` (vectors stored once)."""
+    def _lexical(self, query: str, lo: int, hi: int) -> list[int]:
+        hits = self.store.search(self.session, query, RECALL_CANDIDATES * 4)
+        return [hit.index for hit in hits if lo <= hit.index < hi][:RECALL_CANDIDATES]
+
+    def _dense(self, embedder: Any, query: str, lo: int, hi: int) -> list[int]:
+        """Indices in ``[lo, hi)`` by cosine similarity to ``query``: a message scores as its
+        best sentence (a fact said in passing is one sentence of a longer message). The
+        sentence vectors are computed once per message and stored with it."""
         import numpy as np
 
-        model = self.embedder.model_id
+        model = embedder.model_id
+        dimension = embedder.dimension
         if not self._vectors:
             stored = self.store.load_vectors(self.session, model)
-            self._vectors = {k: np.frombuffer(v, dtype=np.float32) for k, v in stored.items()}
+            self._vectors = {k: np.frombuffer(v, dtype=np.float32).reshape(-1, dimension)
+                             for k, v in stored.items()}
         missing = [k for k in range(len(self._history)) if k not in self._vectors]
         if missing:
-            rows = self.embedder.embed([indexed_text(self._history[k]) for k in missing])
+            pieces = [sentences(indexed_text(self._history[k])) for k in missing]
+            rows = embedder.embed([text for piece in pieces for text in piece])
+            found, at = {}, 0
+            for k, piece in zip(missing, pieces, strict=True):
+                found[k] = rows[at:at + len(piece)].astype(np.float32)
+                at += len(piece)
             self.store.save_vectors(self.session, model,
-                                    {k: row.astype(np.float32).tobytes()
-                                     for k, row in zip(missing, rows, strict=True)})
-            self._vectors.update(zip(missing, rows, strict=True))
+                                    {k: rows.tobytes() for k, rows in found.items()})
+            self._vectors.update(found)
         if hi <= lo:
             return []
-        matrix = np.stack([self._vectors[k] for k in range(lo, hi)])
-        scores = matrix @ self.embedder.embed([query])[0]
+        target = embedder.embed([query])[0]
+        scores = np.array([float((self._vectors[k] @ target).max(initial=-1.0))
+                           for k in range(lo, hi)])
         best = np.argsort(-scores, kind="stable")[:RECALL_CANDIDATES]
         return [lo + int(k) for k in best]
+
+
+def sentences(text: str) -> list[str]:
+    """The pieces a message is embedded as: its first :data:`MAX_SENTENCES` sentences (one
+    piece for a message without sentence ends; a blank message embeds as one empty piece)."""
+    found = split_sentences(text)[:MAX_SENTENCES]
+    return found or [text]
 
 
 def fuse(*rankings: list[int]) -> list[int]:

@@ -7,7 +7,6 @@ The view is ``history[:pinned] + [summary] + history[start:]``. Only the model-f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import warnings
@@ -17,6 +16,7 @@ from typing import Any
 from ..adapters import as_message
 from ..errors import ConfigError, StoreError, SummarizerError
 from ..messages import SYSTEM_ROLES, Message, Summary
+from ..stores.aio import acall
 from ..summarize.base import (
     Summarizer,
     SummarizerWarning,
@@ -72,7 +72,6 @@ class SummarizingMemory(Memory):
         self.summarizations = 0  # successful summarizer calls by this object
         self.failures = 0  # failed or timed-out summarizer calls by this object
         self.last_error: SummarizerError | None = None
-        self._async_lock: tuple[Any, asyncio.Lock] | None = None
         super().__init__(**options)
 
     # -- state ------------------------------------------------------------------------------
@@ -229,11 +228,24 @@ class SummarizingMemory(Memory):
         nothing; a failed summary write leaves the message stored and the old summary."""
         self.store.append(self.session, message)
         self._track(message)
-        if fold is not None and text is not None:
-            summary = fold.summary(self._fit_text(text))
+        summary = self._new_summary(fold, text)
+        if summary is not None:
             self.store.save_summary(self.session, summary)
             self._set_summary(summary)
             self.summarizations += 1
+
+    async def _acommit(self, message: Message, fold: Fold | None, text: str | None) -> None:
+        """:meth:`_commit` with the store writes awaited."""
+        await acall(self.store, "append", self.session, message)
+        self._track(message)
+        summary = self._new_summary(fold, text)
+        if summary is not None:
+            await acall(self.store, "save_summary", self.session, summary)
+            self._set_summary(summary)
+            self.summarizations += 1
+
+    def _new_summary(self, fold: Fold | None, text: str | None) -> Summary | None:
+        return None if fold is None or text is None else fold.summary(self._fit_text(text))
 
     def add_message(self, message: Message | Mapping[str, Any] | Any) -> Message:
         """Append a message; if the view would then exceed the budget, first fold the oldest
@@ -250,16 +262,10 @@ class SummarizingMemory(Memory):
         self._commit(message, fold, text)
         return message
 
-    async def aadd(self, role: str, content: str | None = None, **fields: Any) -> Message:
-        """Async :meth:`add`: the summarizer is awaited (``asummarize``) instead of blocking."""
-        return await self.aadd_message({"role": role, "content": content, **fields})
-
     async def aadd_message(self, message: Message | Mapping[str, Any] | Any) -> Message:
-        """Async :meth:`add_message`; concurrent calls on one memory run one at a time."""
-        loop = asyncio.get_running_loop()
-        if self._async_lock is None or self._async_lock[0] is not loop:
-            self._async_lock = (loop, asyncio.Lock())
-        async with self._async_lock[1]:
+        """Async :meth:`add_message`: the summarizer (``asummarize``) and the store writes are
+        awaited; concurrent calls on one memory run one at a time."""
+        async with self._one_at_a_time():
             message, fold = self._checked_fold(message)
             text = None
             if fold is not None:
@@ -268,7 +274,7 @@ class SummarizingMemory(Memory):
                                                  timeout=self.timeout)
                 except SummarizerError as exc:
                     self._failed(exc)
-            self._commit(message, fold, text)
+            await self._acommit(message, fold, text)
             return message
 
     def __repr__(self) -> str:

@@ -39,7 +39,7 @@ def encode_prefix(tokenizer: Any, text: str, n_tokens: int, *,
 
 
 @cache
-def _cache_keyword(model_type: type) -> str:
+def _cache_keyword(model_type: type[Any]) -> str:
     parameters = inspect.signature(model_type.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
@@ -47,7 +47,8 @@ def _cache_keyword(model_type: type) -> str:
 def cache_keyword(model: Any) -> str:
     """``"cache"`` where ``model.forward`` takes it (transformers >= the rename), else
     ``"past_key_values"``; computed once per model class."""
-    return _cache_keyword(type(model))
+    # A class is hashable; mypy checks type[Any] against Hashable's __hash__ and says it is not.
+    return _cache_keyword(type(model))  # type: ignore[arg-type]
 
 
 def forward(model: Any, input_ids: Any, cache: Any, **kwargs: Any) -> Any:

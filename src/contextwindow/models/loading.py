@@ -84,7 +84,9 @@ def _convert(spec: ModelSpec, tmp: Path) -> None:
     _join_verified(spec, part_paths(spec), gguf)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are plain fp32 once dequantised; drop the GGUF marker so they can be saved.
-    model.hf_quantizer = None
+    # (transformers sets hf_quantizer at load time; Module.__setattr__'s hint admits only
+    # tensors and modules.)
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -164,7 +166,8 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load a model from {path}: {exc}") from exc
-    model.to(target)
+    # transformers wraps `to` with functools.wraps(Module.to), which drops `self` from its hint.
+    model.to(target)  # type: ignore[arg-type]
     model.eval()
     return model, tokenizer
 

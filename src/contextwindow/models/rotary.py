@@ -20,7 +20,7 @@ __all__ = ["layer_inv_freqs", "layer_types", "rotary_embedding"]
 def _is_rotary(module: Any) -> bool:
     if hasattr(module, "inv_freq") and hasattr(module, "rope_type"):
         return True
-    types = getattr(module, "layer_types", None)
+    types = getattr(module, "layer_types", None) or ()
     return bool(types) and all(hasattr(module, f"{t}_inv_freq") for t in types)
 
 

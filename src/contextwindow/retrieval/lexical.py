@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, StoreError
 from ..messages import Message
-from .text import STOP_WORDS, Hit, indexed_text, query_terms, stem, words
+from .text import Hit, index_terms, indexed_text, query_terms, stem
 
 __all__ = ["LexicalIndex", "ranker"]
 
@@ -36,9 +36,9 @@ class LexicalIndex:
     """BM25 over documents keyed by an integer ``index`` (a message's position in its session).
 
     ``k1`` (term-frequency saturation) and ``b`` (length normalisation) default to the usual
-    1.2 and 0.75. A document's words are :func:`~contextwindow.retrieval.text.words` minus
-    stop words, each stemmed with :func:`~contextwindow.retrieval.text.stem`; :meth:`search`
-    stems its terms the same way, so "visiting" finds "visit".
+    1.2 and 0.75. A document's terms are :func:`~contextwindow.retrieval.text.index_terms`
+    (its words minus stop words, each stemmed with :func:`~contextwindow.retrieval.text.stem`);
+    :meth:`search` stems its terms the same way, so "visiting" finds "visit".
     """
 
     k1: float = 1.2
@@ -63,11 +63,12 @@ class LexicalIndex:
         """Index ``text`` as document ``index`` (each index once)."""
         if index in self._lengths:
             raise StoreError(f"the recall index already holds message {index}")
-        stems = [stem(word) for word in words(text) if word not in STOP_WORDS]
+        stems = index_terms(text)
+        postings = self._postings
         for term, count in Counter(stems).items():
-            posting = self._postings.get(term)
+            posting = postings.get(term)
             if posting is None:
-                posting = self._postings[term] = (array("q"), array("I"))
+                posting = postings[term] = (array("q"), array("I"))
             posting[0].append(index)
             posting[1].append(count)
         self._lengths[index] = len(stems)
@@ -82,17 +83,18 @@ class LexicalIndex:
         count = len(self._lengths)
         avgdl = self._total / count
         lengths = self._lengths
-        k1, b = self.k1, self.b
+        k1, b, keep = self.k1, self.b, 1 - self.b
         scores: dict[int, float] = {}
+        score = scores.get
         for term in dict.fromkeys(stem(term) for term in terms):
             posting = self._postings.get(term)
             if posting is None:
                 continue
             found = len(posting[0])
             idf = math.log(1 + (count - found + 0.5) / (found + 0.5))
-            for index, tf in zip(*posting):
-                norm = k1 * ((1 - b) + b * lengths[index] / avgdl)
-                scores[index] = scores.get(index, 0.0) + idf * (tf / (norm + tf))
+            for index, tf in zip(*posting):  # the hot loop: one expression, locals only
+                scores[index] = score(index, 0.0) + idf * (
+                    tf / (k1 * (keep + b * lengths[index] / avgdl) + tf))
         best = heapq.nlargest(limit, scores.items(), key=lambda item: (item[1], item[0]))
         return [Hit(index, score) for index, score in best]
 

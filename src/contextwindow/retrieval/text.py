@@ -12,7 +12,7 @@ idempotent (``query_terms(" ".join(query_terms(q))) == query_terms(q)``), which 
 
 from __future__ import annotations
 
-import functools
+import re
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -22,8 +22,8 @@ import snowballstemmer
 
 from ..messages import Message
 
-__all__ = ["MAX_INDEXED_CHARS", "MAX_TERM_CHARS", "STOP_WORDS", "Hit", "indexed_text",
-           "query_terms", "stem", "words"]
+__all__ = ["MAX_INDEXED_CHARS", "MAX_TERM_CHARS", "STOP_WORDS", "Hit", "index_terms",
+           "indexed_text", "query_terms", "stem", "words"]
 
 #: A message's first 65,536 characters are indexed: a turn longer than that cannot be recalled
 #: whole into a window anyway, and the cap bounds an add's cost on every store (PostgreSQL
@@ -34,6 +34,7 @@ MAX_INDEXED_CHARS = 65_536
 MAX_TERM_CHARS = 100
 
 _WORD = regex.compile(r"[\p{L}\p{N}\p{M}]+")
+_ASCII_WORD = re.compile(r"[a-z0-9]+")  # the same for ASCII text, which needs no normalising
 _UNSTORABLE = regex.compile(r"[\x00\ud800-\udfff]")  # no SQL text column holds these
 
 _STOP_WORD_TEXT = """
@@ -78,6 +79,8 @@ def indexed_text(message: Message) -> str:
 def words(text: str) -> list[str]:
     """The words of ``text`` in order: case-folded, NFKC-normalised runs of letters, digits and
     combining marks (what FTS5's unicode61 tokenizer also calls token characters)."""
+    if text.isascii():
+        return _ASCII_WORD.findall(text.lower())
     # NFKC before folding, and again after: case folding can leave text unnormalised, and
     # only the second pass makes ``words(" ".join(words(t))) == words(t)`` for every t.
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
@@ -99,9 +102,10 @@ def query_terms(text: str, limit: int = 32) -> list[str]:
 
 
 _stemmers = threading.local()  # a snowball stemmer keeps state while it works: one per thread
+_STEMS: dict[str, str] = {}  # word -> stem, "" for a stop word (a memo: clear when full)
+_MAX_STEMS = 1 << 17
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """The English Snowball (Porter2) stem of a folded word, as PostgreSQL's ``english``
     configuration computes it: "visiting", "visited" and "visit" all give "visit"."""
@@ -109,3 +113,18 @@ def stem(word: str) -> str:
     if stemmer is None:
         stemmer = _stemmers.english = snowballstemmer.stemmer("english")
     return stemmer.stemWord(word)
+
+
+def index_terms(text: str) -> list[str]:
+    """What the in-process index stores of a text: its words' stems, stop words left out, in
+    order (repeats kept: they are term frequencies)."""
+    out = []
+    for word in words(text):
+        term = _STEMS.get(word)
+        if term is None:
+            if len(_STEMS) >= _MAX_STEMS:
+                _STEMS.clear()
+            term = _STEMS[word] = "" if word in STOP_WORDS else stem(word)
+        if term:
+            out.append(term)
+    return out

@@ -75,5 +75,6 @@ __all__ = [
 #: Why llama.cpp cannot express the built-in methods that have no flags (by rope_type).
 LLAMACPP_UNSUPPORTED = MappingProxyType(
     {**{m.rope_type: m.llamacpp for m in _REGISTRY.values() if isinstance(m.llamacpp, str)},
-     **{name: get_extension(name).unsupported for name in available_extensions()}}
+     **{name: method.unsupported for name in available_extensions()
+        if (method := get_extension(name)) is not None}}
 )

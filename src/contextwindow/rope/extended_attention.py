@@ -37,7 +37,7 @@ EXTENDED_ATTENTION = "contextwindow_extended"
 """The name the attention function (and its mask function) are registered under."""
 STATE_ATTR = "contextwindow_extension"
 """The attribute of each attention module holding the model's :class:`ExtendedState`."""
-BLOCK = 1024
+BLOCK = 256  # queries per block: larger blocks recompute more of the masked edges
 _TILE = 1024  # keys per matmul in the portable path
 
 _FUSED = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -61,8 +61,9 @@ class ExtendedState:
         table = self._tables.get(key)
         if table is None or table[0].shape[0] < stop:
             size = max(stop, 2 * table[0].shape[0] if table is not None else 4096)
-            p = torch.arange(size, dtype=torch.int64)
-            table = self.shift.tables(self.map.positions(view, side, p) - p, device)
+            with torch.inference_mode(False):  # kept across calls, in and out of inference mode
+                p = torch.arange(size, dtype=torch.int64)
+                table = self.shift.tables(self.map.positions(view, side, p) - p, device)
             self._tables[key] = table
         return table
 
@@ -185,7 +186,7 @@ def extended_forward(state: ExtendedState, query: torch.Tensor, key: torch.Tenso
     q0 = last - query.shape[-2] + 1
     queries = [state.moved(query, v, "query", q0) for v in range(pmap.views)]
     keys = [state.moved(key, v, "key", first) for v in range(pmap.views)]
-    blocks = []
+    out = torch.empty_like(query)
     for a, b in _query_blocks(q0, last, state.block, pmap.unit):
         pieces = []
         rows = torch.arange(a, b + 1, device=query.device)[:, None]
@@ -196,8 +197,8 @@ def extended_forward(state: ExtendedState, query: torch.Tensor, key: torch.Tenso
                 pieces.append(_attend(state, queries[v][..., a - q0:b - q0 + 1, :],
                                       keys[v][..., c - first:e - first + 1, :],
                                       value[..., c - first:e - first + 1, :], mask, scale))
-        blocks.append(_merge(pieces, query.dtype))
-    return torch.cat(blocks, dim=-2)
+        out[..., a - q0:b - q0 + 1, :] = _merge(pieces, query.dtype)
+    return out
 
 
 def extended_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

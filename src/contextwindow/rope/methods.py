@@ -272,8 +272,10 @@ def _llama3(inputs: RopeInputs) -> RopeFrequencies:
 
 def _longrope_config(inputs: RopeInputs, frequencies: RopeFrequencies) -> RopeConfig:
     """Frozen at ``seq_len``, both factor lists become the one chosen for that length."""
-    params, frozen = inputs.params, inputs.seq_len is not None
-    key = "long_factor" if frozen and inputs.seq_len > inputs.original_length else "short_factor"
+    params, seq_len = inputs.params, inputs.seq_len
+    frozen = seq_len is not None
+    long = seq_len is not None and seq_len > inputs.original_length
+    key = "long_factor" if long else "short_factor"
     parameters = scaled_parameters("longrope", inputs)
     parameters.update(
         short_factor=list(params[key] if frozen else params["short_factor"]),

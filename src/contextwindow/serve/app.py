@@ -175,10 +175,13 @@ async def _streamed(answer: Answer, turn: Turn | None,
                     new: list[Message]) -> AsyncIterator[str]:
     """A streamed reply's events, then ``[DONE]``. In a session the turn is stored before
     ``[DONE]`` (so a client that saw ``[DONE]`` has an acknowledged turn), and its lock is
-    released whatever happens."""
+    released whatever happens. A reply that failed ends with its error event: no ``[DONE]``,
+    nothing stored."""
     try:
         async for event in answer.events:  # type: ignore[union-attr]
             yield event
+        if answer.tap.failed:
+            return
         if turn is not None:
             try:
                 await turn.close(new, answer.tap)
@@ -235,10 +238,12 @@ def create_app(
     app.state.api = api
     app.state.generator = generator
     app.state.worker = getattr(backend, "worker", None)
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ContextWindowError, _library_error)
+    # Starlette hints every handler as taking Exception, though it calls each one only with
+    # the class it was registered for.
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ContextWindowError, _library_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     app.get("/health")(api.health)
     app.get("/v1/models")(api.list_models)

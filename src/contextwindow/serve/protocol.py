@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -67,6 +67,8 @@ class ChatRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: ``(n, tokens)``: the first n messages (a stored session's history) cost that many tokens.
     counted: tuple[int, int] = (0, 0)
+    #: Ranks a stored session's older messages for the ``recall`` mode (its store's index).
+    rank: Callable[[Message, int, int], Sequence[int]] | None = None
 
 
 @dataclass
@@ -136,10 +138,12 @@ class Backend(Protocol):
 
     model_id: str
     window: int  # tokens of the model's context window (for the cheap size bound)
-    #: What prices a message the way the fit does, so a session's stored history is counted
-    #: once, not on every turn; None when the backend counts in its own way (the local
-    #: engine's chat template).
-    counter: TokenCounter | None
+
+    @property
+    def counter(self) -> TokenCounter | None:
+        """What prices a message the way the fit does, so a session's stored history is counted
+        once, not on every turn; None when the backend counts in its own way (the local
+        engine's chat template). Read-only here, so a backend may narrow it to a counter."""
 
     def parse(self, payload: Any) -> ChatRequest:
         """A decoded JSON body checked into a request (ApiError 400/404)."""

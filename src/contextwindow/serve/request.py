@@ -98,7 +98,9 @@ def _sampling(payload: Mapping[str, Any], default_max_tokens: int) -> SamplingPa
     max_param = ("max_completion_tokens" if payload.get("max_completion_tokens") is not None
                  else "max_tokens")
     max_tokens = payload.get(max_param)
-    requested = {  # SamplingParams field -> (request field, value); null means the default
+    # SamplingParams field -> (request field, value); null means the default. Values are the
+    # request's JSON as sent: SamplingParams checks them.
+    requested: dict[str, tuple[str, Any]] = {
         "max_tokens": (max_param, default_max_tokens if max_tokens is None else max_tokens),
         "temperature": ("temperature", payload.get("temperature")),
         "top_p": ("top_p", payload.get("top_p")),

@@ -135,7 +135,7 @@ def _texts(message: Any) -> list[str]:
     if isinstance(content, str):
         return [content]
     if isinstance(content, list):
-        return [part.get("text") for part in content
+        return [part["text"] for part in content
                 if isinstance(part, Mapping) and isinstance(part.get("text"), str)]
     return []
 
@@ -192,7 +192,8 @@ class Guard:
         cap = self.limits.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > cap):
             return None
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client left: nothing to answer

@@ -39,7 +39,7 @@ class BackgroundServer:
     def url(self) -> str:
         return f"{self.root}/v1"
 
-    def start(self, timeout: float = 30.0) -> BackgroundServer:
+    def start(self, timeout: float = 30.0) -> Self:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

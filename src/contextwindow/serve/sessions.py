@@ -38,6 +38,7 @@ from typing import Any
 from ..errors import StoreError
 from ..messages import Message
 from ..stores import open as open_store
+from ..stores.base import store_ranker
 from ..stores.locks import lock_key, session_locks
 from ..window import BoundedCache
 from .protocol import ApiError, ChatRequest, ReplyTap
@@ -134,9 +135,14 @@ class Sessions:
         return Turn(self, session, key, token, view)
 
     async def history(self, session: str) -> list[Message]:
-        """The acknowledged turns, read afresh (no lock: unfinished turns are left out)."""
+        """The acknowledged turns, read afresh (no lock: unfinished turns are left out). A
+        session with nothing stored is a 404, as an unknown resource is for OpenAI; a session
+        whose only turn is unfinished exists (200, no messages)."""
         view = _View()
         view.absorb(await self.run(self.store.load, session), None)
+        if view.raw == 0:
+            raise ApiError(404, f"No session {session!r}: nothing is stored under that id.",
+                           code="session_not_found")
         return view.complete
 
     async def delete(self, session: str) -> None:
@@ -236,13 +242,15 @@ class Turn:
         self.counted = (len(view.complete), view.tokens)
         self._key = key
         self._token: str | None = token
-        self._renewer = (asyncio.ensure_future(self._renew_lease())
-                         if sessions.locks.lease else None)
+        lease = sessions.locks.lease
+        self._renewer = asyncio.ensure_future(self._renew_lease(lease)) if lease else None
 
     def extend(self, chat: ChatRequest) -> ChatRequest:
         """``chat`` as this turn of the session: the stored history, then its new messages
-        (whose price the fit need not sum again)."""
-        return replace(chat, messages=[*self.history, *chat.messages], counted=self.counted)
+        (whose price the fit need not sum again), its older turns ranked by the store's index
+        for the recall mode."""
+        return replace(chat, messages=[*self.history, *chat.messages], counted=self.counted,
+                       rank=store_ranker(self.sessions.store, self.session))
 
     async def close(self, new: list[Message] | None = None, tap: ReplyTap | None = None) -> bool:
         """Store ``new`` and the reply if it is complete (one transaction), then release the
@@ -297,8 +305,7 @@ class Turn:
         except StoreError as exc:  # a lease runs out by itself
             log.warning("could not release the lock of a session: %s", exc)
 
-    async def _renew_lease(self) -> None:
-        lease = self.sessions.locks.lease
+    async def _renew_lease(self, lease: float) -> None:
         with contextlib.suppress(ApiError):  # a lost lease shows at close
             while self._token is not None:
                 await asyncio.sleep(lease / 3)

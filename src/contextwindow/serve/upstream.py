@@ -13,13 +13,23 @@ connections). What can go wrong upstream reaches the client in OpenAI's error sh
 | other 4xx | the same status and error body |
 
 A client that disconnects cancels its upstream request (the connection is closed, which is how
-OpenAI-compatible servers learn of it).
+OpenAI-compatible servers learn of it). A stream that ends (``[DONE]`` or end of body) before
+any ``finish_reason`` was cut short upstream (llama.cpp's server interrupts a running stream
+when another request arrives): the client gets a 502 ``upstream_incomplete`` error event, never
+``[DONE]``, and a session stores nothing. A streaming client that asked for
+``stream_options.include_usage`` gets a usage chunk even from an engine that sends none: the
+prompt tokens are the gateway's own count, the completion tokens its count of the reply.
+Every upstream failure is logged (``contextwindow.serve``, warning). ``flatten`` sends what was
+counted to engines that accept only plain chat (:func:`flattened`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +37,7 @@ import httpx
 
 from ..adapters import as_messages
 from ..errors import BudgetExceededError, ContextWindowError
-from ..messages import to_openai
+from ..messages import Message, to_openai
 from ..tokens import TokenCounter
 from ..window import Fitted, Fitter
 from .protocol import (
@@ -42,6 +52,7 @@ from .protocol import (
 )
 from .request import parse_chat_request
 
+log = logging.getLogger("contextwindow.serve")
 PASSED_ON = frozenset({429, 500, 502, 503, 504})
 INLINE_FIT_CHARS = 20_000
 """Requests with less new text than this are fitted on the event loop (about a millisecond);
@@ -50,6 +61,8 @@ wait on a model (``Fitter.may_block``: an upstream summary) always fits in a thr
 FIT_THREADS = 32
 """Fits at once in threads: their own pool, so fits waiting on a slow summary model do not
 hold the threads the rest of the process shares."""
+HEALTH_TIMEOUT = 5.0
+"""Seconds ``GET /health`` waits for the upstream's ``GET /models``."""
 
 
 class UpstreamBackend:
@@ -58,18 +71,24 @@ class UpstreamBackend:
     Clients name the model ``served_model`` (default: ``upstream_model``). ``window`` fits
     each request; ``default_max_tokens`` is the reply reserve (and the ``max_tokens`` sent)
     when a request sets none, so prompt plus reply always fit the upstream's window.
+    ``max_queue`` bounds the requests in flight (more get 503 ``server_overloaded``);
+    ``flatten`` sends messages as :func:`flattened` (engines without ``developer`` or parts).
     """
 
     def __init__(self, base_url: str, *, upstream_model: str, window: Fitter,
                  api_key: str | None = None, served_model: str | None = None,
                  default_max_tokens: int = 512, timeout: float = 600.0,
-                 connect_timeout: float = 10.0, transport: Any = None) -> None:
+                 connect_timeout: float = 10.0, transport: Any = None, max_queue: int = 64,
+                 flatten: bool = False) -> None:
         self.upstream_model = upstream_model
         self.model_id = served_model or upstream_model
         self.fitter = window
         self.counter: TokenCounter = window.counter
         self.window = window.context
         self.default_max_tokens = default_max_tokens
+        self.max_queue = max_queue
+        self.flatten = flatten
+        self._in_flight = 0
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/", headers=headers, transport=transport,
@@ -82,14 +101,28 @@ class UpstreamBackend:
     def parse(self, payload: Any) -> ChatRequest:
         return parse_chat_request(payload, models=(self.model_id,), forward=True,
                                   default_max_tokens=self.default_max_tokens,
-                                  prepare=as_messages)
+                                  prepare=self._prepare)
 
     async def answer(self, chat: ChatRequest, disconnected: Disconnected) -> Answer:
-        """Fit, forward, reply: the request's three steps, in order."""
-        fitted = await self._fitted(chat, disconnected)
-        response = await until_disconnected(self._send(self._forward(chat, fitted)),
-                                            disconnected)
-        return await self._reply(chat, fitted, response, disconnected)
+        """Admit, fit, forward, reply: the request's steps, in order. A request holds its place
+        in ``max_queue`` until its body is read or its stream is closed."""
+        if self._in_flight >= self.max_queue:
+            raise ApiError(503, f"the server is busy ({self._in_flight} requests in flight); "
+                           "retry later", type="server_error", code="server_overloaded",
+                           headers={"Retry-After": "1"})
+        self._in_flight += 1
+        try:
+            fitted = await self._fitted(chat, disconnected)
+            response = await until_disconnected(self._send(self._forward(chat, fitted)),
+                                                disconnected)
+            answer = await self._reply(chat, fitted, response, disconnected)
+        except BaseException:
+            self._in_flight -= 1
+            raise
+        if answer.close is None:
+            self._in_flight -= 1
+            return answer
+        return dataclasses.replace(answer, close=self._releasing(answer.close))
 
     async def models(self) -> dict[str, Any]:
         response = await self._send(self._client.build_request("GET", "models"))
@@ -104,13 +137,40 @@ class UpstreamBackend:
                 "upstream": self.where}
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "model": self.model_id, "upstream": self.where}
+        """Ok when the upstream lists its models, else 503 ``upstream_unavailable``."""
+        try:
+            response = await self._client.get("models", timeout=HEALTH_TIMEOUT)
+            reason = f"HTTP {response.status_code}" if response.status_code >= 400 else None
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+        if reason is not None:
+            log.warning("health: the upstream %s is unavailable (%s)", self.where, reason)
+            raise ApiError(503, f"the upstream {self.where} is unavailable ({reason})",
+                           type="server_error", code="upstream_unavailable")
+        return {"status": "ok", "model": self.model_id, "upstream": self.where,
+                "in_flight": self._in_flight}
 
     async def aclose(self) -> None:
         await self._client.aclose()
         self._fit_threads.shutdown(wait=False, cancel_futures=True)
 
     # -- the steps of one answer ----------------------------------------------------------------
+    def _prepare(self, raw: list[Any]) -> list[Message]:
+        messages = as_messages(raw)
+        return [flattened(m) for m in messages] if self.flatten else messages
+
+    def _releasing(self, close: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
+        """``close`` that also gives back the stream's place in ``max_queue`` (once)."""
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight -= 1
+            await close()
+        return release
+
     async def _fitted(self, chat: ChatRequest, disconnected: Disconnected) -> Fitted:
         """The request fitted to the window: on the event loop when that is quick, else in a
         thread (a long count, or a summary from a model, never runs on the event loop)."""
@@ -134,7 +194,7 @@ class UpstreamBackend:
         headers, and tapped for the session."""
         tap, headers = ReplyTap(), fit_headers(fitted)
         if chat.stream:
-            return Answer(headers, tap, events=self._events(response, tap, fitted),
+            return Answer(headers, tap, events=self._events(response, tap, chat, fitted),
                           close=response.aclose)
         reply = await until_disconnected(self._json(response), disconnected)
         choice = (reply.get("choices") or [{}])[0]
@@ -154,7 +214,8 @@ class UpstreamBackend:
         try:
             tools = chat.extra.get("tools")
             return self.fitter.fit(chat.messages, chat.params.max_tokens, counted=chat.counted,
-                                   tools=tools if isinstance(tools, list) and tools else None)
+                                   tools=tools if isinstance(tools, list) and tools else None,
+                                   rank=chat.rank)
         except BudgetExceededError as exc:
             raise ApiError(400, str(exc), param="messages",
                            code="context_length_exceeded") from None
@@ -167,9 +228,10 @@ class UpstreamBackend:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, self.where) from None
+            raise _logged(_transport_error(exc, self.where)) from None
         if response.status_code >= 400:
-            raise _status_error(response, await self._read(response), self.where)
+            error = _status_error(response, await self._read(response), self.where)
+            raise _logged(error) if error.status >= 500 else error
         return response
 
     async def _read(self, response: httpx.Response) -> bytes:
@@ -177,7 +239,7 @@ class UpstreamBackend:
         try:
             return await response.aread()
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, self.where) from None
+            raise _logged(_transport_error(exc, self.where)) from None
         finally:
             await response.aclose()
 
@@ -192,16 +254,20 @@ class UpstreamBackend:
                            "JSON object", type="server_error", code="upstream_error")
         return reply
 
-    async def _events(self, response: httpx.Response, tap: ReplyTap,
+    async def _events(self, response: httpx.Response, tap: ReplyTap, chat: ChatRequest,
                       fitted: Fitted) -> Any:
-        """The upstream's events, passed on as they come (the usage chunk gains the fit)."""
+        """The upstream's events, passed on as they come (the usage chunk gains the fit); a
+        stream cut short ends in an error event, and a usage chunk the upstream owed is
+        added."""
+        envelope: dict[str, Any] = {}
+        usage_sent = False
         try:
             async for line in response.aiter_lines():
                 data = line[5:].strip() if line.startswith("data:") else None
                 if data is None or not data:
                     continue
                 if data == "[DONE]":
-                    return
+                    break
                 try:
                     chunk = json.loads(data)
                 except ValueError:
@@ -210,15 +276,55 @@ class UpstreamBackend:
                     yield f"data: {data}\n\n"
                     continue
                 tap.feed_chunk(chunk)
+                envelope = envelope or {k: chunk[k] for k in ("id", "created") if k in chunk}
                 chunk["model"] = self.model_id
                 if isinstance(chunk.get("usage"), dict):
                     chunk["usage"].update(_usage_extra(fitted))
+                    usage_sent = True
                 yield sse(chunk)
         except httpx.HTTPError as exc:
             tap.failed = True
-            yield sse(_transport_error(exc, self.where).body())
+            yield sse(_logged(_transport_error(exc, self.where)).body())
+            return
         finally:
             await response.aclose()
+        if tap.finish is None:
+            tap.failed = True
+            yield sse(_logged(ApiError(
+                502, f"the upstream {self.where} ended the stream before the reply finished "
+                "(no finish_reason)", type="server_error", code="upstream_incomplete")).body())
+        elif chat.include_usage and not usage_sent:
+            yield sse({**envelope, "object": "chat.completion.chunk", "model": self.model_id,
+                       "choices": [], "usage": self._usage(tap, fitted)})
+
+    def _usage(self, tap: ReplyTap, fitted: Fitted) -> dict[str, int]:
+        """The usage of a reply the upstream did not report: the prompt as the gateway counted
+        it, the reply's text and tool calls by the same counter."""
+        reply = "".join(tap.text) + "".join(c["name"] + c["arguments"]
+                                            for c in tap.tool_calls.values())
+        completion = self.counter.count_text(reply)
+        return {"prompt_tokens": fitted.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": fitted.prompt_tokens + completion, **_usage_extra(fitted)}
+
+
+def flattened(message: Message) -> Message:
+    """``message`` as engines with only plain chat templates accept it (llama.cpp answers 500
+    otherwise): a ``developer`` message as ``system``, a list of text parts as their joined
+    text, which is also what the counter priced. Other parts (images) stay as given."""
+    role = "system" if message.role == "developer" else message.role
+    parts = message.content_parts
+    text_only = parts is not None and all(isinstance(p, str) or p.get("type") == "text"
+                                          for p in parts)
+    if role == message.role and not text_only:
+        return message
+    return dataclasses.replace(message, role=role, content=message.content,
+                               parts=None if text_only else message.parts)
+
+
+def _logged(error: ApiError) -> ApiError:
+    """``error``, logged: what went wrong upstream is the operator's to see."""
+    log.warning("%s %s", error.code or error.status, error.message)
+    return error
 
 
 def _usage_extra(fitted: Fitted) -> dict[str, int]:

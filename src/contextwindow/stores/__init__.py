@@ -17,9 +17,9 @@ def open(url: str, *, namespace: str | None = None) -> Any:
     ``namespace`` keeps apps apart in one server: a Redis key prefix, a PostgreSQL schema."""
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme in ("redis", "rediss", "unix"):
-        from .redis_store import RedisStore
+        from .redis_store import DEFAULT_PREFIX, RedisStore
 
-        return RedisStore(url, **({"prefix": f"{namespace}:"} if namespace else {}))
+        return RedisStore(url, prefix=f"{namespace}:" if namespace else DEFAULT_PREFIX)
     if scheme in ("postgresql", "postgres"):
         from .postgres_store import PostgresStore
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
 from typing import Protocol, runtime_checkable
 
@@ -180,3 +180,15 @@ def backfill(rows: Iterable[tuple[int, str, str]]) -> Iterator[tuple[int, str, s
         except StoreError:
             text = ""
         yield seq, text, session, position
+
+
+def store_ranker(store: Store, session: str, candidates: int = 64
+                 ) -> Callable[[Message, int, int], list[int]]:
+    """``rank(question, lo, hi)`` by ``store``'s own index over ``session``: the stored
+    messages in ``[lo, hi)``, best first (the recall mode of a session-backed fit)."""
+
+    def rank(question: Message, lo: int, hi: int) -> list[int]:
+        hits = store.search(session, indexed_text(question), candidates * 4)
+        return [hit.index for hit in hits if lo <= hit.index < hi][:candidates]
+
+    return rank

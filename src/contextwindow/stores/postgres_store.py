@@ -11,10 +11,13 @@ Three tables (in ``schema`` if given, else the connection's ``search_path``)::
     contextwindow_vectors   (session text, model text, position bigint, data bytea,
                              PRIMARY KEY (session, model, position))
 
-Every ``append`` is one transaction under the server's ``synchronous_commit`` (``on`` by
-default: the commit is flushed to the WAL before ``append`` returns). It takes a per-session
-advisory lock, so a session's ``position`` (its messages' 0-based index) follows ``seq``, which
-orders the session, even with many writers.
+Every ``append`` is one transaction (one ``INSERT`` in autocommit mode) under the server's
+``synchronous_commit`` (``on`` by default: the commit is flushed to the WAL before ``append``
+returns). ``seq`` orders a session; each writer's messages keep their order because a writer's
+next insert starts after its previous one committed. ``position`` (the message's 0-based index
+in its session) is the session's last one plus one; two writers that compute the same one
+collide on the unique index, and the loser inserts again after the winner committed, so
+positions follow ``seq``.
 
 Recall: the message's indexed text is a column of its own row and ``tsv`` is generated from
 it, with a GIN index on ``tsv``: the index cannot disagree with the message, whatever crashes.
@@ -36,12 +39,14 @@ from ..messages import Message, Summary
 from ..retrieval.text import Hit, indexed_text
 from . import base
 from .locks import lock_key
+from .postgres_aio import AsyncAppends
 
 MESSAGES_TABLE = "contextwindow_messages"
 SUMMARIES_TABLE = "contextwindow_summaries"
 VECTORS_TABLE = "contextwindow_vectors"
 _SCHEMA_LOCK = 0x636F6E74  # pg_advisory_xact_lock key: creating the tables is serialised
-_SESSION_LOCK = 0x6377  # (this, hashtext(session)): one session's appends are serialised
+_POSITION_INDEX = f"{MESSAGES_TABLE}_by_position"
+_RETRIES = 1000  # inserts lost to concurrent writers of the session (each loss is a win elsewhere)
 _TSV = "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', search_text)) STORED"
 
 
@@ -57,7 +62,7 @@ def _check_id(message: Message) -> None:
                          "it is not valid Unicode text (lone surrogate)") from None
 
 
-class PostgresStore:
+class PostgresStore(AsyncAppends):
     """All sessions in two PostgreSQL tables.
 
     ``dsn`` is a libpq connection string or URL (``postgresql://user:pw@host:5432/db``). The
@@ -67,6 +72,8 @@ class PostgresStore:
     whose commit may have happened first checks whether its message is already there, so it is
     stored once.
     """
+
+    _retries = _RETRIES
 
     def __init__(self, dsn: str = "", *, schema: str | None = None,
                  connect_timeout: float = 10.0) -> None:
@@ -93,8 +100,6 @@ class PostgresStore:
         vectors = table(VECTORS_TABLE)
         self._messages_table = messages
         self._sql = {
-            "lock_session": sql.SQL("SELECT pg_advisory_xact_lock({}, hashtext(%s))")
-            .format(sql.Literal(_SESSION_LOCK)),
             # One statement for any number of messages, numbered after the session's last.
             "append": sql.SQL(
                 "INSERT INTO {0} (session, id, data, position, search_text) "
@@ -146,9 +151,12 @@ class PostgresStore:
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (session, seq)")
             .format(index("by_session"), messages),
             sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (session, position)")
-            .format(index("by_position"), messages),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (tsv)")
-            .format(index("words"), messages),
+            .format(sql.Identifier(_POSITION_INDEX), messages),
+            # Without a pending list: each append updates the index itself, so a search never
+            # scans unmerged entries (with fastupdate, a recently filled table is searched by
+            # a sequential scan until vacuum merges them).
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (tsv) "
+                    "WITH (fastupdate = off)").format(index("words"), messages),
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (session text PRIMARY KEY, "
                     "seq bigserial NOT NULL, data text NOT NULL)").format(summaries),
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (session text NOT NULL, model text NOT NULL, "
@@ -228,14 +236,10 @@ class PostgresStore:
         self.append_many(session, [message])
 
     def append_many(self, session: str, messages: list[Message]) -> None:
-        base.check_session(session)
-        for message in messages:
-            _check_id(message)
-        if not messages:
+        params = self._append_params(session, messages)
+        if params is None:
             return
-        ids = [message.id for message in messages]
-        data = [base.encode_message(message) for message in messages]
-        texts = [indexed_text(message) for message in messages]
+        ids, data = params[2], params[3]
         state = {"tries": 0}
 
         def insert(conn: Any) -> None:
@@ -246,13 +250,39 @@ class PostgresStore:
                 row = conn.execute(self._sql["load_one"], (session, ids[0])).fetchone()
                 if row is not None and row[0] == data[0]:
                     return
-            with conn.transaction():  # the lock is held until the commit
-                conn.execute(self._sql["lock_session"], (session,))
-                conn.execute(self._sql["append"], (session, session, ids, data, texts))
+            for _ in range(_RETRIES):
+                try:  # autocommit: one statement, one transaction, however many messages
+                    conn.execute(self._sql["append"], params)
+                    return
+                except self._psycopg.errors.UniqueViolation as exc:
+                    if not self._lost_race(exc):
+                        raise
+            raise self._lost(session)
 
-        ids_text = ", ".join(repr(message_id) for message_id in ids)
-        self._run(insert, duplicate=f"message id {ids_text} is already stored in session "
-                                    f"{session!r} of {self.where}")
+        self._run(insert, duplicate=self._duplicate(session, ids))
+
+    def _append_params(self, session: str, messages: list[Message]) -> tuple[Any, ...] | None:
+        """The append statement's parameters (None: nothing to append), after the checks."""
+        base.check_session(session)
+        for message in messages:
+            _check_id(message)
+        if not messages:
+            return None
+        return (session, session, [message.id for message in messages],
+                [base.encode_message(message) for message in messages],
+                [indexed_text(message) for message in messages])
+
+    def _duplicate(self, session: str, ids: list[str]) -> str:
+        return (f"message id {', '.join(map(repr, ids))} is already stored in session "
+                f"{session!r} of {self.where}")
+
+    def _lost_race(self, exc: Any) -> bool:
+        """A unique violation on the session's positions: another writer appended first."""
+        return bool(exc.diag.constraint_name == _POSITION_INDEX)
+
+    def _lost(self, session: str) -> StoreError:
+        return StoreError(f"{self.where}: {_RETRIES} appends to session {session!r} lost to "
+                          "concurrent writers")
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         base.check_session(session)
@@ -349,7 +379,8 @@ class PostgresLocks:
     def _query(self, sql: str, key: int) -> bool:
         with self._guard:
             try:
-                return bool(self._conn.execute(sql, (key,)).fetchone()[0])
+                row = self._conn.execute(sql, (key,)).fetchone()  # one row: SELECT f(key)
+                return row is not None and bool(row[0])
             except self._psycopg.Error as exc:
                 raise StoreError(f"session lock in PostgreSQL failed: {exc}") from exc
 

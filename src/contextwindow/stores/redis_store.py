@@ -29,6 +29,7 @@ measures it at 100,000 messages) and the index's memory in the process.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 from collections import OrderedDict
@@ -103,6 +104,7 @@ class RedisStore:
         self._recall_sessions = recall_sessions
         self._recall: OrderedDict[str, _SessionIndex] = OrderedDict()
         self._recall_lock = threading.Lock()
+        self._aio: tuple[Any, Any] | None = None  # (event loop, its async append script)
         try:
             self._client = client if client is not None else redis.Redis.from_url(url)
         except (ValueError, *self._errors) as exc:
@@ -153,17 +155,24 @@ class RedisStore:
         self._append_all(session, [message], token)
 
     def _append_all(self, session: str, messages: list[Message], token: str) -> None:
+        keys, args = self._append_request(session, messages, token)
+        if messages and not self._call(self._append_script, keys=keys, args=args):
+            raise self._duplicate(session, messages)
+
+    def _append_request(self, session: str, messages: list[Message], token: str
+                        ) -> tuple[list[bytes], list[Any]]:
+        """The append script's keys and arguments (the sync and async clients run the same)."""
         keys = [self._key(b"msgs", session), self._key(b"ids", session), self._sessions_key,
                 self._clock_key]
-        if not messages:
-            return
         args: list[Any] = [session.encode("utf-8"), token]
         for message in messages:
             args += [message.id.encode("utf-8", "surrogatepass"), base.encode_message(message)]
-        if not self._call(self._append_script, keys=keys, args=args):
-            ids = ", ".join(repr(message.id) for message in messages)
-            raise StoreError(f"message id {ids} is already stored in session "
-                             f"{session!r} of {self.where}")
+        return keys, args
+
+    def _duplicate(self, session: str, messages: list[Message]) -> StoreError:
+        ids = ", ".join(repr(message.id) for message in messages)
+        return StoreError(f"message id {ids} is already stored in session {session!r} of "
+                          f"{self.where}")
 
     def load(self, session: str, start: int = 0) -> list[Message]:
         key = self._key(b"msgs", session)
@@ -260,6 +269,37 @@ class RedisStore:
     def load_summary(self, session: str) -> Summary | None:
         data = self._call(self._client.get, self._key(b"summary", session))
         return None if data is None else base.decode_summary(data)
+
+    # -- async twins on redis.asyncio (see contextwindow.stores.aio) -------------------------
+    async def aappend(self, session: str, message: Message) -> None:
+        await self.aappend_many(session, [message])
+
+    async def aappend_many(self, session: str, messages: list[Message]) -> None:
+        keys, args = self._append_request(session, messages, secrets.token_hex(8))
+        if messages and not await self._acall(self._async_script()(keys=keys, args=args)):
+            raise self._duplicate(session, messages)
+
+    async def _acall(self, pending: Any) -> Any:
+        try:
+            return await pending
+        except self._errors as exc:
+            raise StoreError(f"Redis store {self.where} failed: {exc}") from exc
+
+    def _async_script(self) -> Any:
+        """The append script on a ``redis.asyncio`` client of the same server, for the running
+        event loop (an async connection belongs to the loop that opened it)."""
+        if self._closed.is_set():
+            raise StoreError(f"the Redis store {self.where} is closed")
+        loop = asyncio.get_running_loop()
+        if self._aio is None or self._aio[0] is not loop:
+            from redis import asyncio as aioredis
+
+            pool = self._client.connection_pool
+            connection = getattr(aioredis, pool.connection_class.__name__)
+            client = aioredis.Redis(connection_pool=aioredis.ConnectionPool(
+                connection_class=connection, **pool.connection_kwargs))
+            self._aio = (loop, client.register_script(_APPEND))
+        return self._aio[1]
 
     def locks(self, *, ttl: float = 10.0) -> RedisLocks:
         """Session locks shared by every process on this Redis (:mod:`.locks`): leases of

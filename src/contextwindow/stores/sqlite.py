@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import sqlite3
 import threading
@@ -40,11 +41,23 @@ CREATE TABLE IF NOT EXISTS vectors (
     PRIMARY KEY (session, model, position)
 ) WITHOUT ROWID;
 """
-# The recall index: one row per message, its rowid the message's seq.
-_INDEX = ("CREATE VIRTUAL TABLE messages_fts USING fts5(text, session UNINDEXED, "
-          "position UNINDEXED, tokenize = 'porter unicode61 remove_diacritics 2')")
-_HAS_INDEX = "SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'"
-_INSERT_INDEX = "INSERT INTO messages_fts (rowid, text, session, position) VALUES (?, ?, ?, ?)"
+# The recall index: one row per message, its rowid the message's seq; ``tag`` is the session's
+# tag (a word no text has), so a search is an AND that FTS5 evaluates within the session.
+_INDEX = ("CREATE VIRTUAL TABLE messages_fts USING fts5(text, tag, position UNINDEXED, "
+          "tokenize = 'porter unicode61 remove_diacritics 2')")
+_INDEX_LAYOUT = "SELECT sql FROM sqlite_master WHERE name = 'messages_fts'"
+_INSERT_INDEX = "INSERT INTO messages_fts (rowid, text, tag, position) VALUES (?, ?, ?, ?)"
+# The best ``limit`` rows by BM25 of the text column alone (the tag's weight is 0), newest first
+# among equals; only those are looked up (their position, and their session, which a tag
+# shared by two sessions could not tell apart), so a search reads no row it does not return.
+_SEARCH = """
+SELECT f.position, -t.rank FROM (
+    SELECT rowid, rank FROM messages_fts
+    WHERE messages_fts MATCH ? AND rank MATCH 'bm25(1.0, 0.0, 0.0)'
+    ORDER BY rank, rowid DESC LIMIT ?) AS t
+JOIN messages AS m ON m.seq = t.rowid JOIN messages_fts AS f ON f.rowid = t.rowid
+WHERE m.session = ? ORDER BY t.rank, t.rowid DESC
+"""
 
 
 class SQLiteStore:
@@ -55,14 +68,16 @@ class SQLiteStore:
     Several processes may write the same file; SQLite serialises them (``timeout`` seconds).
 
     Recall: an FTS5 table ``messages_fts`` in the same file (``porter unicode61
-    remove_diacritics 2``), one row per message with the message's ``seq`` as its rowid and
-    its session and position as unindexed columns. The row is written in the transaction that
-    writes the message, so no crash or failed append leaves one without the other; a file made
-    before the index existed gets it, filled from its messages, in one transaction when it is
-    first opened. A search is ``-bm25()`` (FTS5's BM25: Robertson idf, k1 = 1.2, b = 0.75)
-    over the terms, each double-quoted and OR-ed; its statistics (document count, mean length,
-    document frequencies) are the whole file's, every session together, and the session
-    filter is applied to the matches, so a search costs in proportion to the file's matches.
+    remove_diacritics 2``), one row per message with the message's ``seq`` as its rowid, its
+    text, its session's tag (a 128-bit hash of the id, written as digits) and its position.
+    The row is written in the transaction that writes the message, so no crash or failed
+    append leaves one without the other; a file made before the index existed gets it, filled
+    from its messages, in one transaction when it is first opened (and so does a file whose
+    index has an earlier layout: it is built again). A search is ``tag AND
+    (term OR term ...)``, each term double-quoted, ranked by ``-bm25()`` of the text column
+    (FTS5's BM25: Robertson idf floored at 1e-6, k1 = 1.2, b = 0.75), so it costs in
+    proportion to the session's matches. Its statistics (document count, mean length,
+    document frequencies) are the whole file's, every session together.
     Writers of a version without the index must not write to the file once it has one (their
     messages would be stored but never found).
     """
@@ -76,7 +91,7 @@ class SQLiteStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
-            if not self._conn.execute(_HAS_INDEX).fetchone():
+            if self._conn.execute(_INDEX_LAYOUT).fetchone() != (_INDEX,):
                 self._transaction(self._create_index)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
@@ -108,12 +123,17 @@ class SQLiteStore:
 
     @staticmethod
     def _create_index(conn: sqlite3.Connection) -> None:
-        """Create the recall index and index every stored message (inside a transaction)."""
-        if conn.execute(_HAS_INDEX).fetchone():  # another process created it first
+        """Create the recall index and index every stored message (inside a transaction); an
+        index of an earlier layout is dropped first."""
+        found = conn.execute(_INDEX_LAYOUT).fetchone()
+        if found == (_INDEX,):  # another process created it first
             return
+        if found is not None:
+            conn.execute("DROP TABLE messages_fts")
         conn.execute(_INDEX)
-        conn.executemany(_INSERT_INDEX, base.backfill(
-            conn.execute("SELECT seq, session, data FROM messages ORDER BY seq")))
+        rows = base.backfill(conn.execute("SELECT seq, session, data FROM messages ORDER BY seq"))
+        conn.executemany(_INSERT_INDEX, ((seq, text, _tag(session), position)
+                                         for seq, text, session, position in rows))
 
     @staticmethod
     def _next_position(conn: sqlite3.Connection, session: str) -> int:
@@ -141,12 +161,14 @@ class SQLiteStore:
         if not rows:
             return
 
+        tag = _tag(session)
+
         def insert(conn: sqlite3.Connection) -> None:
             start = self._next_position(conn, session)
             for position, (message_id, data, text) in enumerate(rows, start=start):
                 seq = conn.execute("INSERT INTO messages (session, id, data) VALUES (?, ?, ?)",
                                    (session, message_id, data)).lastrowid
-                conn.execute(_INSERT_INDEX, (seq, text, session, position))
+                conn.execute(_INSERT_INDEX, (seq, text, tag, position))
 
         self._transaction(insert)
 
@@ -182,12 +204,10 @@ class SQLiteStore:
         if not terms:
             return []
         # Each term a quoted FTS5 string (a quote inside doubled): words, never operators.
-        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-        rows = self._run("SELECT position, bm25(messages_fts) FROM messages_fts "
-                         "WHERE messages_fts MATCH ? AND session = ? "
-                         "ORDER BY bm25(messages_fts), position DESC LIMIT ?",
-                         (match, session, limit))
-        return [Hit(position, -score) for position, score in rows]
+        words = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        match = f'tag : "{_tag(session)}" AND text : ({words})'
+        rows = self._run(_SEARCH, (match, limit, session))
+        return [Hit(position, score) for position, score in rows]
 
     def save_vectors(self, session: str, model: str, vectors: Mapping[int, bytes]) -> None:
         base.check_session(session)
@@ -254,3 +274,10 @@ class FileLocks:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _tag(session: str) -> str:
+    """The session's word in the index: 39 digits (no stemmer changes them, no text is
+    searched for them: query terms are matched in the text column only)."""
+    digest = hashlib.blake2b(session.encode("utf-8"), digest_size=16).digest()
+    return str(int.from_bytes(digest, "big")).zfill(39)

@@ -97,10 +97,10 @@ def run_summarizer(summarizer: Summarizer, previous: str | None, messages: Seque
     if worker.is_alive():
         raise _timed_out(summarizer, timeout)
     if "error" in box:
-        exc = box["error"]
-        if isinstance(exc, SummarizerError):
-            raise exc
-        raise _crashed(summarizer, exc) from exc
+        error = box["error"]
+        if isinstance(error, SummarizerError):
+            raise error
+        raise _crashed(summarizer, error) from error
     return _validate(box.get("result"), summarizer)
 
 
@@ -117,7 +117,9 @@ async def arun_summarizer(summarizer: Summarizer, previous: str | None,
         call = asyncio.to_thread(summarizer.summarize, previous, messages)
     try:
         result = await asyncio.wait_for(call, timeout)
-    except TimeoutError:
+    except TimeoutError as exc:
+        if timeout is None:  # the summarizer's own TimeoutError: no limit of ours ran out
+            raise _crashed(summarizer, exc) from exc
         raise _timed_out(summarizer, timeout) from None
     except SummarizerError:
         raise

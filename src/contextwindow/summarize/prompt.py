@@ -76,7 +76,7 @@ def clean_summary(text: str) -> str:
     text = _STUTTER.sub(r"\1", text)
     text = "\n".join(line for line in text.splitlines() if not _EMPTY_LINE.match(line))
     seen: set[str] = set()
-    out_lines = []
+    out_lines: list[str] = []
     for line in text.splitlines():
         kept = []
         for sentence in re.split(r"(?<=[.!?])\s+", line.strip()):
