@@ -275,6 +275,16 @@ def test_cache_report_command(tmp_path, capsys) -> None:
     assert by_policy["cache"]["requests"] == 72
 
 
+@pytest.mark.parametrize("option", ["--strategy", "--policy"])  # --policy: the kept old name
+def test_cache_report_compares_the_strategies_asked_for(option, tmp_path, capsys) -> None:
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps([m.to_openai() for m in sample_conversation(30, seed=1)]))
+    assert main(["cache-report", str(path), "--max-tokens", "600", "--approximate", option,
+                 "cache", "--json"]) == 0
+    assert [row["policy"] for row in json.loads(capsys.readouterr().out)["policies"]] == [
+        "cache"]
+
+
 def test_the_report_is_text_side(tmp_path) -> None:
     """cache-report runs without torch (the import-linter contract checks the imports)."""
     path = tmp_path / "chat.json"

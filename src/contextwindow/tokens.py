@@ -195,14 +195,18 @@ class TokenCounter:
         measured after a fixed probe system message (so templates that inject a default system
         prompt when none is given do not distort it). ``count_messages`` of a conversation that
         starts with a system message equals ``len(apply_chat_template(..., tokenize=True,
-        add_generation_prompt=True))``; tests check that on the real model.
+        add_generation_prompt=True))``; tests check that on the real model. Tool definitions
+        cost what the template adds for them to a probe conversation (0 for a template that
+        does not render them).
         """
         if getattr(tokenizer, "chat_template", None) is None:
             raise UnknownModelError(
                 "this tokenizer has no chat template; use for_encoding or approximate")
 
-        def template_len(messages: list[dict[str, Any]], prime: bool = False) -> int:
-            return len(chat_template_ids(tokenizer, messages, add_generation_prompt=prime))
+        def template_len(messages: list[dict[str, Any]], prime: bool = False,
+                         tools: Any = None) -> int:
+            return len(chat_template_ids(tokenizer, messages, add_generation_prompt=prime,
+                                         tools=tools))
 
         def render(message: Message) -> dict[str, Any]:
             return {**message.to_openai(), "content": message.content or ""}
@@ -218,12 +222,18 @@ class TokenCounter:
 
         user = Message(role="user", content=".")
         preamble = template_len([render(user)]) - price(user)
+        asked = [*probe, render(user)]
+        asked_len = template_len(asked)
+
+        def tool_rule(tools: Sequence[Mapping[str, Any]]) -> int:
+            return template_len(asked, tools=list(tools)) - asked_len
 
         def count_text(text: str) -> int:
             return len(tokenizer.encode(text, add_special_tokens=False))
 
         name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
-        return cls(f"hf:{name}", count_text, price, reply_priming=priming, preamble=preamble)
+        return cls(f"hf:{name}", count_text, price, reply_priming=priming, preamble=preamble,
+                   tool_rule=tool_rule)
 
     @classmethod
     def approximate(cls, chars_per_token: float = 4.0) -> TokenCounter:

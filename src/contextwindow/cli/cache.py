@@ -15,7 +15,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from ..adapters import as_messages
-from ..caching import CACHE_PRICE_RATIOS, POLICIES, CacheReport, replay, trimmer
+from ..caching import CACHE_PRICE_RATIOS, TRIM_STRATEGIES, CacheReport, replay, trimmer
 from ..errors import ConfigError, InvalidMessageError
 from ..messages import check_conversation
 from ..tokens import TokenCounter
@@ -80,8 +80,10 @@ def cache_report(
         "--model", "-m", help="OpenAI model whose tokenizer and chat framing to use.")] = "gpt-4o",
     approximate: Annotated[bool, typer.Option(
         help="Count ~4 characters per token instead of the model's tokenizer.")] = False,
-    policy: Annotated[list[str] | None, typer.Option(
-        help=f"Policies to compare ({', '.join(POLICIES)}); repeatable (default: all).")] = None,
+    strategy: Annotated[list[str] | None, typer.Option(
+        help=f"Trimming strategies to compare ({', '.join(TRIM_STRATEGIES)}); repeatable "
+        "(default: all).")] = None,
+    policy: Annotated[list[str] | None, typer.Option("--policy", hidden=True)] = None,
     low_water: Annotated[float, typer.Option(
         min=0.01, max=1.0, help="The cache policy's low-water mark (fraction of the budget).")
     ] = DEFAULT_LOW_WATER,
@@ -93,12 +95,14 @@ def cache_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")
                        ] = False,
 ) -> None:
-    """Replay a conversation request by request through each trimming policy and report the
+    """Replay a conversation request by request through each trimming strategy and report the
     prefix reuse, the mean context fill and the cost at cached-token prices."""
+    # --policy: this option's name before the glossary (kept for one release).
     conversation = read_conversation(source)
     counter = TokenCounter.approximate() if approximate else TokenCounter.for_model(model)
     ratios = list(ratio or CACHE_PRICE_RATIOS)
-    reports = replay_all(conversation, policy or list(POLICIES), max_tokens, counter, low_water)
+    chosen = [*(strategy or ()), *(policy or ())] or list(TRIM_STRATEGIES)
+    reports = replay_all(conversation, chosen, max_tokens, counter, low_water)
     if as_json:
         typer.echo(json.dumps({"source": str(source), "counter": counter.name,
                                "policies": [r.summary(ratios) for r in reports]}, indent=2))

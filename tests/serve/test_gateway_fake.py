@@ -1,6 +1,6 @@
 """An instant OpenAI-compatible upstream for the gateway tests, and the processes they start.
 
-Run as ``python tests/test_gateway_fake.py PORT``, this file is a tiny FastAPI server that
+Run as ``python tests/serve/test_gateway_fake.py PORT``, this file is a tiny FastAPI server that
 answers at once: the reply is ``echo: <last message>`` (streamed word by word with
 ``stream: true``). The last message can steer it: ``__slow:S`` answers after S seconds (and
 counts a cancellation if the client leaves first), ``__status:N`` answers HTTP N with an
@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from contextwindow.summarize import DEFAULT_SYSTEM
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAKE_MODEL = "gpt-4o-mini"  # a name tiktoken knows: the gateway counts it exactly (o200k_base)
 CLI = [sys.executable, "-c", "from contextwindow.cli import entry_point; entry_point()"]
 FAKE_SUMMARY = "- The traveller's plans so far, as the upstream model summarized them."

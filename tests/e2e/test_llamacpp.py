@@ -24,7 +24,7 @@ from contextwindow.messages import to_openai
 from contextwindow.samples import sample_conversation
 
 pytestmark = pytest.mark.slow
-CONTEXT = 384
+CONTEXT = 256
 CONVERSATIONS = 20
 
 
@@ -120,6 +120,8 @@ def test_tool_definitions_pass_through(gateway: Proc) -> None:
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
     reply = post(gateway, user("Weather in Paris?"), tools=tools, max_tokens=4)
     assert reply.status_code == 200, reply.text
+    assert int(reply.headers["X-Contextwindow-Prompt-Tokens"]) == (
+        reply.json()["usage"]["prompt_tokens"])
     assert reply.json()["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
 
 

@@ -240,7 +240,8 @@ def test_real_model_next_turn_through_the_server_process(smollm2: tuple[Any, Any
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "contextwindow", "serve", "--port", str(port), "--context",
+        [sys.executable, "-m", "contextwindow", "serve", "--model", "smollm2-135m", "--port",
+         str(port), "--context",
          "1024", "--threads", "1", "--store", "none", "--prefix-cache-mb", "64",
          "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

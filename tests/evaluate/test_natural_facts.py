@@ -60,7 +60,8 @@ def test_every_memory_is_judged_on_its_final_context() -> None:
     rows = natural_recall(default_memories(600, counter=COUNTER), conversation, facts)
     by_name = {row.name: row for row in rows}
     assert list(by_name) == ["Buffer", "Window(k=4)", "TokenBuffer", "SinkWindow(keep_first=2)",
-                             "SummaryBuffer(KeyFacts)"]
+                             "Recall", "SummaryBuffer(KeyFacts)"]
+    assert by_name["Recall"].tokens <= 600
     assert by_name["Buffer"].answered == (True,) * 6
     assert by_name["Buffer"].messages == len(conversation)
     assert by_name["Window(k=4)"].answered == (False,) * 6  # all facts are early

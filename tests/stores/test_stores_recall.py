@@ -1,7 +1,7 @@
 """The recall index every store keeps: ranking by words, consistency with the messages (one
 transaction, or derived from them), hostile text, session isolation, migration of stores made
-before the index (tests/test_stores_migration.py), and the embedding vectors. Crashes:
-tests/test_store_reliability.py."""
+before the index (tests/stores/test_stores_migration.py), and the embedding vectors. Crashes:
+tests/stores/test_store_reliability.py."""
 
 from __future__ import annotations
 
