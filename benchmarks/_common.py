@@ -1,6 +1,6 @@
-"""Helpers shared by the benchmarks: interleaved timing, medians and spread, machine facts, the
-Redis and PostgreSQL servers the store benchmarks need, and the JSON every README table is
-generated from (``docs/results/<name>.json``)."""
+"""Helpers shared by the benchmarks: interleaved timing, medians, percentiles and spread, machine
+facts, free loopback ports, the Redis and PostgreSQL servers the store benchmarks need, and the
+JSON every README table is generated from (``docs/results/<name>.json``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,17 +60,41 @@ def spread(times: list[float], scale: float = 1.0, digits: int = 3) -> dict[str,
             "runs": len(times)}
 
 
-def interleaved(contenders: dict[str, Callable[[], Any]], rounds: int,
-                warmup: int = 1) -> dict[str, list[float]]:
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100])."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server the benchmark starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+                before_round: Callable[[], Any] | None = None) -> dict[str, list[float]]:
     """Wall times of each contender over ``rounds`` rounds, one call each per round, the order
     alternating (forward, then reversed), after ``warmup`` untimed calls each: slow phases of a
-    shared machine then hit every contender alike instead of whichever ran in that block."""
+    shared machine then hit every contender alike instead of whichever ran in that block.
+    ``before_round`` runs, untimed, before every round (warm-up rounds too): for contenders
+    whose input changes from round to round."""
     names = list(contenders)
     for _ in range(warmup):
+        if before_round is not None:
+            before_round()
         for name in names:
             contenders[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
+        if before_round is not None:
+            before_round()
         for name in names if r % 2 == 0 else reversed(names):
             start = time.perf_counter()
             contenders[name]()

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import httpx
 from _common import (
     add_out_argument,
     emit,
+    free_port,
     interleaved,
     log,
     machine,
@@ -73,12 +73,6 @@ async def instant(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 # -- processes and stores -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(args: list[str], port: int) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = f"http://127.0.0.1:{port}"

@@ -38,6 +38,7 @@ from _common import (
     emit,
     interleaved,
     log,
+    percentile,
     provenance,
     start_services,
     stop_services,
@@ -66,15 +67,6 @@ def passages(count: int) -> list[str]:
         out += [" ".join(words[i:i + length]) for i in range(0, len(words) - length, length)]
         length += 3
     return out[:count]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in [0, 100])."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def latency(times: list[float]) -> dict[str, float]:

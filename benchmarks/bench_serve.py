@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, log, machine
+from _common import emit, free_port, log, machine, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
@@ -35,23 +34,21 @@ QUESTIONS = ("What is the capital of France?", "Name a primary colour.", "What i
              "Say hello in Spanish.", "What colour is the sky?", "Name a fruit.")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+SERVE = (sys.executable, "-m", "contextwindow", "serve", "--model", MODEL, "--log-level",
+         "warning")
 
 
 class Server:
-    """``contextwindow serve`` in a subprocess."""
+    """An OpenAI-compatible server in a subprocess on a free loopback port: ``contextwindow
+    serve`` by default, or any ``command`` that takes ``--port`` (llama.cpp's server)."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, command: tuple[str, ...] = SERVE) -> None:
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        command = [sys.executable, "-m", "contextwindow", "serve", "--model", MODEL, "--port",
-                   str(self.port), "--log-level", "warning", *options]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+        args = [*command, "--port", str(self.port), *options]
+        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
         started = time.perf_counter()
         while True:
@@ -77,17 +74,6 @@ class Server:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in [0, 100])."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def short_requests(server: Server, clients: int, per_client: int, max_tokens: int

@@ -141,6 +141,28 @@ def streaming_table(data: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def context_shift_table(data: dict[str, Any]) -> str:
+    """bench_context_shift: perplexity per bucket, the two dense runs then four contenders per
+    budget; then the whole stream, the ratio to the same engine's dense run, tokens seen."""
+    names = {"sinks": "sinks {}", "window": "window {}", "shift_keep": "shift n_keep={}",
+             "shift_zero": "shift n_keep=0"}
+    dense = ["dense transformers", "dense llama.cpp"]
+    cols = [(label, label) for label in dense]
+    for budget, keyed in data["runs"].items():
+        for kind, label in keyed.items():
+            detail = label.split()[-2] if kind in ("sinks", "window") else data["inputs"]["sinks"]
+            cols.append((label, f"{int(budget):,}: {names[kind].format(detail)}"))
+    per, over, seen = data["ppl_per_bucket"], data["over_own_dense"], data["context_tokens"]
+    rows = [[f"{lo:,}–{hi:,}", *(f"{per[label][k]:.1f}" for label, _ in cols)]
+            for k, (lo, hi) in enumerate(data["buckets"])]
+    rows.append(["all", *(f"**{data['ppl_overall'][label]:.2f}**" for label, _ in cols)])
+    rows.append(["× own dense", *(f"{over[label]:.3f}" if label in over else "1"
+                                  for label, _ in cols)])
+    rows.append(["tokens seen (mean)", *(f"{seen[label]['mean']:,.0f}" if label in seen else "all"
+                                         for label, _ in cols)])
+    return _table(["tokens", *(title for _, title in cols)], rows)
+
+
 def cache_table(data: dict[str, Any]) -> str:
     langchain = data["inputs"]["langchain_core"]
     labels = {
@@ -180,6 +202,49 @@ def gateway_table(data: dict[str, Any]) -> str:
                  f"{load['speedup']:g}x"])
     return _table(["store", "session", "upstream directly, p50 / p99",
                    "through the gateway, p50 / p99", "added by the gateway"], rows)
+
+
+ENGINES = {"local_fp32": "`contextwindow serve`, local engine, fp32",
+           "local_bf16": "`contextwindow serve`, local engine, bf16",
+           "llamacpp": "llama.cpp's server"}
+
+
+def _rate(cell: dict[str, Any]) -> str:
+    return f"{cell['median']:,.1f} ({cell['min']:,.1f}–{cell['max']:,.1f})"
+
+
+def llamacpp_table(data: dict[str, Any]) -> str:
+    """bench_llamacpp: each engine's prompt and decode speed and its short requests/s."""
+    speed, runs = data["speed"], data["short_requests"]["engines"]
+    rows = [[label, _rate(speed["engines"][key]["prompt_tokens_per_s"]),
+             _rate(speed["engines"][key]["decode_tokens_per_s"]),
+             *(f"{run['requests_per_s']:.2f} (p50 {run['latency_p50_s']:.2f} s)"
+               for run in runs[key])]
+            for key, label in ENGINES.items()]
+    clients = [f"requests/s, {run['clients']} client{'s' * (run['clients'] > 1)} "
+               f"x {run['requests'] // run['clients']}" for run in runs["llamacpp"]]
+    return _table([f"engine ({data['threads']} thread, {data['context_window']:,}-token window)",
+                   f"prompt tokens/s, ~{max(speed['prompt_tokens']):,}-token prompt",
+                   f"decode tokens/s, {speed['new_tokens']} new", *clients], rows)
+
+
+def llamacpp_gateway_table(data: dict[str, Any]) -> str:
+    """bench_llamacpp: the gateway's added latency per session turn in front of llama.cpp."""
+    turns = data["gateway"]["rounds"] + data["gateway"]["warmup_rounds"]
+
+    def session(cell: dict[str, Any]) -> str:
+        prompt = cell["forwarded_prompt_tokens"]
+        return (f"{cell['stored_messages']:,} messages + {turns} turns (prompts "
+                f"{prompt['min']:,}–{prompt['max']:,} tokens)")
+
+    rows = [[session(cell),
+             f"{cell['direct']['p50_ms']:.1f} / {cell['direct']['p95_ms']:.1f} ms",
+             f"{cell['gateway']['p50_ms']:.1f} / {cell['gateway']['p95_ms']:.1f} ms",
+             f"{cell['overhead_p50_ms']:+.1f} / {cell['overhead_p95_ms']:+.1f} ms"]
+            for cell in data["gateway"]["sessions"].values()]
+    return _table([f"session ({data['gateway']['store']} store)",
+                   "llama.cpp directly, p50 / p95", "through the gateway, p50 / p95",
+                   "added by the gateway"], rows)
 
 
 def prefix_table(data: dict[str, Any]) -> str:
@@ -232,6 +297,30 @@ def extend_prefill_table(data: dict[str, Any]) -> str:
                    "peak MiB above the inputs: SDPA / SE / DCA"], rows)
 
 
+def llamacpp_rope_table(data: dict[str, Any]) -> str:
+    """bench_llamacpp_rope: per case, the llama.cpp flags (or why there are none), the gap to
+    ``scale_rope`` on the float32 and the Q4_1 GGUF, both mean NLLs, and how far the flags moved
+    llama.cpp from its unscaled output."""
+    def gaps(cell: dict[str, Any], fmt: str) -> str:
+        return " / ".join(format(cell[k], fmt) for k in ("max", "mean", "p99"))
+
+    rows = []
+    for label, row in data["methods"].items():
+        if "unsupported" in row:
+            reason = row["unsupported"].split(": ", 1)[-1]
+            rows.append([f"`{label}`", f"none: {reason}", "—", "—", "—", "—"])
+            continue
+        q4 = row["q4_1"]
+        rows.append([f"`{label}`", f"`{' '.join(row['llamacpp_flags'])}`",
+                     gaps(row["f32"], ".1e"), gaps(q4, ".3f"),
+                     f"{q4['nll_ours']:.4f} / {q4['nll_llamacpp']:.4f}",
+                     f"{row['llamacpp_change_vs_none']['f32']['mean']:.3f}"])
+    return _table([f"case (x{data['inputs']['factor']:g}, {data['inputs']['tokens']:,} tokens)",
+                   "llama.cpp flags", r"float32 GGUF: max / mean / p99 \|Δ\|",
+                   r"Q4_1 GGUF: max / mean / p99 \|Δ\|", "Q4_1 mean NLL: ours / llama.cpp",
+                   r"llama.cpp moved vs `none` (mean \|Δ\|)"], rows)
+
+
 RECALL_KINDS = ("single", "multi", "temporal", "updated")
 
 
@@ -250,11 +339,14 @@ def recall_table(data: dict[str, Any]) -> str:
 
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_extend": extend_table,
+    "bench_llamacpp_rope": llamacpp_rope_table,
     "bench_recall": recall_table,
     "bench_prefix": prefix_table,
     "bench_cache": cache_table,
     "bench_gateway": gateway_table,
+    "bench_llamacpp": llamacpp_table,
     "bench_streaming": streaming_table,
+    "bench_context_shift": context_shift_table,
     "bench_trim": trim_table,
     "bench_memory": memory_table,
     "bench_summary": summary_table,
@@ -282,17 +374,6 @@ def _trim_row() -> Row:
             "[memory](docs/memory.md#measured-trimming)"]
 
 
-def _memory_row() -> Row:
-    data = load("bench_memory")
-    seconds = data["cumulative_seconds"]
-    first = str(data["inputs"]["checkpoints"][0])
-    measured = f"Appending {int(first):,} messages, reading the budgeted view after each"
-    return [measured,
-            f"`TokenBufferMemory`: {seconds['contextwindow_in_memory'][first]['median']:.2f} s",
-            f"llama-index `Memory`: {seconds['llama_index_Memory'][first]['median']:.2f} s",
-            "[memory](docs/memory.md#measured-appending-and-reading)"]
-
-
 def _cache_row() -> Row:
     data = load("bench_cache")
     policies = {row["policy"]: row for row in data["policies"]}
@@ -302,16 +383,6 @@ def _cache_row() -> Row:
     return [f"Prompt-cache reuse over a {data['inputs']['turns']}-turn chat", ours,
             f"newest turns that fit: {100 * policies['trim_newest']['reuse']:.1f}%",
             "[caching](docs/caching.md#results--benchmarksbench_cachepy)"]
-
-
-def _summary_row() -> Row:
-    data = load("bench_summary")
-    keyfacts, tokens = data["recall"]["SummaryBuffer(KeyFacts)"], data["recall"]["TokenBuffer"]
-    ours = (f"`SummaryBuffer(KeyFacts)`: {keyfacts['recalled']}/{keyfacts['facts']} "
-            f"in {keyfacts['tokens']:,} tokens")
-    return [f"Facts planted early, kept verbatim at {data['config']['budget']:,} tokens", ours,
-            f"`TokenBuffer`: {tokens['recalled']}/{tokens['facts']}",
-            "[summary](docs/summary.md#measured)"]
 
 
 def _streaming_row() -> Row:
@@ -340,12 +411,14 @@ def _eviction_row() -> Row:
 
 
 def _rope_row() -> Row:
-    data = load("bench_rope")
-    ratio, inputs = data["summary"]["last_over_first_bucket"], data["inputs"]
-    stretch = f"{inputs['factor']:g}x the trained length"
-    measured = f"Perplexity at {inputs['length']:,} tokens ({stretch}), last bucket / first"
-    return [measured, f"YaRN: {ratio['yarn']:.2f}x", f"no scaling: {ratio['none']:.1f}x",
-            "[rope](docs/rope.md#measured-on-smollm2-135m-factor-2)"]
+    """Context extension at 4x: the training-free methods beside unscaled RoPE."""
+    extend = load("bench_extend")
+    ratio = {m: v["last_over_first"] for m, v in extend["perplexity"].items()}
+    measured = (f"Perplexity at {extend['perplexity']['dca']['length']:,} tokens "
+                f"({extend['inputs']['factor']:g}x the trained length), last bucket / first")
+    return [measured, f"DCA: {ratio['dca']:.2f}x; Self-Extend: {ratio['self-extend']:.2f}x",
+            f"no scaling: {ratio['none']:.0f}x",
+            "[rope](docs/rope.md#measured-smollm2-135m-at-4x-32768-tokens)"]
 
 
 def _prefix_row() -> Row:
@@ -368,6 +441,20 @@ def _gateway_row() -> Row:
             "[serve](docs/serve.md#gateway-benchmark)"]
 
 
+def _engine_row() -> Row:
+    data = load("bench_llamacpp")
+    speed, runs = data["speed"]["engines"], data["short_requests"]["engines"]
+
+    def figures(key: str) -> str:
+        return (f"{speed[key]['decode_tokens_per_s']['median']:.1f} / "
+                f"{speed[key]['prompt_tokens_per_s']['median']:.0f} tok/s, "
+                f"{runs[key][0]['requests_per_s']:.2f} req/s")
+
+    return [f"Same GGUF, {data['threads']} thread: decode / prefill tokens/s, requests/s",
+            f"local engine (fp32): {figures('local_fp32')}", f"llama.cpp: {figures('llamacpp')}",
+            "[serve](docs/serve.md#which-engine)"]
+
+
 def _recall_row() -> Row:
     data = load("bench_recall")
     share = data["evidence_all"]
@@ -382,8 +469,8 @@ def _recall_row() -> Row:
 
 
 HEADLINES: tuple[Callable[[], Row], ...] = (
-    _trim_row, _memory_row, _cache_row, _recall_row, _summary_row, _streaming_row,
-    _eviction_row, _rope_row, _prefix_row, _gateway_row)
+    _trim_row, _cache_row, _recall_row, _streaming_row, _eviction_row, _rope_row,
+    _prefix_row, _gateway_row, _engine_row)
 
 
 def headline_table() -> str:
@@ -395,6 +482,7 @@ def headline_table() -> str:
 COMPOSED: dict[str, Callable[[], str]] = {
     "headline": headline_table,
     "bench_extend.prefill": lambda: extend_prefill_table(load("bench_extend")),
+    "bench_llamacpp.gateway": lambda: llamacpp_gateway_table(load("bench_llamacpp")),
 }
 
 

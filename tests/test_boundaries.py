@@ -132,7 +132,7 @@ def test_layers_contract_fails_when_messages_imports_a_layer_above(tmp_path: Pat
 
 def test_import_contract_fails_when_the_gateway_imports_the_local_engine(tmp_path: Path) -> None:
     """The gateway's path (here its upstream backend) never imports generation: only the local
-    engine (serve.local, serve.worker) does."""
+    engine (serve.local, serve._worker) does."""
     result = _lint_imports(_tree_with(tmp_path, "serve/upstream.py",
                                       "\n\ndef _probe():\n    from ..generation import Generator"
                                       "\n\n    return Generator\n"))

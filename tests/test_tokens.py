@@ -178,3 +178,62 @@ def test_hf_counter_equals_chat_template(smollm2_tokenizer, with_system: bool) -
     for end in range(1, len(conversation) + 1):
         assert counter.count_messages(conversation[:end]) == _template_len(
             smollm2_tokenizer, conversation[:end])
+
+
+# Qwen2.5's template in short: tool definitions inside the system turn (a default one when
+# there is none), consecutive tool results in one user turn.
+_JOINING_TEMPLATE = (
+    "{%- set default = 'You are a default assistant.' %}"
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0].role == 'system' %}{{- messages[0].content }}"
+    "{%- else %}{{- default }}{%- endif %}{{- '\\n\\n# Tools\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools><|im_end|>\\n' }}"
+    "{%- elif messages[0].role == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\n' + default + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if message.role == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}"
+    "{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- elif not (loop.first and message.role == 'system') %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", [None, "Be brief.", "Be brief. ", "Be brief\n", ""])
+@pytest.mark.parametrize("tools", [None, WEATHER_TOOLS])
+def test_hf_counter_prices_what_a_template_renders_together(
+        smollm2_tokenizer, system: str | None, tools: list | None) -> None:
+    """A run of tool results shares one turn's framing, and the tools' price depends on
+    where the system message's text ends (a trailing space or newline merges with the
+    template's "\\n\\n"): both are measured from the template, so the count stays exact."""
+    import copy
+
+    from contextwindow.templates import chat_template_ids
+
+    tokenizer = copy.deepcopy(smollm2_tokenizer)
+    tokenizer.chat_template = _JOINING_TEMPLATE
+    counter = TokenCounter.from_hf(tokenizer)
+    calls = [{"id": f"c{k}", "type": "function",
+              "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+             for k in range(3)]
+    conversation = [*([{"role": "system", "content": system}] if system is not None else []),
+                    {"role": "user", "content": "Weather in Paris, 3 times?"},
+                    {"role": "assistant", "content": "", "tool_calls": calls},
+                    *({"role": "tool", "tool_call_id": f"c{k}", "content": f"{20 + k} C"}
+                      for k in range(3)),
+                    {"role": "assistant", "content": "20, 21 and 22 C."},
+                    {"role": "user", "content": "Thanks."}]
+    for end in range(1, len(conversation) + 1):
+        head = conversation[:end]
+        assert counter.count_messages(head, tools) == len(
+            chat_template_ids(tokenizer, head, tools=tools)), end
+    messages = [Message(**m) if "tool_calls" not in m else Message(role="assistant", content="")
+                for m in conversation]
+    assert counter.join_tokens(messages) < 0  # two results after the first share its turn
+    assert counter.join_tokens(messages[:-4]) == 0

@@ -3,7 +3,10 @@
 A :class:`TokenCounter` prices one message at a time (``count_message``, cached by message
 content) and adds a fixed per-request overhead (the reply priming, and tool definitions), so that
 ``count_messages(msgs) == sum(count_message(m) for m in msgs) + overhead``. That additivity is
-what lets trimming and memories stay linear: nothing is ever re-tokenized.
+what lets trimming and memories stay linear: nothing is ever re-tokenized. A chat template that
+renders neighbours together (Qwen2.5's wraps consecutive tool results in one user turn) adds a
+fixed term per such pair of roles, measured from the template (:meth:`TokenCounter.join_tokens`);
+it is negative (a saving), so the plain sum stays an upper bound for trimming.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache, lru_cache
+from itertools import pairwise
 from typing import Any
 
 from .adapters import as_message
 from .content import price_parts
-from .errors import UnknownModelError
+from .errors import InvalidMessageError, UnknownModelError
 from .images import DEFAULT_PRICING, ImagePricing, pricing_for_model
 from .messages import SYSTEM_ROLES, Message
 from .templates import chat_template_ids
@@ -50,6 +54,9 @@ _TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tik
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
+# The system message a local template's prices are measured after (TokenCounter.from_hf).
+_SYSTEM_PROBE = Message(role="system", content=".")
+_ToolRule = Callable[[Sequence[Mapping[str, Any]], Message | None], int]
 
 
 CHUNK_CHARS = 1 << 20
@@ -145,7 +152,8 @@ class TokenCounter:
         *,
         reply_priming: int,
         preamble: int = 0,
-        tool_rule: Callable[[Sequence[Mapping[str, Any]]], int] | None = None,
+        tool_rule: _ToolRule | None = None,
+        joins: Mapping[tuple[str, str], int] | None = None,
         exact: bool = True,
         cache_size: int = 1 << 16,
     ) -> None:
@@ -155,6 +163,7 @@ class TokenCounter:
         self.preamble = preamble
         self.count_text = count_text
         self._tool_rule = tool_rule
+        self._joins = dict(joins or {})
         self._count_message = lru_cache(maxsize=cache_size)(price_message)
 
     def __repr__(self) -> str:
@@ -193,11 +202,14 @@ class TokenCounter:
 
         A message's price is what adding it to a conversation adds to the templated prompt,
         measured after a fixed probe system message (so templates that inject a default system
-        prompt when none is given do not distort it). ``count_messages`` of a conversation that
-        starts with a system message equals ``len(apply_chat_template(..., tokenize=True,
-        add_generation_prompt=True))``; tests check that on the real model. Tool definitions
-        cost what the template adds for them to a probe conversation (0 for a template that
-        does not render them).
+        prompt when none is given do not distort it); the preamble is what such a default
+        costs. ``count_messages`` equals ``len(apply_chat_template(..., tokenize=True,
+        add_generation_prompt=True))``; tests check that on the real models, and against
+        llama.cpp. Tool definitions cost what the template adds for them to the request's own
+        system message and a user message (Qwen2.5's renders them inside the system turn, so
+        where that message's text ends changes a token at the seam); 0 for a template that does
+        not render them. Pairs of roles the template renders together (:meth:`join_tokens`) are
+        measured once on probe messages.
         """
         if getattr(tokenizer, "chat_template", None) is None:
             raise UnknownModelError(
@@ -211,7 +223,7 @@ class TokenCounter:
         def render(message: Message) -> dict[str, Any]:
             return {**message.to_openai(), "content": message.content or ""}
 
-        probe = [{"role": "system", "content": "."}]
+        probe = [render(_SYSTEM_PROBE)]
         probe_len = template_len(probe)
         priming = template_len(probe, prime=True) - probe_len
 
@@ -222,18 +234,20 @@ class TokenCounter:
 
         user = Message(role="user", content=".")
         preamble = template_len([render(user)]) - price(user)
-        asked = [*probe, render(user)]
-        asked_len = template_len(asked)
 
-        def tool_rule(tools: Sequence[Mapping[str, Any]]) -> int:
-            return template_len(asked, tools=list(tools)) - asked_len
+        def tool_rule(tools: Sequence[Mapping[str, Any]], system: Message | None) -> int:
+            asked = [render(m) for m in (system, user) if m is not None]
+            return template_len(asked, tools=list(tools)) - template_len(asked)
+
+        joins = _template_joins(lambda ms: template_len([*probe, *map(render, ms)]) - probe_len,
+                                price)
 
         def count_text(text: str) -> int:
             return len(tokenizer.encode(text, add_special_tokens=False))
 
         name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
         return cls(f"hf:{name}", count_text, price, reply_priming=priming, preamble=preamble,
-                   tool_rule=tool_rule)
+                   tool_rule=tool_rule, joins=joins)
 
     @classmethod
     def approximate(cls, chars_per_token: float = 4.0) -> TokenCounter:
@@ -253,27 +267,72 @@ class TokenCounter:
         """Tokens one message adds to a request (memoised by content)."""
         return self._count_message(as_message(message))
 
-    def count_tools(self, tools: Sequence[Mapping[str, Any]] | None) -> int:
-        """Tokens the tool (function) definitions add to a request."""
+    def count_tools(self, tools: Sequence[Mapping[str, Any]] | None, *,
+                    system: Message | None = _SYSTEM_PROBE) -> int:
+        """Tokens the tool (function) definitions add to a request whose leading system
+        message is ``system`` (None: it has none; a chat template may render the tools inside
+        it, the default one when there is none)."""
         if not tools:
             return 0
         if self._tool_rule is None:
             raise UnknownModelError(f"{self.name} has no rule for pricing tool definitions")
-        return self._tool_rule(tools)
+        return self._tool_rule(tools, system)
 
     def overhead(self, tools: Sequence[Mapping[str, Any]] | None = None, *,
-                 has_system: bool = True) -> int:
+                 has_system: bool = True, system: Message | None = None) -> int:
         """Per-request tokens that belong to no message: reply priming and tool definitions,
-        plus the preamble a chat template inserts when the request has no system message."""
-        return self.reply_priming + self.count_tools(tools) + (0 if has_system else self.preamble)
+        plus the preamble a chat template inserts when the request has no system message.
+        ``system`` (the leading system message, when the caller has it) makes the tools' price
+        exact for templates that render them inside it."""
+        head = system if system is not None else _SYSTEM_PROBE if has_system else None
+        return (self.reply_priming + self.count_tools(tools, system=head)
+                + (0 if has_system else self.preamble))
+
+    def request_overhead(self, messages: Sequence[Message],
+                         tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+        """:meth:`overhead` of a request made of ``messages``, with its leading system message
+        (if any): what every fit of a whole conversation adds to its messages' prices."""
+        system = messages[0] if len(messages) and messages[0].role in SYSTEM_ROLES else None
+        return self.overhead(tools, has_system=system is not None, system=system)
+
+    def join_tokens(self, messages: Sequence[Message]) -> int:
+        """What the template's rendering of neighbours together adds to the sum of the
+        messages' prices: the measured term of each adjacent pair of roles (0 for most
+        templates, and then without a pass over ``messages``)."""
+        if not self._joins:
+            return 0
+        joins = self._joins
+        return sum(joins.get((a.role, b.role), 0) for a, b in pairwise(messages))
 
     def count_messages(self, messages: Iterable[Message | Mapping[str, Any]],
                        tools: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Prompt tokens of a whole request (what the API reports as ``prompt_tokens``)."""
         converted = [as_message(message) for message in messages]
-        has_system = bool(converted) and converted[0].role in SYSTEM_ROLES
         return (sum(self._count_message(message) for message in converted)
-                + self.overhead(tools, has_system=has_system))
+                + self.join_tokens(converted) + self.request_overhead(converted, tools))
+
+
+_JOIN_PROBES = (Message(role="system", content="."), Message(role="user", content="."),
+                Message(role="assistant", content="."),
+                Message(role="tool", content=".", tool_call_id="call_0"))
+
+
+def _template_joins(rendered_len: Callable[[Sequence[Message]], int],
+                    price: Callable[[Message], int]) -> dict[tuple[str, str], int]:
+    """The pairs of roles whose two messages cost, rendered together after the probe
+    (``rendered_len``), other than the sum of their prices: Qwen2.5's template opens one user
+    turn for a run of tool results, so each further result saves that framing. Orders a
+    template refuses are not priced here (a request in that order fails there anyway)."""
+    joins = {}
+    for first in _JOIN_PROBES:
+        for second in _JOIN_PROBES:
+            try:
+                extra = rendered_len([first, second]) - price(first) - price(second)
+            except InvalidMessageError:
+                continue
+            if extra:
+                joins[(first.role, second.role)] = extra
+    return joins
 
 
 def _openai_pricer(count_text: Callable[[str], int], images: ImagePricing
@@ -310,12 +369,12 @@ def _openai_pricer(count_text: Callable[[str], int], images: ImagePricing
     return price
 
 
-def _openai_tool_rule(count_text: Callable[[str], int], function_init: int
-                      ) -> Callable[[Sequence[Mapping[str, Any]]], int]:
-    """The cookbook's function-schema rule (``num_tokens_for_tools``)."""
+def _openai_tool_rule(count_text: Callable[[str], int], function_init: int) -> _ToolRule:
+    """The cookbook's function-schema rule (``num_tokens_for_tools``), whatever the system
+    message."""
     prop_init, prop_key, enum_init, enum_item, func_end = 3, 3, -3, 3, 12
 
-    def rule(tools: Sequence[Mapping[str, Any]]) -> int:
+    def rule(tools: Sequence[Mapping[str, Any]], system: Message | None = None) -> int:
         total = 0
         for tool in tools:
             function = tool.get("function", tool)

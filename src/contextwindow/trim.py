@@ -288,9 +288,8 @@ def trim(
     """
     view = _Lazy(messages)
     pinned = pinned_count(view, keep_system=keep_system, keep_first=keep_first)
-    has_system = bool(messages) and view[0].role in SYSTEM_ROLES
     plan = plan_trim(view, view.cost(counter), max_tokens,
-                     counter.overhead(tools, has_system=has_system), pinned=pinned,
+                     counter.request_overhead(view, tools), pinned=pinned,
                      cache_policy=cache_policy)
     kept = plan.select(range(len(messages)))
     check_conversation([view[k] for k in kept], kept)

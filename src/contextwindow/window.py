@@ -410,9 +410,9 @@ class Fitter:
         allowed = self.context - reserve
         limit = allowed if budget is None else budget
         known, known_tokens = counted
-        has_system = bool(messages) and messages[0].role in SYSTEM_ROLES
         original = (known_tokens + sum(map(self.counter.count_message, messages[known:]))
-                    + self.counter.overhead(tools, has_system=has_system))
+                    + self.counter.join_tokens(messages)
+                    + self.counter.request_overhead(messages, tools))
         mode = _mode(self.mode)
         if mode == "none" or original <= limit:
             if original > limit:
@@ -444,8 +444,7 @@ class Fitter:
             return counter.count_message(messages[index])
 
         pinned = pinned_count(messages, keep_first=self.keep_first or 0)
-        has_system = bool(messages) and messages[0].role in SYSTEM_ROLES
-        overhead = counter.overhead(tools, has_system=has_system)
+        overhead = counter.request_overhead(messages, tools)
         fixed = overhead + sum(cost(i) for i in range(pinned))
         if fixed > limit:  # not even the pinned head fits: the plan says by how much
             plan_trim(messages, cost, limit, overhead, pinned=pinned)

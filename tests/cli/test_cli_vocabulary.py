@@ -71,6 +71,27 @@ def test_serve_reads_old_policy_as_overflow(capsys: pytest.CaptureFixture[str]) 
     assert main(["serve", "--store", "none", "--overflow", "summary"]) == 2
     assert "expected one of trim, sinks, none (summary, recall: with --upstream)" in \
         capsys.readouterr().err
+    assert main([*args, "--recall-tokens", "100"]) == 2
+    assert capsys.readouterr().err == "error: --recall-tokens needs --overflow recall\n"
+
+
+def test_serve_passes_recall_tokens_to_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --upstream ... --overflow recall --recall-tokens N`` builds the gateway with
+    that share (the app is then served; here it is stopped before uvicorn starts)."""
+    import contextwindow.serve as serve_package
+
+    built: dict[str, object] = {}
+
+    def fake_gateway(url: str, **options: object) -> None:
+        built.update(options, url=url)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(serve_package, "create_gateway", fake_gateway)
+    assert main(["serve", "--upstream", "http://127.0.0.1:9/v1", "--upstream-model", "gpt-4o",
+                 "--upstream-context", "512", "--store", "none", "--overflow", "recall",
+                 "--recall-tokens", "100"]) == 0
+    assert (built["url"], built["policy"], built["recall_tokens"]) == (
+        "http://127.0.0.1:9/v1", "recall", 100)
 
 
 def run_without(modules: tuple[str, ...], *argv: str) -> subprocess.CompletedProcess[str]:

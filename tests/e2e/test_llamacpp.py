@@ -1,7 +1,10 @@
 """The gateway in front of a real engine: llama.cpp's server on the SmolLM2 GGUF.
 
 The gateway counts with the same GGUF's chat template (``--tokenizer FILE.gguf``), so its
-``X-Contextwindow-Prompt-Tokens`` must equal llama.cpp's ``usage.prompt_tokens`` exactly.
+``X-Contextwindow-Prompt-Tokens`` must equal llama.cpp's ``usage.prompt_tokens`` exactly: on
+100 random conversations per template (SmolLM2's; Qwen2.5's under ``large_model``), counted
+by llama.cpp without evaluating them (``llamacpp.prompt_counts``), ten of them evaluated by
+the server too.
 The fault tests kill, restart and stop (SIGSTOP) the engine under a running gateway; they run
 last, in file order, and leave the engine running.
 """
@@ -13,19 +16,23 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from llamacpp import ALIAS, GGUF, LlamaServer
-from test_gateway_fake import Proc, running, start_gateway
+from llamacpp import ALIAS, GGUF, LlamaServer, prompt_counts, random_conversation
+from test_gateway_fake import Proc, launch_gateway, running, start_fake, start_gateway
 
-from contextwindow.messages import to_openai
-from contextwindow.samples import sample_conversation
+from contextwindow.models.loading import gguf_file
+from contextwindow.models.registry import MODELS
 
 pytestmark = pytest.mark.slow
-CONTEXT = 256
-CONVERSATIONS = 20
+CONTEXT = 384  # small, so that a prompt evaluates fast, and most conversations are over it
+CONVERSATIONS = 100
+EVALUATED = 10  # of them also sent through the gateway to llama.cpp's server
+QWEN = "qwen2.5-0.5b"
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +44,20 @@ def engine() -> Iterator[LlamaServer]:
         server.stop()
 
 
+def gateway_to(url: str, gguf: Path, alias: str, *store: str) -> Proc:
+    """A gateway to ``url`` counting with ``gguf``'s template: the same fit wherever it
+    sends (``--store none`` or ``store``: ``--store PATH``). Reading a GGUF's vocabulary
+    takes transformers a while (Qwen's 151k tokens: a minute on a busy machine)."""
+    return launch_gateway(url, "--tokenizer", str(gguf), *(store or ("--store", "none")),
+                          "--max-queue", "4", "--default-max-tokens", "8",
+                          "--request-timeout", "300", context=CONTEXT, model=alias,
+                          ).ready(timeout=300)
+
+
 @pytest.fixture(scope="module")
 def gateway(engine: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     db = tmp_path_factory.mktemp("llamacpp") / "sessions.db"
-    proc = start_gateway(engine.url, "--tokenizer", str(GGUF), "--store", str(db),
-                         "--max-queue", "4", "--default-max-tokens", "8",
-                         "--request-timeout", "60", context=CONTEXT, model=ALIAS)
+    proc = gateway_to(engine.url, GGUF, ALIAS, "--store", str(db))
     with running(proc):
         yield proc
 
@@ -50,7 +65,7 @@ def gateway(engine: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> It
 def post(gateway: Proc, messages: list[Any], *, sid: str | None = None,
          **body: Any) -> httpx.Response:
     headers = {"X-Session-Id": sid} if sid else {}
-    return httpx.post(f"{gateway.url}/chat/completions", headers=headers, timeout=120,
+    return httpx.post(f"{gateway.url}/chat/completions", headers=headers, timeout=300,
                       json={"model": ALIAS, "messages": messages, "max_tokens": 2, **body})
 
 
@@ -70,17 +85,65 @@ def user(text: str) -> list[dict[str, Any]]:
 
 
 # -- counting -----------------------------------------------------------------------------------
-def test_prompt_counts_equal_llamacpps(gateway: Proc) -> None:
-    rng, trimmed = random.Random(23), 0
-    for seed in range(CONVERSATIONS):
-        messages = to_openai(sample_conversation(rng.randint(1, 30), seed=seed, tool_every=0))
-        reply = post(gateway, messages, max_tokens=1)
-        assert reply.status_code == 200, reply.text
-        counted = int(reply.headers["X-Contextwindow-Prompt-Tokens"])
-        assert (seed, counted) == (seed, reply.json()["usage"]["prompt_tokens"])
-        assert counted <= CONTEXT - 1
-        trimmed += int(reply.headers["X-Contextwindow-Trimmed-Messages"]) > 0
+def assert_counts_equal_llamacpps(gguf: Path, alias: str, engine_gateway: Proc) -> None:
+    """The gateway's count of each random conversation (through a gateway in front of the
+    recording fake: what it sent) equals llama.cpp's count of what it sent; every tenth
+    conversation also goes through ``engine_gateway`` (the same settings, in front of
+    llama.cpp's server), whose ``usage.prompt_tokens`` equals the gateway's count too."""
+    rng = random.Random(23)
+    bodies = [random_conversation(rng) for _ in range(CONVERSATIONS)]
+    fake = start_fake()
+    with running(fake):
+        counting = gateway_to(fake.url, gguf, alias)
+        with running(counting):
+            replies = [post(counting, **body, model=alias, max_tokens=1) for body in bodies]
+        sent = httpx.get(f"{fake.root}/debug").json()["requests"]
+    assert [r.status_code for r in replies] == [200] * CONVERSATIONS, next(
+        r.text for r in replies if r.status_code != 200)
+    counted = [int(r.headers["X-Contextwindow-Prompt-Tokens"]) for r in replies]
+    llamacpp = prompt_counts(gguf, sent)
+    assert [(k, n) for k, n in enumerate(counted)] == [(k, n) for k, n in enumerate(llamacpp)]
+    assert max(counted) <= CONTEXT - 1
+    trimmed = sum(int(r.headers["X-Contextwindow-Trimmed-Messages"]) > 0 for r in replies)
     assert 0 < trimmed < CONVERSATIONS  # some over the window, some within
+    # the cases a template renders its own way reach it: tool definitions, tool calls and
+    # (consecutive) results, no system message (a default one); sent as counted: developer as
+    # system, text parts joined, a null content (tool calls) as ""
+    assert all(any(check(body) for body in sent) for check in COVERED)
+    assert all(isinstance(m["content"], str) and m["role"] != "developer"
+               for body in sent for m in body["messages"])
+    for k in range(0, CONVERSATIONS, CONVERSATIONS // EVALUATED):
+        reply = post(engine_gateway, **bodies[k], model=alias, max_tokens=1)
+        assert reply.status_code == 200, reply.text
+        assert (k, reply.json()["usage"]["prompt_tokens"]) == (k, counted[k])
+        assert int(reply.headers["X-Contextwindow-Prompt-Tokens"]) == counted[k]
+
+
+COVERED = (lambda body: bool(body.get("tools")),
+           lambda body: any(m["role"] == "tool" for m in body["messages"]),
+           lambda body: any(a["role"] == b["role"] == "tool"
+                            for a, b in pairwise(body["messages"])),
+           lambda body: body["messages"][0]["role"] != "system",
+           lambda body: body["messages"][0]["role"] == "system" and bool(body.get("tools")))
+
+
+def test_prompt_counts_equal_llamacpps(gateway: Proc) -> None:
+    assert_counts_equal_llamacpps(GGUF, ALIAS, gateway)
+
+
+@pytest.mark.large_model
+def test_qwen_prompt_counts_equal_llamacpps(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Qwen2.5's template adds a default system prompt when there is none, renders tool
+    definitions inside the system turn and wraps consecutive tool results in one user turn:
+    the counter measures all three from the template (``TokenCounter.from_hf``)."""
+    gguf = gguf_file(MODELS[QWEN], tmp_path_factory.mktemp("qwen"))
+    engine = LlamaServer(model=gguf, alias=QWEN, n_ctx=1024).start()
+    try:
+        gateway = gateway_to(engine.url, gguf, QWEN)
+        with running(gateway):
+            assert_counts_equal_llamacpps(gguf, QWEN, gateway)
+    finally:
+        engine.stop()
 
 
 def test_developer_role_and_text_parts_are_sent_as_counted(gateway: Proc) -> None:

@@ -109,6 +109,53 @@ def test_join_checks_size_and_sha256(fake_parts: Any, tmp_path: Path) -> None:
         loading._join_verified(spec, swapped, out)
 
 
+def test_gguf_file_is_the_installed_file_or_the_checked_join(fake_parts: Any,
+                                                            tmp_path: Path) -> None:
+    spec, blob = fake_parts
+    assert loading.gguf_file(spec, tmp_path).read_bytes() == blob
+    assert loading.gguf_file(MODELS[DEFAULT_MODEL], tmp_path) == part_paths(
+        MODELS[DEFAULT_MODEL])[0]  # one part: used in place
+    with pytest.raises(ModelError, match="SHA-256"):
+        loading.gguf_file(replace(spec, sha256="0" * 64), tmp_path)
+
+
+@pytest.mark.slow
+def test_gguf_tokenizer_splits_digits_as_smollm2_does() -> None:
+    """transformers' GGUF reader leaves SmolLM2 at GPT-2's regex; its own tokenizer (and
+    llama.cpp's ``smollm`` pre-tokenizer) splits digits off first, so a run of spaces or
+    newlines before a digit stays one token (the ids llama.cpp gives for the same file)."""
+    tokenizer = loading.gguf_tokenizer(part_paths(MODELS[DEFAULT_MODEL])[0])
+
+    def pieces(text: str) -> list[str]:
+        return [tokenizer.decode([i]) for i in tokenizer.encode(text, add_special_tokens=False)]
+
+    assert pieces("a\n\n1. b") == ["a", "\n\n", "1", ".", " b"]
+    assert pieces("a  1") == ["a", "  ", "1"]
+
+
+@pytest.mark.slow
+def test_an_older_cached_conversion_gets_the_current_tokenizer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversion cached before the pre-tokenizer fix (no version marker) keeps its weights
+    and has its tokenizer replaced on next use, so a cache and a fresh conversion count alike."""
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("CONTEXTWINDOW_CACHE", str(tmp_path))
+    spec = MODELS[DEFAULT_MODEL]
+    target = tmp_path / "models" / spec.name
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")  # stands for the weights: left as they are
+    assert loading.converted(spec) == target
+    assert (target / "config.json").read_text() == "{}"
+    assert loading._conversion(target) == loading.CONVERSION == 2
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    assert [tokenizer.decode([i]) for i in tokenizer.encode("a  1", add_special_tokens=False)] \
+        == ["a", "  ", "1"]
+    stamp = (target / "tokenizer.json").stat().st_mtime_ns
+    loading.converted(spec)  # current: nothing rewritten
+    assert (target / "tokenizer.json").stat().st_mtime_ns == stamp
+
+
 def test_a_failed_conversion_leaves_no_model_behind(
     fake_parts: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,6 +174,7 @@ def test_a_converted_model_is_reused_without_touching_the_parts(
     target = loading.cache_dir() / "models" / spec.name
     target.mkdir(parents=True)
     (target / "config.json").write_text("{}")
+    loading._mark(target)  # written by the current conversion
     monkeypatch.setattr(loading, "part_paths", lambda s: pytest.fail("parts were read"))
     assert loading.converted(spec) == target
 

@@ -13,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import contextwindow.rope as rope_mod
+import contextwindow.rope.registry as rope_registry
 from contextwindow.errors import ConfigError, ModelError
 from contextwindow.models import rotary_embedding
 from contextwindow.rope import (
@@ -240,7 +241,7 @@ def test_registry_contents_and_custom_method():
             default_inv_freq(16, 10000.0) / 2,
         )
     finally:
-        del rope_mod._REGISTRY["half"]
+        del rope_registry._REGISTRY["half"]
     with pytest.raises(ConfigError, match="reserved"):
         register("none")
 
@@ -587,17 +588,18 @@ def test_llamacpp_flags(tiny_llama):
         "--yarn-orig-ctx",
         "256",
     ]
-    flags = to_llamacpp_flags(
-        scale_rope(tiny_llama, "yarn", 4.0, beta_fast=16, beta_slow=2, attention_factor=1.5)
-    )
+    custom = scale_rope(tiny_llama, "yarn", 4.0, beta_fast=16, beta_slow=2, attention_factor=1.5)
+    flags = to_llamacpp_flags(custom, architecture="llama")
     assert flags[-6:] == [
         "--yarn-beta-fast",
         "16",
         "--yarn-beta-slow",
         "2",
-        "--yarn-attn-factor",
-        repr(1.5 / (0.1 * math.log(4.0) + 1)),
+        "--override-kv",  # llama.cpp overwrites --yarn-attn-factor when YaRN is on
+        f"llama.rope.scaling.attn_factor=float:{1.5 / (0.1 * math.log(4.0) + 1)!r}",
     ]
+    with pytest.raises(ConfigError, match="pass architecture="):
+        to_llamacpp_flags(custom)
     assert to_llamacpp_flags(scale_rope(tiny_llama, "none")) == [
         "--rope-scaling",
         "none",

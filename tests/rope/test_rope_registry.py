@@ -51,7 +51,7 @@ def _toy_config(inputs: RopeInputs, frequencies: RopeFrequencies) -> RopeConfig:
     return RopeConfig(parameters, 3 * inputs.original_length)
 
 
-def _toy_flags(rope_parameters):
+def _toy_flags(rope_parameters, architecture):
     return ["--toy-base", str(rope_parameters["rope_theta"])]
 
 

@@ -21,9 +21,11 @@ from test_gateway_fake import CLI, FAKE_MODEL, Proc, running, start_fake, start_
 from transformers import AutoTokenizer
 
 from contextwindow.errors import ConfigError
+from contextwindow.messages import Message, ToolCall
 from contextwindow.models.loading import part_paths
 from contextwindow.models.registry import MODELS
 from contextwindow.serve import create_gateway
+from contextwindow.serve.upstream import flattened
 from contextwindow.tokens import TokenCounter
 
 CONTEXT = 2048
@@ -115,6 +117,15 @@ def test_flatten_sends_what_was_counted(gateway: Proc, fake: Proc) -> None:
     counted = [{"role": "system", "content": "Be brief."},
                {"role": "user", "content": "first\nsecond"}]
     assert int(reply.headers["X-Contextwindow-Prompt-Tokens"]) == COUNTER.count_messages(counted)
+
+
+def test_flatten_sends_a_null_content_as_empty_text() -> None:
+    """An assistant's tool calls come with ``content: null`` (OpenAI's shape); llama.cpp's
+    server answers that with 500, and the counter priced it as ""."""
+    calls = Message(role="assistant", tool_calls=(ToolCall(id="c1", name="f", arguments="{}"),))
+    assert flattened(calls).to_openai() == {**calls.to_openai(), "content": ""}
+    plain = Message(role="user", content="hi")
+    assert flattened(plain) is plain
 
 
 def test_without_flatten_messages_go_as_given(fake: Proc) -> None:

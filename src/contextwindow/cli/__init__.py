@@ -18,6 +18,8 @@ from .. import __version__
 from ..errors import ContextWindowError, MissingExtraError
 from .options import err_console
 
+__all__ = ["app", "entry_point", "main"]
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 

@@ -21,18 +21,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import BudgetExceededError, ConfigError
+from ._turns import TurnStore
 from .options import (
     ChatModelOption,
     DeviceOption,
     DtypeOption,
     OverflowAlias,
+    RecallTokensOption,
     StoreAlias,
     ThreadsOption,
     aliased,
     load_generator,
     memory_status,
 )
-from .turns import TurnStore
 
 MEMORY_KINDS = ("trim", "sinks", "summary", "recall")
 # Earlier releases called ``trim`` ``token`` (the memory behind it is TokenBufferMemory).
@@ -57,9 +58,6 @@ BudgetOption = Annotated[int, typer.Option(
 KeepFirstOption = Annotated[int | None, typer.Option(
     min=0, help="Messages after the system prompt that are never trimmed "
     "(default 0, or 2 with --overflow sinks).")]
-RecallTokensOption = Annotated[int | None, typer.Option(
-    min=1, help="With --overflow recall: tokens of the budget for recalled turns "
-    "(default half).")]
 SummarizerOption = Annotated[str, typer.Option(
     "--summarizer", help="With --overflow summary: model, keyfacts or combined.")]
 CacheAwareOption = Annotated[bool, typer.Option(

@@ -130,13 +130,14 @@ def evict_sweep(
 
 
 def _policy_names(policies: str) -> list[str]:
-    """The ``--policies`` names, each a :data:`~contextwindow.kv.POLICIES` key."""
-    from ..kv import POLICIES
+    """The ``--policies`` names, each a :data:`~contextwindow.kv.EVICTION_POLICIES` key."""
+    from ..kv import EVICTION_POLICIES
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
+    unknown = [p for p in names if p not in EVICTION_POLICIES]
     if unknown or not names:
-        raise ConfigError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+        raise ConfigError(f"unknown policies {unknown}; "
+                          f"choose from {', '.join(EVICTION_POLICIES)}")
     return names
 
 
@@ -150,11 +151,11 @@ def _check_positions(positions: str) -> None:
 
 def _check_budgets(names: list[str], sizes: list[int], sinks: int) -> None:
     """Build every policy at every budget once, so bad budgets fail before the model loads."""
-    from ..kv import POLICIES
+    from ..kv import EVICTION_POLICIES
 
     for name in names:
         for size in sizes:
-            POLICIES[name](size, sinks)
+            EVICTION_POLICIES[name](size, sinks)
 
 
 def _table(sweep: Any, names: list[str], sizes: list[int], *, full: bool) -> Table:

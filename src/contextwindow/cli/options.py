@@ -36,6 +36,9 @@ DtypeOption = Annotated[str | None, typer.Option(
     help="float32, bfloat16 or float16 (default: the model's registered one, measured faster "
     "on CPU; float32 for a directory).")]
 
+RecallTokensOption = Annotated[int | None, typer.Option(
+    min=1, help="With --overflow recall: tokens of the budget for recalled turns "
+    "(default half).")]
 ThreadsOption = Annotated[int | None, typer.Option(
     min=0, help="CPU threads for the model (default or 0: torch's choice, one per core). Use 1 "
     "when other processes share the cores: oversubscribed threads are much slower.")]

@@ -17,6 +17,7 @@ from .options import (
     DeviceOption,
     DtypeOption,
     PolicyAlias,
+    RecallTokensOption,
     ThreadsOption,
     aliased,
     load_generator,
@@ -26,7 +27,8 @@ POLICY_HELP = ("What to do with a conversation longer than the window: trim (kee
                "prompt and the recent turns), sinks (also pin the first --keep-first messages, "
                "default 2), none (reject with context_length_exceeded) or, with --upstream, "
                "summary (trim, and put a summary of what was left out in its place; "
-               "--summarizer).")
+               "--summarizer) or recall (also quote older turns of the session that match "
+               "the newest message; --recall-tokens).")
 STORE_HELP = ("Where server-side sessions live (requests with X-Session-Id): redis://..., "
               "postgresql://..., sqlite:///PATH or a path, memory, or none (no sessions). "
               "Default: serve.sqlite3 in the user data directory.")
@@ -146,6 +148,7 @@ def serve(
     context: ContextOption = None,
     policy: PolicyOption = "trim",
     keep_first: KeepFirstOption = None,
+    recall_tokens: RecallTokensOption = None,
     sink_cache: SinkCacheOption = True,
     sinks: SinksOption = 4,
     prefix_cache_mb: PrefixCacheOption = 512.0,
@@ -192,6 +195,8 @@ def serve(
     model = model or DEFAULT_CHAT_MODEL  # the same default as chat: the model that answers
 
     _check_policy(policy, gateway=upstream is not None, summarizer=summarizer)
+    if recall_tokens is not None and policy != "recall":
+        raise ConfigError("--recall-tokens needs --overflow recall")
     cache_policy = CachePolicy() if cache_aware else None
     api_key = os.environ.get(api_key_env) or None
     check_bind(host, api_key, allow_insecure=allow_insecure)
@@ -202,7 +207,8 @@ def serve(
         app = _gateway(upstream, model=upstream_model, context=upstream_context,
                        key_env=upstream_key_env, tokenizer=tokenizer, flatten=flatten,
                        max_queue=max_queue, policy=policy,
-                       keep_first=keep_first, cache_aware=cache_aware, summarizer=summarizer,
+                       keep_first=keep_first, recall_tokens=recall_tokens,
+                       cache_aware=cache_aware, summarizer=summarizer,
                        summary_timeout=summary_timeout, served_model=served_model_name,
                        default_max_tokens=default_max_tokens, limits=limits,
                        store=_store_url(store), namespace=store_namespace,

@@ -109,14 +109,15 @@ def _check_sizes(text: Path, *, tokens: int, chunk: int, segment: int, samples: 
 def _check_policies(policies: list[str] | None, *, sinks: int, window: int) -> list[str]:
     """The ``--policy`` names besides sinks + window (which always runs), checked with their
     sizes before the model loads."""
-    from ..kv import POLICIES, SinkPolicy
+    from ..kv import EVICTION_POLICIES, SinkPolicy
 
     SinkPolicy(sinks=sinks, window=window)
     extra = [name for name in policies or [] if name != "sinks"]
-    if unknown := [name for name in extra if name not in POLICIES]:
-        raise ConfigError(f"unknown --policy {unknown}; choose from {', '.join(POLICIES)}")
+    if unknown := [name for name in extra if name not in EVICTION_POLICIES]:
+        raise ConfigError(f"unknown --policy {unknown}; "
+                          f"choose from {', '.join(EVICTION_POLICIES)}")
     for name in extra:
-        POLICIES[name](sinks + window, sinks)
+        EVICTION_POLICIES[name](sinks + window, sinks)
     return extra
 
 

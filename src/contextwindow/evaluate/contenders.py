@@ -109,9 +109,9 @@ def llamaindex_vector_memory(embedder: Any = None, *, top_k: int = 2,
     """llama-index's ``Memory`` (token limit = the budget, flushes of ``flush_share`` of it)
     with a ``VectorMemoryBlock`` (``top_k`` flushed batches, queried with its default window
     of recent messages), the question put and then ``get()``, as its agents do."""
-    from . import llamaindex_memory
+    from . import _llamaindex_memory
 
-    return Contender(llamaindex_memory.builder(embedder, top_k=top_k, flush_share=flush_share),
+    return Contender(_llamaindex_memory.builder(embedder, top_k=top_k, flush_share=flush_share),
                      checked=False)
 
 

@@ -1,7 +1,7 @@
 """Long multi-session chats with known evidence: the conversations recall is measured on.
 
 :func:`generate` writes, from a seed and no model, many dated sessions between a user and an
-assistant: mostly everyday requests and small talk (:mod:`.longchat_filler`), with facts said
+assistant: mostly everyday requests and small talk (:mod:`._longchat_filler`), with facts said
 once in passing inside them -- preferences, people, places, plans, pets, jobs, numbers, events
 with dates -- some corrected sessions later (:mod:`.longchat_facts`). The questions come
 after the last session; each names its gold evidence (message ids) and its answer:
@@ -32,8 +32,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..messages import Message, from_openai
+from ._longchat_filler import articles, exchange, reply, request
 from .longchat_facts import KINDS, Plan, draw_plans
-from .longchat_filler import articles, exchange, reply, request
 from .recall import context_text
 
 __all__ = ["DEFAULT_QUESTIONS", "LongChat", "Question", "format_day", "generate", "mentions"]

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .longchat_filler import CITIES, NAMES, WEEKDAYS
+from ._longchat_filler import CITIES, NAMES, WEEKDAYS
 
 __all__ = ["KINDS", "Plan", "Pools", "draw_plans"]
 

@@ -107,8 +107,8 @@ def needle_in_a_stream(
     The prompt is :func:`~contextwindow.evaluate.passkey.passkey_prompt` (key at ``depth`` of
     the filler, the question last). Chunks start at multiples of ``chunk`` from the first token;
     the chunks before the key are the same in every trial, so they are streamed once and the
-    cache is copied (a bounded cache is small). ``policy`` is a :data:`~contextwindow.kv.POLICIES`
-    name or ``"full"``.
+    cache is copied (a bounded cache is small). ``policy`` is a
+    :data:`~contextwindow.kv.EVICTION_POLICIES` name or ``"full"``.
     """
     import torch
 

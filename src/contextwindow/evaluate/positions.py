@@ -23,7 +23,7 @@ from ..models.hf import encode_prefix
 from .chunked import check_memory, head_logits, model_device, split_model
 from .streaming import Progress
 
-__all__ = ["PositionPerplexity", "perplexity_by_position"]
+__all__ = ["PositionPerplexity", "next_token_nll", "perplexity_by_position"]
 
 @dataclass(frozen=True)
 class PositionPerplexity:
@@ -102,29 +102,41 @@ def perplexity_by_position(
     cross-entropy on ``chunk`` positions at a time, so full-vocabulary logits exist for at most
     ``chunk`` positions. ``progress(done, total)`` is called after each logits chunk.
     """
-    import torch
-
     if not isinstance(length, int) or length < 2:
         raise ConfigError(f"length must be an integer >= 2, got {length!r}")
     if not isinstance(bucket, int) or bucket < 1:
         raise ConfigError(f"bucket must be a positive integer, got {bucket!r}")
     check_memory(model, length, chunk=chunk, max_memory=max_memory)
+    ids = _text_ids(tokenizer, text, length)
+    nll = next_token_nll(model, ids, chunk=chunk, progress=progress)
+    return PositionPerplexity.from_losses(nll, length, bucket)
+
+
+def next_token_nll(
+    model: Any, ids: list[int], *, chunk: int = 512, progress: Progress | None = None
+) -> Any:
+    """The loss of every next token of ``ids`` (float64, ``len(ids) - 1`` values): one forward
+    of the decoder body, then ``lm_head`` on ``chunk`` positions at a time; what another engine's
+    per-position log-likelihood is compared with."""
+    import torch
+
     from ..rope import rope_length
 
     decoder, head = split_model(model)
-    ids = torch.tensor([_text_ids(tokenizer, text, length)], device=model_device(model))
+    length = len(ids)
+    tensor = torch.tensor([ids], device=model_device(model))
     nll = torch.empty(length - 1, dtype=torch.float64)
     with torch.inference_mode(), rope_length(model, length):
-        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state
+        hidden = decoder(input_ids=tensor, use_cache=False).last_hidden_state
         total = length - 1
         for start in range(0, total, chunk):
             stop = min(start + chunk, total)
             logits = head_logits(model, head, hidden[0, start:stop])
-            targets = ids[0, start + 1 : stop + 1]
+            targets = tensor[0, start + 1 : stop + 1]
             nll[start:stop] = torch.nn.functional.cross_entropy(
                 logits, targets, reduction="none"
             ).double()
             del logits
             if progress is not None:
                 progress(stop, total)
-    return PositionPerplexity.from_losses(nll, length, bucket)
+    return nll

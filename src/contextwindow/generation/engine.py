@@ -19,7 +19,7 @@ A :class:`Generator` owns one local causal LM and does two things:
   recent ones stay, the middle is evicted. With the sink cache the reply reserve is capped at
   half the window (a long ``max_tokens`` does not starve the prompt); without it (dense cache)
   prompt plus reply must fit the window. The forward passes and the decode loop are in
-  :mod:`.run`.
+  :mod:`._run`.
 
 Prefix reuse (:mod:`.prefix`): the keys and values of each recent request's prompt + reply are
 kept (``prefix_cache_mb``, least recently used out first), and a prompt whose token ids start
@@ -46,8 +46,8 @@ from ..templates import chat_template_ids
 from ..tokens import TokenCounter
 from ..trim import CachePolicy
 from ..window import DEFAULT_KEEP_FIRST, OVERFLOW_MODES, Fitter, LeftOut
+from ._run import Completion, Run, decode
 from .prefix import PrefixCache
-from .run import Completion, Run, decode
 from .sampling import SamplingParams
 
 #: The overflow modes of the local engine (the text side's, less ``summary`` and ``recall``,
@@ -168,7 +168,7 @@ class Generator:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.lock = threading.RLock()
         if sink_cache:  # fail at start-up, not on the first request, if the model has no RoPE
-            from ..models import rotary_embedding
+            from ..models.rotary import rotary_embedding
 
             rotary_embedding(model)
 

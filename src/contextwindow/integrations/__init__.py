@@ -14,3 +14,7 @@ LlamaIndex and OpenAI SDK messages without importing a framework, and memories, 
 counters take those objects directly. These modules are leaves: each imports its framework and
 the core, and nothing in the core imports them.
 """
+
+# Nothing at the package root: each integration is imported from its module, which imports its
+# framework (importing this package imports none of them).
+__all__: list[str] = []

@@ -333,7 +333,7 @@ def layer_shifts(model: Any) -> list[RopeShift]:
 
     ``ModelError`` for an encoder-decoder or a model without RoPE.
     """
-    from ..models import layer_inv_freqs
+    from ..models.rotary import layer_inv_freqs
 
     config = model.config.get_text_config(decoder=True)
     if getattr(config, "is_encoder_decoder", False):

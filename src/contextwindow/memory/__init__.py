@@ -5,9 +5,10 @@
 * :mod:`.budget` -- Buffer, Window, TokenBuffer and SinkWindow: which recent turns to keep;
 * :mod:`.recall` -- RecallMemory: the newest turns plus older ones recalled from the store;
 * :mod:`.summary` -- SummaryBuffer and Summary: older turns folded into a running summary
-  (shared machinery in :mod:`.summarizing`, the fold and the summary cut in :mod:`.folding`).
+  (shared machinery in :mod:`._summarizing`, the fold and the summary cut in :mod:`._folding`).
 """
 
+from ._summarizing import SummarizingMemory
 from .base import Memory, MemoryStatus, default_counter
 from .budget import (
     DEFAULT_KEEP_FIRST,
@@ -16,15 +17,12 @@ from .budget import (
     TokenBufferMemory,
     WindowMemory,
 )
-from .folding import Fold
 from .recall import RecallMemory
-from .summarizing import SummarizingMemory
 from .summary import SummaryBufferMemory, SummaryMemory
 
 __all__ = [
     "DEFAULT_KEEP_FIRST",
     "BufferMemory",
-    "Fold",
     "Memory",
     "MemoryStatus",
     "RecallMemory",
@@ -36,3 +34,6 @@ __all__ = [
     "WindowMemory",
     "default_counter",
 ]
+
+# Kept importable from here (earlier releases listed it); not the API.
+from ._folding import Fold  # noqa: F401

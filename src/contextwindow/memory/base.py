@@ -19,8 +19,9 @@ from typing import Any
 from ..adapters import as_message, to_langchain_messages, to_llamaindex_messages
 from ..errors import BudgetExceededError, ConfigError
 from ..messages import SYSTEM_ROLES, Message, Pending, check_next, to_openai
-from ..stores import InMemoryStore, Store, check_session
+from ..stores import InMemoryStore, Store
 from ..stores.aio import acall, is_native
+from ..stores.base import check_session
 from ..tokens import TokenCounter
 from ..trim import CachePolicy, Cut
 from ..window import Context, assemble, opens_with_system

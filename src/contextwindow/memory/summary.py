@@ -8,8 +8,8 @@ from typing import Any
 from ..errors import BudgetExceededError, ConfigError
 from ..summarize.base import Summarizer
 from ..trim import plan_trim
+from ._summarizing import SummarizingMemory
 from .base import check_limits
-from .summarizing import SummarizingMemory
 
 __all__ = ["SummaryBufferMemory", "SummaryMemory"]
 

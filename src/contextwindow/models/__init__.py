@@ -1,22 +1,21 @@
 """Local models: a registry of offline models, loading on a device and dtype, and the
 transformers plumbing every model-side module shares."""
 
-from .loading import cache_dir, load_model, model_device, model_spec, part_paths, resolve
-from .registry import DEFAULT_CHAT_MODEL, DEFAULT_MODEL, MODELS, ModelSpec
-from .rotary import layer_inv_freqs, layer_types, rotary_embedding
+from .loading import load_model, model_device, part_paths, resolve
+from .registry import DEFAULT_CHAT_MODEL, DEFAULT_MODEL, MODELS
 
 __all__ = [
     "DEFAULT_CHAT_MODEL",
     "DEFAULT_MODEL",
     "MODELS",
-    "ModelSpec",
-    "cache_dir",
-    "layer_inv_freqs",
-    "layer_types",
     "load_model",
     "model_device",
-    "model_spec",
     "part_paths",
     "resolve",
-    "rotary_embedding",
 ]
+
+# Kept importable from here (earlier releases listed them); not the API: the model side's own
+# plumbing, at home in the modules named.
+from .loading import cache_dir, model_spec  # noqa: F401
+from .registry import ModelSpec  # noqa: F401
+from .rotary import layer_inv_freqs, layer_types, rotary_embedding  # noqa: F401

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -75,9 +76,51 @@ def _join_verified(spec: ModelSpec, paths: list[Path], out: Path) -> None:
         )
 
 
+def gguf_file(spec: ModelSpec, directory: Path) -> Path:
+    """``spec``'s GGUF as one file, for an engine that runs GGUF (llama.cpp): the installed
+    file itself, or its parts joined into ``directory`` and checked (size, SHA-256)."""
+    paths = part_paths(spec)
+    if len(paths) == 1:
+        return paths[0]
+    out = directory / spec.gguf_name
+    _join_verified(spec, paths, out)
+    return out
+
+
+def _smollm_split() -> Any:
+    """SmolLM's pre-tokenizer (its ``tokenizer.json``; llama.cpp's ``smollm`` type): every
+    digit on its own, then GPT-2's byte-level regex."""
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                             trim_offsets=True, use_regex=True)])
+
+
+# llama.cpp's pre-tokenizer types (``tokenizer.ggml.pre``) that transformers' GGUF reader
+# leaves at GPT-2's regex: without SmolLM's digit split, a run of spaces or newlines before a
+# digit tokenizes otherwise than in llama.cpp (and in training), e.g. "\n\n1." or "a  1".
+_GGUF_SPLITS = {"smollm": _smollm_split}
+
+
+def gguf_tokenizer(path: Path) -> Any:
+    """The tokenizer (and chat template) of the GGUF file ``path``, tokenizing as llama.cpp
+    does the same file: transformers' reader, with the pre-tokenizer it misses put back."""
+    from transformers import AutoTokenizer
+    from transformers.integrations.gguf.reader import read_gguf_metadata
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    # the reader gguf_file= uses: it skips the vocabulary (gguf's GGUFReader takes seconds)
+    pre = read_gguf_metadata(str(path))[0].get("tokenizer.ggml.pre")
+    split = _GGUF_SPLITS.get(str(pre))
+    if split is not None:
+        tokenizer.backend_tokenizer.pre_tokenizer = split()
+    return tokenizer
+
+
 def _convert(spec: ModelSpec, tmp: Path) -> None:
     """Join and verify the GGUF, dequantise it with transformers and save it into ``tmp``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     gguf = tmp / "gguf" / spec.gguf_name
     gguf.parent.mkdir()
@@ -89,22 +132,32 @@ def _convert(spec: ModelSpec, tmp: Path) -> None:
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = gguf_tokenizer(gguf)
     shutil.rmtree(gguf.parent)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+
+
+#: Bumped whenever a conversion's output changes, so a cache written by an older version is
+#: brought up to date on its next use (2: the GGUF's pre-tokenizer restored, see
+#: :func:`gguf_tokenizer`).
+CONVERSION = 2
+_MARKER = "contextwindow-conversion.json"
 
 
 def converted(spec: ModelSpec) -> Path:
     """Directory holding the dequantised ``spec``, converting it on first use."""
     target = cache_dir() / "models" / spec.name
     if (target / "config.json").is_file():
+        if _conversion(target) != CONVERSION:
+            _refresh_tokenizer(spec, target)
         return target
     part_paths(spec)  # fail with the install command before any work
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
     try:
         _convert(spec, tmp)
+        _mark(tmp)
         os.replace(tmp, target)
     except OSError:
         # A concurrent conversion may have won the rename; anything else is a real failure.
@@ -113,6 +166,30 @@ def converted(spec: ModelSpec) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _conversion(target: Path) -> int:
+    """The conversion version a cached model was written by (1: before versions were kept)."""
+    try:
+        return int(json.loads((target / _MARKER).read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+
+
+def _mark(target: Path) -> None:
+    (target / _MARKER).write_text(json.dumps({"version": CONVERSION}), encoding="utf-8")
+
+
+def _refresh_tokenizer(spec: ModelSpec, target: Path) -> None:
+    """Bring an older cached conversion's tokenizer up to date (the weights do not change
+    between versions), each file replaced whole so a concurrent load never reads half of one."""
+    with tempfile.TemporaryDirectory(prefix=f".{spec.name}-", dir=target.parent) as tmp:
+        gguf = gguf_file(spec, Path(tmp))
+        out = Path(tmp) / "tokenizer"
+        gguf_tokenizer(gguf).save_pretrained(out)
+        for file in out.iterdir():
+            os.replace(file, target / file.name)
+        _mark(target)
 
 
 def resolve(name_or_path: str | None = None) -> Path:

@@ -7,3 +7,7 @@
 - ``dense``: sentence embeddings from a locally installed model, for the optional dense
   ranking (imports torch on first use).
 """
+
+# Nothing at the package root: recall is used through the memories and the stores, and the
+# parts are imported from the modules above (importing this package loads none of them).
+__all__: list[str] = []

@@ -18,22 +18,11 @@ Methods that change attention rather than frequencies have a sibling registry
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from . import extension_methods  # noqa: F401  (registers Self-Extend and DCA)
 from .apply import applied_scaling, rope_length, scale_rope
 from .export import to_llamacpp_flags
-from .extension import (
-    ExtensionPlan,
-    PositionMap,
-    available_extensions,
-    get_extension,
-    plan_extension,
-    register_extension,
-)
-from .methods import default_inv_freq, dynamic_ntk_base, ntk_base
+from .extension import get_extension, plan_extension
 from .registry import (
-    _REGISTRY,
     RESTORE_METHODS,
     RopeConfig,
     RopeFrequencies,
@@ -48,33 +37,30 @@ from .registry import (
 
 __all__ = [
     "RESTORE_METHODS",
-    "ExtensionPlan",
-    "PositionMap",
     "RopeConfig",
     "RopeFrequencies",
     "RopeInputs",
     "RopeMethod",
     "applied_scaling",
-    "available_extensions",
     "available_methods",
     "check_factor",
     "compute",
-    "default_inv_freq",
-    "dynamic_ntk_base",
     "get_extension",
     "get_method",
-    "ntk_base",
     "plan_extension",
     "register",
-    "register_extension",
     "rope_length",
     "scale_rope",
     "to_llamacpp_flags",
 ]
 
-#: Why llama.cpp cannot express the built-in methods that have no flags (by rope_type).
-LLAMACPP_UNSUPPORTED = MappingProxyType(
-    {**{m.rope_type: m.llamacpp for m in _REGISTRY.values() if isinstance(m.llamacpp, str)},
-     **{name: method.unsupported for name in available_extensions()
-        if (method := get_extension(name)) is not None}}
+# Kept importable from here (earlier releases listed them); not the API: the attention-side
+# registry's parts and the formulas the built-in methods share, at home in the modules named.
+from .extension import (  # noqa: F401
+    ExtensionPlan,
+    PositionMap,
+    available_extensions,
+    register_extension,
 )
+from .methods import default_inv_freq, dynamic_ntk_base, ntk_base  # noqa: F401
+

@@ -64,7 +64,7 @@ class _Original:
 
 
 def _rotary_modules(model: Any) -> list[Any]:
-    from ..models import rotary_embedding
+    from ..models.rotary import rotary_embedding
 
     rotary_embedding(model)  # raises ModelError when there is none
     return [m for m in model.modules() if hasattr(m, "inv_freq") and hasattr(m, "rope_type")]

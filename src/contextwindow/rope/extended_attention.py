@@ -242,7 +242,7 @@ def _attention_modules(model: Any) -> list[Any]:
 
 def check_extendable(model: Any) -> None:
     """``ModelError`` unless every layer attends globally through ``AttentionInterface``."""
-    from ..models import layer_types
+    from ..models.rotary import layer_types
 
     config = model.config.get_text_config(decoder=True)
     sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window",

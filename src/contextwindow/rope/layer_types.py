@@ -76,7 +76,7 @@ def scale_global_rope(
     """:func:`~contextwindow.rope.scale_rope` for a per-layer-type model; returns the global
     layers' new ``rope_parameters`` (also written to ``config.rope_parameters["full_attention"]``).
     """
-    from ..models import rotary_embedding
+    from ..models.rotary import rotary_embedding
 
     rotary = rotary_embedding(model)
     if GLOBAL not in model.config.rope_parameters or not hasattr(rotary, f"{GLOBAL}_inv_freq"):

@@ -17,7 +17,6 @@ from .registry import (
     RopeConfig,
     RopeFrequencies,
     RopeInputs,
-    compute,
     extended_length,
     register,
     scaled_parameters,
@@ -55,7 +54,9 @@ def _num(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def unscaled_llamacpp_flags(rope_parameters: Mapping[str, Any]) -> list[str]:
+def unscaled_llamacpp_flags(
+    rope_parameters: Mapping[str, Any], architecture: str | None
+) -> list[str]:
     """llama.cpp flags for a plain (``default``) RoPE with the given base."""
     return ["--rope-scaling", "none", "--rope-freq-base", _num(rope_parameters["rope_theta"])]
 
@@ -63,7 +64,7 @@ def unscaled_llamacpp_flags(rope_parameters: Mapping[str, Any]) -> list[str]:
 # --- linear -------------------------------------------------------------------------------
 
 
-def _linear_llamacpp(rope_parameters: Mapping[str, Any]) -> list[str]:
+def _linear_llamacpp(rope_parameters: Mapping[str, Any], architecture: str | None) -> list[str]:
     scale = _num(rope_parameters["factor"])
     base = _num(rope_parameters["rope_theta"])
     return ["--rope-scaling", "linear", "--rope-scale", scale, "--rope-freq-base", base]
@@ -128,7 +129,7 @@ def _dynamic(inputs: RopeInputs) -> RopeFrequencies:
 # --- YaRN ---------------------------------------------------------------------------------
 
 
-def _yarn_llamacpp(rope_parameters: Mapping[str, Any]) -> list[str]:
+def _yarn_llamacpp(rope_parameters: Mapping[str, Any], architecture: str | None) -> list[str]:
     if rope_parameters.get("truncate", True) is False:
         raise ConfigError(
             "no llama.cpp equivalent for YaRN with truncate=False (llama.cpp always truncates)"
@@ -142,20 +143,34 @@ def _yarn_llamacpp(rope_parameters: Mapping[str, Any]) -> list[str]:
         flags += ["--yarn-beta-fast", _num(rope_parameters["beta_fast"])]
     if rope_parameters.get("beta_slow") not in (None, 1):
         flags += ["--yarn-beta-slow", _num(rope_parameters["beta_slow"])]
-    # llama.cpp multiplies its attention factor by 0.1 ln s + 1 itself
+    return flags + _yarn_magnitude_flags(rope_parameters, factor, architecture)
+
+
+def _yarn_magnitude_flags(rope_parameters: Mapping[str, Any], factor: float,
+                          architecture: str | None) -> list[str]:
+    """YaRN's attention magnitude, when it is not llama.cpp's own ``0.1 ln s + 1``.
+
+    llama.cpp (since ggml-org/llama.cpp#17945) overwrites ``--yarn-attn-factor`` whenever YaRN
+    is on, recomputing ``0.1 ln s + 1`` (measured: the flag changes no logit), and then
+    multiplies by the GGUF's ``ARCH.rope.scaling.attn_factor``; so a different magnitude is that
+    key, overridden, as a ratio to llama.cpp's own (``0.1 ln s + 1`` for a GGUF without
+    ``rope.scaling.yarn_log_multiplier``). The key's name needs the GGUF's architecture.
+    """
     magnitude = ("attention_factor", "mscale", "mscale_all_dim")
-    inputs = RopeInputs(
-        dim=64,
-        base=float(rope_parameters["rope_theta"]),
-        factor=factor,
-        original_length=original,
-        params={k: rope_parameters[k] for k in magnitude if k in rope_parameters},
-    )
-    attention = compute("yarn", inputs).attention_scaling
+    attention = _yarn_attention(factor, {k: rope_parameters[k] for k in magnitude
+                                         if k in rope_parameters})
     implicit = 0.1 * math.log(factor) + 1.0
-    if not math.isclose(attention, implicit, rel_tol=1e-12):
-        flags += ["--yarn-attn-factor", _num(attention / implicit)]
-    return flags
+    if math.isclose(attention, implicit, rel_tol=1e-12):
+        return []
+    if architecture is None:
+        raise ConfigError(
+            f"a YaRN attention factor of {attention:g} (not 0.1 ln s + 1 = {implicit:g}) is "
+            "set in llama.cpp through the GGUF key ARCH.rope.scaling.attn_factor (llama.cpp "
+            "ignores --yarn-attn-factor with YaRN on): pass architecture=, the GGUF's "
+            "general.architecture (e.g. 'llama')"
+        )
+    key = f"{architecture}.rope.scaling.attn_factor"
+    return ["--override-kv", f"{key}=float:{_num(attention / implicit)}"]
 
 
 def _yarn_attention(factor: float, params: Mapping[str, Any]) -> float:

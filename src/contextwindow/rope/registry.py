@@ -81,7 +81,9 @@ def extended_length(inputs: RopeInputs) -> int:
 
 Frequencies = Callable[[RopeInputs], RopeFrequencies]
 ConfigBuilder = Callable[[RopeInputs, RopeFrequencies], RopeConfig]
-FlagBuilder = Callable[[Mapping[str, Any]], list[str]]
+#: ``(rope_parameters, architecture)`` -> flags; ``architecture`` is the GGUF's
+#: ``general.architecture`` (the prefix of its metadata keys) when the caller knows it.
+FlagBuilder = Callable[[Mapping[str, Any], str | None], list[str]]
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,32 @@ by any number of server processes, turns of one session serialised), and
 Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}``.
 
 Modules, in the order a request meets them: :mod:`.app` (routes), :mod:`.security` (key,
-limits), :mod:`.request` (body -> :class:`ChatRequest`), :mod:`.sessions` (the turn of a
-session), then the backend: :mod:`.local` and :mod:`.worker` (the local model) or
+limits), :mod:`.request` (body -> ``ChatRequest``), :mod:`.sessions` (the turn of a
+session), then the backend: :mod:`.local` and :mod:`._worker` (the local model) or
 :mod:`.upstream` (the gateway's upstream; its fit is :mod:`contextwindow.window`).
 :mod:`.protocol` holds the types they share (request, answer, reply tap, errors, headers,
 SSE); :mod:`.gateway` assembles a gateway (:func:`create_gateway`); :mod:`.server` runs an
 app with uvicorn in a thread.
+
+The API is ``__all__``: the two app factories, the :class:`Limits` they take, the local
+backend, and :func:`check_bind` (no public bind without an API key) to run before serving. The
+other names below stay importable from here for code written against earlier releases; their
+homes are the modules that define them.
 """
 
 from typing import Any
 
-from ..window import Fitted
-from .app import ChatApi, create_app
-from .gateway import WindowPolicy, create_gateway, window_policy
-from .protocol import (
+from .app import create_app
+from .gateway import create_gateway
+from .security import Limits, check_bind
+
+__all__ = ["Limits", "LocalBackend", "check_bind", "create_app", "create_gateway"]
+
+# Kept importable from here (earlier releases listed them); not the API.
+from ..window import Fitted  # noqa: F401
+from .app import ChatApi  # noqa: F401
+from .gateway import WindowPolicy, window_policy  # noqa: F401
+from .protocol import (  # noqa: F401
     PROMPT_TOKENS_HEADER,
     TRIMMED_MESSAGES_HEADER,
     TRIMMED_TOKENS_HEADER,
@@ -39,38 +51,10 @@ from .protocol import (
     ChatRequest,
     ReplyTap,
 )
-from .request import parse_chat_request
-from .security import Limits, check_bind
-from .server import BackgroundServer
-from .sessions import SESSION_HEADER, Sessions
-from .upstream import UpstreamBackend
-
-__all__ = [
-    "PROMPT_TOKENS_HEADER",
-    "SESSION_HEADER",
-    "TRIMMED_MESSAGES_HEADER",
-    "TRIMMED_TOKENS_HEADER",
-    "Answer",
-    "ApiError",
-    "Backend",
-    "BackgroundServer",
-    "ChatApi",
-    "ChatRequest",
-    "Fitted",
-    "GenerationWorker",
-    "Job",
-    "Limits",
-    "LocalBackend",
-    "ReplyTap",
-    "Sessions",
-    "UpstreamBackend",
-    "WindowPolicy",
-    "check_bind",
-    "create_app",
-    "create_gateway",
-    "parse_chat_request",
-    "window_policy",
-]
+from .request import parse_chat_request  # noqa: F401
+from .server import BackgroundServer  # noqa: F401
+from .sessions import SESSION_HEADER, Sessions  # noqa: F401
+from .upstream import UpstreamBackend  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -81,7 +65,7 @@ def __getattr__(name: str) -> Any:
 
         return LocalBackend
     if name in ("GenerationWorker", "Job"):
-        from . import worker
+        from . import _worker
 
-        return getattr(worker, name)
+        return getattr(_worker, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -143,7 +143,7 @@ def _hf_tokenizer(source: str) -> Any:
     it has several parts). Never the hub: anything else is a one-line ConfigError."""
     from transformers import AutoTokenizer
 
-    from ..models.loading import converted, model_spec, part_paths
+    from ..models.loading import converted, gguf_tokenizer, model_spec, part_paths
 
     path = Path(source).expanduser()
     spec = model_spec(source) if not path.exists() else None
@@ -152,7 +152,7 @@ def _hf_tokenizer(source: str) -> Any:
         path = paths[0] if len(paths) == 1 else converted(spec)
     try:
         if path.is_file() and path.suffix == ".gguf":
-            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            return gguf_tokenizer(path)
         if path.is_dir():
             return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:

@@ -1,6 +1,6 @@
 """The local backend: the generation worker on this machine's model.
 
-Requests go to :class:`~.worker.GenerationWorker` (one at a time, FIFO). The worker reports the
+Requests go to :class:`~._worker.GenerationWorker` (one at a time, FIFO). The worker reports the
 fit first (so the trimming headers go out before the first token), then text pieces when
 streaming, then the completion; a client that leaves cancels its generation at the next token.
 
@@ -20,9 +20,9 @@ from typing import Any
 
 from ..generation import Completion, FitResult, Generator
 from ..tokens import TokenCounter
+from ._worker import GenerationWorker, Job
 from .protocol import Answer, ApiError, ChatRequest, Disconnected, ReplyTap, fit_headers, sse
 from .request import parse_chat_request
-from .worker import GenerationWorker, Job
 
 
 class LocalBackend:

@@ -310,14 +310,15 @@ class UpstreamBackend:
 def flattened(message: Message) -> Message:
     """``message`` as engines with only plain chat templates accept it (llama.cpp answers 500
     otherwise): a ``developer`` message as ``system``, a list of text parts as their joined
-    text, which is also what the counter priced. Other parts (images) stay as given."""
+    text, a null content (an assistant's tool calls) as ``""``: what the counter priced.
+    Other parts (images) stay as given."""
     role = "system" if message.role == "developer" else message.role
     parts = message.content_parts
     text_only = parts is not None and all(isinstance(p, str) or p.get("type") == "text"
                                           for p in parts)
-    if role == message.role and not text_only:
+    if role == message.role and not text_only and (message.content is not None or parts):
         return message
-    return dataclasses.replace(message, role=role, content=message.content,
+    return dataclasses.replace(message, role=role, content=message.content or "",
                                parts=None if text_only else message.parts)
 
 

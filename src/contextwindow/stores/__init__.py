@@ -3,12 +3,14 @@
 from typing import Any
 
 from ..errors import StoreError
-from .base import Store, check_session
+from .base import Store
 from .inmemory import InMemoryStore
 from .sqlite import SQLiteStore
 
-__all__ = ["InMemoryStore", "PostgresStore", "RedisStore", "SQLiteStore", "Store",
-           "check_session", "open"]
+__all__ = ["InMemoryStore", "PostgresStore", "RedisStore", "SQLiteStore", "Store", "open"]
+
+# Kept importable from here (earlier releases listed it); not the API.
+from .base import check_session  # noqa: F401
 
 
 def open(url: str, *, namespace: str | None = None) -> Any:

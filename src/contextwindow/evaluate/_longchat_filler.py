@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import re
 
-from .longchat_talk import TALK
+from ._longchat_talk import TALK
 
 __all__ = ["NAMES", "SLOTS", "articles", "exchange", "render", "reply", "request"]
 

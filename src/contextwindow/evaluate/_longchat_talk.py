@@ -1,7 +1,7 @@
 """What the user asks the assistant about, and how it answers, in :mod:`.longchat`.
 
 Each domain holds ``(request, replies)`` pairs: a reply answers its own request, reusing the
-slot values the request drew (see :func:`.longchat_filler.render`). The ``life`` domain talks
+slot values the request drew (see :func:`._longchat_filler.render`). The ``life`` domain talks
 about the same things the facts do (plumbers, driving tests, kittens, book clubs) without
 stating any fact, so that a word shared by a question and a fact is shared by filler too.
 """

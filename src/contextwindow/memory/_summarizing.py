@@ -26,8 +26,8 @@ from ..summarize.base import (
 )
 from ..trim import CachePolicy, pinned_count
 from ..window import Context
+from ._folding import Fold
 from .base import Memory, MemoryStatus, check_limits, default_counter
-from .folding import Fold
 
 __all__ = ["SummarizingMemory"]
 
