@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,17 @@ def tiny_chat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_tiny_chat_llama().save_pretrained(path)
     AutoTokenizer.from_pretrained(resolve()).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[Any]:
+    """The fake OpenAI-compatible upstream (``tests/serve/test_gateway_fake.py``) as a real
+    process on loopback, one per test module, stopped after it."""
+    from test_gateway_fake import running, start_fake
+
+    proc = start_fake()
+    with running(proc):
+        yield proc
 
 
 @pytest.fixture(scope="session")

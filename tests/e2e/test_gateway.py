@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from test_gateway_fake import CLI, FAKE_MODEL, Proc, free_port, running, start_fake, start_gateway
+from test_gateway_fake import CLI, FAKE_MODEL, Proc, free_port, running, start_gateway
 
 from contextwindow.adapters import as_messages
 from contextwindow.caching import replay, trimmer
@@ -30,13 +30,6 @@ from contextwindow.trim import CachePolicy, trim
 CONTEXT = 256
 KEY = "sk-test-gateway-key-0123456789"
 CUT = CachePolicy()
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[Proc]:
-    proc = start_fake()
-    with running(proc):
-        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from test_gateway_fake import FAKE_MODEL, Proc, running, start_fake, start_gateways
+from test_gateway_fake import FAKE_MODEL, Proc, running, start_gateways
 
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
@@ -26,13 +26,6 @@ from store_fixtures import DURABLE_KINDS, Backend, _backend
 
 CLIENTS = 8
 TURNS = 4
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[Proc]:
-    proc = start_fake()
-    with running(proc):
-        yield proc
 
 
 @pytest.fixture(params=DURABLE_KINDS)

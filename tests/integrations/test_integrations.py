@@ -256,35 +256,15 @@ def test_langchain_runnable_with_message_history(tmp_path) -> None:
 
 @pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
 def test_langgraph_agent_trims_before_each_model_call(tmp_path) -> None:
-    from langchain_core.language_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage, ToolMessage
-    from langchain_core.tools import tool
+    from langchain_agents import lookup, recording_model
+    from langchain_core.messages import ToolMessage
     from langchain_core.utils.function_calling import convert_to_openai_tool
     from langgraph.prebuilt import create_react_agent
 
     from contextwindow.integrations.langgraph import invoke, trimming_hook
 
-    inputs: list[list[Any]] = []
-
-    class ToolModel(GenericFakeChatModel):
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-            return self
-
-        def _generate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
-            inputs.append(list(messages))
-            return super()._generate(messages, *args, **kwargs)
-
-    @tool
-    def lookup(city: str) -> str:
-        """The weather in a city."""
-        return f"sunny in {city} " + "and warm " * 40
-
-    replies = []
-    for k in range(3):
-        replies += [AIMessage("", tool_calls=[{"name": "lookup", "args": {"city": f"c{k}"},
-                                                "id": f"call_{k}"}]),
-                    AIMessage(f"it is sunny in c{k}")]
-    agent = create_react_agent(ToolModel(messages=iter(replies)), [lookup],
+    model, inputs = recording_model(3)
+    agent = create_react_agent(model, [lookup],
                                pre_model_hook=trimming_hook(320, COUNTER, tools=[lookup]))
     store = SQLiteStore(tmp_path / "agent.db")
     for k in range(3):

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.language_models import GenericFakeChatModel
+from langchain_agents import lookup, recording_model
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from contextwindow.errors import ConfigError
@@ -23,33 +22,8 @@ COUNTER = TokenCounter.approximate()
 SYSTEM = "You answer weather questions."
 
 
-@tool
-def lookup(city: str) -> str:
-    """The weather in a city."""
-    return f"sunny in {city} " + "and warm " * 40
-
-
-def replies(turns: int) -> list[AIMessage]:
-    out: list[AIMessage] = []
-    for k in range(turns):
-        out += [AIMessage("", tool_calls=[{"name": "lookup", "args": {"city": f"c{k}"},
-                                           "id": f"call_{k}"}]),
-                AIMessage(f"it is sunny in c{k}")]
-    return out
-
-
 def agent_with(middleware: ContextWindowMiddleware, turns: int) -> tuple[Any, list[list[Any]]]:
-    inputs: list[list[Any]] = []
-
-    class ToolModel(GenericFakeChatModel):
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-            return self
-
-        def _generate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
-            inputs.append(list(messages))
-            return super()._generate(messages, *args, **kwargs)
-
-    model = ToolModel(messages=iter(replies(turns)))
+    model, inputs = recording_model(turns)
     return create_agent(model, [lookup], system_prompt=SYSTEM, middleware=[middleware]), inputs
 
 

@@ -33,13 +33,6 @@ COUNTER = TokenCounter.for_model(FAKE_MODEL)
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[Proc]:
-    proc = start_fake()
-    with running(proc):
-        yield proc
-
-
-@pytest.fixture(scope="module")
 def gateway(fake: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     db = tmp_path_factory.mktemp("defects") / "sessions.db"
     proc = start_gateway(fake.url, "--store", str(db), "--max-queue", "2", "--flatten",

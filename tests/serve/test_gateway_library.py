@@ -3,13 +3,12 @@ thread in front of the fake upstream process, it fits each turn of a stored sess
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from test_gateway_fake import FAKE_MODEL, Proc, running, start_fake
+from test_gateway_fake import FAKE_MODEL, Proc
 
 from contextwindow.errors import ConfigError, StoreError
 from contextwindow.messages import Message, to_openai
@@ -30,13 +29,6 @@ from contextwindow.trim import trim
 CONTEXT = 600
 REPLY = 64
 COUNTER = TokenCounter.for_model(FAKE_MODEL)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[Proc]:
-    proc = start_fake()
-    with running(proc):
-        yield proc
 
 
 def sent(fake: Proc) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from test_gateway_fake import FAKE_MODEL, FAKE_SUMMARY, Proc, running, start_fake, start_gateway
+from test_gateway_fake import FAKE_MODEL, FAKE_SUMMARY, Proc, start_gateway
 
 from contextwindow.adapters import as_messages
 from contextwindow.caching import replay, trimmer
@@ -239,13 +239,6 @@ def test_a_model_summary_is_never_written_on_the_event_loop() -> None:
 
 
 # -- a real gateway, its summaries written by the (fake) upstream model -------------------------
-@pytest.fixture(scope="module")
-def fake() -> Iterator[Proc]:
-    proc = start_fake()
-    with running(proc):
-        yield proc
-
-
 def user_turns(first: str, turns: int) -> list[str]:
     return [first] + [f"filler turn {'abcdefghij'[i]} " + "words " * 15 for i in range(turns)]
 
