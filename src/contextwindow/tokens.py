@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
+import json
 import math
 import os
 import re
@@ -235,9 +236,18 @@ class TokenCounter:
         user = Message(role="user", content=".")
         preamble = template_len([render(user)]) - price(user)
 
+        @lru_cache(maxsize=1024)
+        def priced_tools(tools_json: str, system_json: str | None) -> int:
+            # two template renders: memoised, since memories and the gateway price the same
+            # tools (and system message) on every view and request; keyed by JSON in the
+            # given key order, which the template renders as it is
+            asked = [*([json.loads(system_json)] if system_json else []), render(user)]
+            tools = json.loads(tools_json)
+            return template_len(asked, tools=tools) - template_len(asked)
+
         def tool_rule(tools: Sequence[Mapping[str, Any]], system: Message | None) -> int:
-            asked = [render(m) for m in (system, user) if m is not None]
-            return template_len(asked, tools=list(tools)) - template_len(asked)
+            system_json = None if system is None else json.dumps(render(system))
+            return priced_tools(json.dumps(list(tools)), system_json)
 
         joins = _template_joins(lambda ms: template_len([*probe, *map(render, ms)]) - probe_len,
                                 price)
