@@ -254,6 +254,23 @@ def overhead_cell(times: dict[str, list[float]], turns: SessionTurns) -> dict[st
     return cell
 
 
+def rerun_gateway(out: Path, llama: tuple[str, ...], counting: TokenCounter,
+                  args: argparse.Namespace) -> None:
+    """Only the gateway part, measured again (after a change to the gateway) into the JSON at
+    ``out``: its entry records its own commit, command and load averages, the rest stays."""
+    result = json.loads(Path(out).read_text(encoding="utf-8"))
+    start = [round(x, 2) for x in os.getloadavg()]
+    server = Server(command=llama)
+    try:
+        gateway = gateway_overhead(server.url, counting, args.context, args.gateway_rounds,
+                                   args.gateway_warmup)
+    finally:
+        server.stop()
+    result["gateway"] = {**provenance(), "load_average_at_start": start, **gateway,
+                         "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+    emit(result, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="threads of every engine")
@@ -267,6 +284,9 @@ def main() -> None:
     parser.add_argument("--gateway-warmup", type=int, default=5)
     parser.add_argument("--llama-python", default=os.environ.get("CONTEXTWINDOW_LLAMA_PYTHON")
                         or str(ROOT / ".venv-llama/bin/python"))
+    parser.add_argument("--gateway-only", action="store_true",
+                        help="measure only the gateway in front of llama.cpp again, into the "
+                        "gateway entry of the --out JSON (the engines' figures stay)")
     add_out_argument(parser, "bench_llamacpp")
     args = parser.parse_args()
 
@@ -283,6 +303,9 @@ def main() -> None:
                     "llamacpp": " ".join([".venv-llama/bin/python", *llama[1:]]).replace(
                         str(GGUF), GGUF.name)}}
     counting = counter()
+    if args.gateway_only:
+        rerun_gateway(args.out, llama, counting, args)
+        return
     conversations = prompts(args.rounds + 1, args.prompt_tokens, counting)
     prompt_tokens = [counting.count_messages(c) for c in conversations]
     log("starting the engines...")

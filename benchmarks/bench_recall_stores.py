@@ -1,10 +1,12 @@
-"""What the recall index costs each store: add and search latency at 1k / 10k / 100k messages.
+"""What the recall index costs each store: add and search latency at 1k / 10k / 100k messages,
+and a RecallMemory's add + view on each.
 
     .venv/bin/python benchmarks/bench_recall_stores.py [--sizes 1000 10000 100000] [--rounds 200]
 
 Prints one JSON object and writes docs/results/bench_recall_stores.json. Every store runs with
 its durable settings (as in bench_stores.py; Redis and PostgreSQL come from
-CONTEXTWINDOW_TEST_REDIS_URL / CONTEXTWINDOW_TEST_POSTGRES_DSN or are started here).
+CONTEXTWINDOW_TEST_REDIS_URL / CONTEXTWINDOW_TEST_POSTGRES_DSN or are started here), and
+SQLite also with ``synchronous="normal"`` (``sqlite_normal``: no fsync per commit).
 
 For each size N, one session in a fresh store of each kind is filled with N messages (~40-word
 passages of the five Austen novels in ../shared/corpora), then, over ``rounds`` interleaved
@@ -17,6 +19,12 @@ messages) and ``index_rss_mb`` the process memory that took; later searches catc
 list's length first. SQLite's FTS5 ranks with the file's statistics (here: one session), the
 in-memory and Redis indexes with the session's, PostgreSQL with ts_rank (no corpus
 statistics).
+
+Then the path an application takes (``memory``): a ``RecallMemory(max_tokens=2048,
+ranker="lexical")`` on the same session (N + the rounds above), over ``rounds`` more
+interleaved rounds, adds one user message (a passage not stored yet) and builds its view
+(``messages()``: the window, and the recall block ranked for that message, two searches with
+``feedback=1``). Reported: median and p95 of the add, the view, and both.
 """
 
 from __future__ import annotations
@@ -45,11 +53,14 @@ from _common import (
 )
 from bench_stores import cleanup, open_store, server_versions
 
+from contextwindow.memory import RecallMemory
 from contextwindow.messages import Message
 from contextwindow.retrieval.text import query_terms
+from contextwindow.stores import SQLiteStore
 from contextwindow.stores.base import encode_message
 
-KINDS = ("inmemory", "sqlite", "redis", "postgres")
+KINDS = ("inmemory", "sqlite", "sqlite_normal", "redis", "postgres")
+MEMORY_TOKENS = 2048
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 SESSION = "recall-bench"
 WORDS_PER_MESSAGE = 40
@@ -98,6 +109,13 @@ def queries(texts: list[str], count: int, rng: random.Random) -> list[str]:
     return out
 
 
+def open_spec(spec: dict[str, Any]) -> Any:
+    """bench_stores' store for ``spec``, SQLite with its ``synchronous`` option."""
+    if spec["kind"] == "sqlite":
+        return SQLiteStore(spec["path"], synchronous=spec["synchronous"])
+    return open_store(spec)
+
+
 class Unindexed:
     """The anchor for ``add``: the same durable INSERT without the recall index, as the
     stores wrote before it (SQLite: a file with the same pragmas; PostgreSQL: a table without
@@ -108,7 +126,7 @@ class Unindexed:
         if self.kind == "sqlite":
             self.conn: Any = sqlite3.connect(spec["path"] + ".plain", isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute(f"PRAGMA synchronous={spec['synchronous'].upper()}")
             self.conn.execute("CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                               "session TEXT, id TEXT, data TEXT, UNIQUE (session, id))")
             self.sql = "INSERT INTO messages (session, id, data) VALUES (?, ?, ?)"
@@ -145,44 +163,79 @@ def measure_size(size: int, specs: dict[str, dict[str, Any]], texts: list[str],
     asked = queries(stored, rounds + warmup, rng)
     stores: dict[str, Any] = {}
     out: dict[str, Any] = {}
-    for kind, spec in specs.items():
-        log(f"{size} messages: filling {kind}...")
-        stores[kind] = open_store(spec)
-        out[kind] = {"fill_s": round(fill(stores[kind], stored), 2)}
+    for name, spec in specs.items():
+        log(f"{size} messages: filling {name}...")
+        stores[name] = open_spec(spec)
+        out[name] = {"fill_s": round(fill(stores[name], stored), 2)}
     if "redis" in stores:  # a new store object has no index: its first search builds it
         stores["redis"].close()
-        stores["redis"] = open_store(specs["redis"])
+        stores["redis"] = open_spec(specs["redis"])
         before, start = rss_mb(), time.perf_counter()
         stores["redis"].search(SESSION, asked[0])
         out["redis"].update(rebuild_s=round(time.perf_counter() - start, 3),
                             index_rss_mb=round(rss_mb() - before, 1))
     contenders = {}
     anchors: list[Unindexed] = []
-    for kind in ("sqlite", "postgres"):
-        if kind in specs:
-            anchor, rest = Unindexed(specs[kind]), iter(extra)
+    for name, spec in specs.items():
+        if spec["kind"] in ("sqlite", "postgres"):
+            anchor, rest = Unindexed(spec), iter(extra)
             anchor.fill(stored)
-            contenders[f"{kind}:add_unindexed"] = lambda a=anchor, t=rest: a.append(next(t))
+            contenders[f"{name}:add_unindexed"] = lambda a=anchor, t=rest: a.append(next(t))
             anchors.append(anchor)
-    for kind, store in stores.items():
+    for name, store in stores.items():
         adds, searches = iter(extra), iter(asked)
-        contenders[f"{kind}:add"] = lambda s=store, a=adds: s.append(
+        contenders[f"{name}:add"] = lambda s=store, a=adds: s.append(
             SESSION, Message(role="user", content=next(a)))
-        contenders[f"{kind}:search"] = lambda s=store, q=searches: s.search(SESSION, next(q))
+        contenders[f"{name}:search"] = lambda s=store, q=searches: s.search(SESSION, next(q))
     log(f"{size} messages: {rounds} rounds of add + search on {', '.join(stores)}...")
     times = interleaved(contenders, rounds, warmup=warmup)
     for anchor in anchors:
         anchor.conn.close()
-    for kind, store in stores.items():
-        add, search = times[f"{kind}:add"], times[f"{kind}:search"]
-        out[kind].update(add=latency(add), search=latency(search),
+    for name in stores:
+        add, search = times[f"{name}:add"], times[f"{name}:search"]
+        out[name].update(add=latency(add), search=latency(search),
                          add_plus_search=latency([a + s for a, s in zip(add, search)]))
-        if len(store.load(SESSION)) != size + rounds + warmup:
-            raise RuntimeError(f"{kind} lost messages")
+        if f"{name}:add_unindexed" in times:
+            out[name]["add_without_index"] = latency(times[f"{name}:add_unindexed"])
+    for name, timed in measure_memories(stores, extra[rounds + warmup:], rounds,
+                                        warmup).items():
+        out[name]["memory"] = timed
+    for name, store in stores.items():
+        if len(store.load(SESSION)) != size + 2 * (rounds + warmup):
+            raise RuntimeError(f"{name} lost messages")
         store.close()
-        if f"{kind}:add_unindexed" in times:
-            out[kind]["add_without_index"] = latency(times[f"{kind}:add_unindexed"])
     return out
+
+
+def measure_memories(stores: dict[str, Any], texts: list[str], rounds: int,
+                     warmup: int) -> dict[str, dict[str, Any]]:
+    """A RecallMemory on each store's session: add one user message, build the view."""
+    parts: dict[str, tuple[list[float], list[float], list[bool]]] = {}
+    contenders = {}
+    for name, store in stores.items():
+        log(f"opening a RecallMemory on {name}...")
+        memory = RecallMemory(MEMORY_TOKENS, store=store, session=SESSION, ranker="lexical")
+        parts[name] = adds, views, recalled = [], [], []
+        questions = iter(texts)
+
+        def step(memory: RecallMemory = memory, adds: list[float] = adds,
+                 views: list[float] = views, recalled: list[bool] = recalled,
+                 rest: Any = questions) -> None:
+            start = time.perf_counter()
+            memory.add("user", next(rest))
+            added = time.perf_counter()
+            view = memory.messages()
+            views.append(time.perf_counter() - added)
+            adds.append(added - start)
+            recalled.append(view[-2].id == "recalled")
+
+        contenders[name] = step
+    log(f"{rounds} rounds of RecallMemory add + view on {', '.join(stores)}...")
+    times = interleaved(contenders, rounds, warmup=warmup)
+    return {name: {"add": latency(adds[warmup:]), "view": latency(views[warmup:]),
+                   "add_plus_view": latency(times[name]),
+                   "views_with_recall": round(statistics.mean(recalled[warmup:]), 3)}
+            for name, (adds, views, recalled) in parts.items()}
 
 
 def main() -> None:
@@ -196,7 +249,7 @@ def main() -> None:
     env, state = start_services()
     urls = {kind: env.get(f"CONTEXTWINDOW_TEST_{kind.upper()}_{suffix}")
             for kind, suffix in (("redis", "URL"), ("postgres", "DSN"))}
-    texts = passages(max(args.sizes) + args.rounds + args.warmup)
+    texts = passages(max(args.sizes) + 3 * (args.rounds + args.warmup))
     tmp = tempfile.mkdtemp(prefix="contextwindow-bench-recall.")
     result: dict[str, Any] = {
         "benchmark": "recall_stores", **provenance(),
@@ -212,7 +265,9 @@ def main() -> None:
                     log(f"{kind}: no server, left out")
                     continue
                 name = uuid.uuid4().hex[:10]
-                specs[kind] = {"kind": kind, "path": os.path.join(tmp, f"{name}.db"),
+                store, _, synchronous = kind.partition("_")
+                specs[kind] = {"kind": store, "path": os.path.join(tmp, f"{name}.db"),
+                               "synchronous": synchronous or "full",
                                "url": urls["redis"], "prefix": f"cwbench-{name}:",
                                "dsn": urls["postgres"], "schema": f"cwbench_{name}"}
             try:

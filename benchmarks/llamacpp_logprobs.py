@@ -114,11 +114,12 @@ def evaluate(model: str, tokens: list[int], flags: Sequence[str], threads: int,
 def llamacpp_logprobs(python: str, model: Path | str, tokens: Sequence[int],
                       runs: Mapping[str, Sequence[str]], *, threads: int = 1,
                       float32: Path | str | None = None,
-                      timeout: float = 1800) -> dict[str, list[float]]:
+                      timeout: float | None = 1800) -> dict[str, list[float]]:
     """Run this script under llama.cpp's ``python``: per run name, the per-position
-    log-likelihood llama.cpp computes with that run's flags. With ``float32`` (a path), on
-    ``model`` dequantised to float32 there (made once) with a float32 KV cache. ``RuntimeError``
-    with its stderr when it fails."""
+    log-likelihood llama.cpp computes with that run's flags (``timeout`` seconds for all of
+    them, ``None`` for no limit: 8k-token runs take longer than the default). With ``float32``
+    (a path), on ``model`` dequantised to float32 there (made once) with a float32 KV cache.
+    ``RuntimeError`` with its stderr when it fails."""
     request = {"model": str(model), "tokens": list(tokens), "threads": threads,
                "float32": None if float32 is None else str(float32),
                "runs": {name: list(flags) for name, flags in runs.items()}}

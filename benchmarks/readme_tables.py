@@ -297,27 +297,37 @@ def extend_prefill_table(data: dict[str, Any]) -> str:
                    "peak MiB above the inputs: SDPA / SE / DCA"], rows)
 
 
+#: bench_llamacpp_rope's GGUF precisions: column name, format of the gaps.
+LLAMACPP_ROPE_PRECISIONS = {"f32": ("float32 GGUF", ".1e"), "q4_1": ("Q4_1 GGUF", ".3f")}
+
+
 def llamacpp_rope_table(data: dict[str, Any]) -> str:
     """bench_llamacpp_rope: per case, the llama.cpp flags (or why there are none), the gap to
-    ``scale_rope`` on the float32 and the Q4_1 GGUF, both mean NLLs, and how far the flags moved
-    llama.cpp from its unscaled output."""
+    ``scale_rope`` on each GGUF precision the run measured (float32, Q4_1 or both), the mean NLLs
+    on the last of them, and how far the flags moved llama.cpp from its unscaled output (on the
+    first)."""
     def gaps(cell: dict[str, Any], fmt: str) -> str:
         return " / ".join(format(cell[k], fmt) for k in ("max", "mean", "p99"))
 
+    none = data["methods"]["none"]
+    precisions = [p for p in LLAMACPP_ROPE_PRECISIONS if p in none]
+    last = LLAMACPP_ROPE_PRECISIONS[precisions[-1]][0]
     rows = []
     for label, row in data["methods"].items():
         if "unsupported" in row:
             reason = row["unsupported"].split(": ", 1)[-1]
-            rows.append([f"`{label}`", f"none: {reason}", "—", "—", "—", "—"])
+            rows.append([f"`{label}`", f"none: {reason}", *["—"] * (len(precisions) + 2)])
             continue
-        q4 = row["q4_1"]
+        nll = row[precisions[-1]]
         rows.append([f"`{label}`", f"`{' '.join(row['llamacpp_flags'])}`",
-                     gaps(row["f32"], ".1e"), gaps(q4, ".3f"),
-                     f"{q4['nll_ours']:.4f} / {q4['nll_llamacpp']:.4f}",
-                     f"{row['llamacpp_change_vs_none']['f32']['mean']:.3f}"])
+                     *(gaps(row[p], LLAMACPP_ROPE_PRECISIONS[p][1]) for p in precisions),
+                     f"{nll['nll_ours']:.4f} / {nll['nll_llamacpp']:.4f}",
+                     f"{row['llamacpp_change_vs_none'][precisions[0]]['mean']:.3f}"])
     return _table([f"case (x{data['inputs']['factor']:g}, {data['inputs']['tokens']:,} tokens)",
-                   "llama.cpp flags", r"float32 GGUF: max / mean / p99 \|Δ\|",
-                   r"Q4_1 GGUF: max / mean / p99 \|Δ\|", "Q4_1 mean NLL: ours / llama.cpp",
+                   "llama.cpp flags",
+                   *(rf"{LLAMACPP_ROPE_PRECISIONS[p][0]}: max / mean / p99 \|Δ\|"
+                     for p in precisions),
+                   f"{last.removesuffix(' GGUF')} mean NLL: ours / llama.cpp",
                    r"llama.cpp moved vs `none` (mean \|Δ\|)"], rows)
 
 
@@ -337,10 +347,42 @@ def recall_table(data: dict[str, Any]) -> str:
                    *(f"{k} @ 2,048" for k in RECALL_KINDS)], rows)
 
 
+RECALL_STORES = {"inmemory": "in-memory", "sqlite": "SQLite", "sqlite_normal": "SQLite (normal)",
+                 "redis": "Redis", "postgres": "PostgreSQL"}
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _recall_stores(data: dict[str, Any], cell: Callable[[dict[str, Any]], str]) -> str:
+    """bench_recall_stores: a row per size, a column per store measured, ``cell(store's)``."""
+    sizes = data["sizes"]
+    kinds = [kind for kind in RECALL_STORES if any(kind in row for row in sizes.values())]
+    rows = [[f"{int(size) // 1000}k", *(cell(row[kind]) if kind in row else "—" for kind in kinds)]
+            for size, row in sizes.items()]
+    return _table(["stored", *(RECALL_STORES[kind] for kind in kinds)], rows)
+
+
+def recall_stores_table(data: dict[str, Any]) -> str:
+    """Store level: add / search median, the search's p95 in parentheses (ms)."""
+    return _recall_stores(data, lambda r: f"{_ms(r['add']['median_ms'])} / "
+                                          f"{_ms(r['search']['median_ms'])} "
+                                          f"({_ms(r['search']['p95_ms'])})")
+
+
+def recall_stores_memory_table(data: dict[str, Any]) -> str:
+    """A RecallMemory's add + view: median (p95), and the view's median (ms)."""
+    return _recall_stores(data, lambda r: f"{_ms(r['memory']['add_plus_view']['median_ms'])} "
+                                          f"({_ms(r['memory']['add_plus_view']['p95_ms'])}); "
+                                          f"view {_ms(r['memory']['view']['median_ms'])}")
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_extend": extend_table,
     "bench_llamacpp_rope": llamacpp_rope_table,
     "bench_recall": recall_table,
+    "bench_recall_stores": recall_stores_table,
     "bench_prefix": prefix_table,
     "bench_cache": cache_table,
     "bench_gateway": gateway_table,
@@ -483,6 +525,8 @@ COMPOSED: dict[str, Callable[[], str]] = {
     "headline": headline_table,
     "bench_extend.prefill": lambda: extend_prefill_table(load("bench_extend")),
     "bench_llamacpp.gateway": lambda: llamacpp_gateway_table(load("bench_llamacpp")),
+    "bench_llamacpp_rope.8k": lambda: llamacpp_rope_table(load("bench_llamacpp_rope_8k")),
+    "bench_recall_stores.memory": lambda: recall_stores_memory_table(load("bench_recall_stores")),
 }
 
 

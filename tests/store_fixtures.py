@@ -66,7 +66,7 @@ def open_store(spec: dict[str, Any]) -> Any:
     if kind == "sqlite":
         from contextwindow.stores import SQLiteStore
 
-        return SQLiteStore(spec["path"])
+        return SQLiteStore(spec["path"], synchronous=spec.get("synchronous", "full"))
     if kind == "redis":
         from contextwindow.stores.redis_store import RedisStore
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from contextwindow.errors import BudgetExceededError, ConfigError
@@ -92,6 +94,36 @@ def test_recall_block_keeps_whole_units_in_order_within_its_limit() -> None:
     assert recall_block(history, [60], 1, 50, 10_000, COUNTER.count_message)[0] is None
 
 
+def test_recall_block_counts_whole_blocks_only_when_a_fit_is_in_doubt() -> None:
+    """Each limit chooses the units that counting every candidate block chooses, and the
+    block returned is counted whole; with a counter whose joins cost far more than the slack
+    (a quadratic price per separator) the bounds are wrong, and the block is chosen again by
+    whole counts, so it still fits."""
+    history = chat()
+    ranked = list(range(60, 0, -3))
+    calls: list[int] = []
+
+    def count(message: Message) -> int:
+        calls.append(1)
+        return COUNTER.count_message(message)
+
+    for limit in (30, 60, 100, 150, 200, 400, 10_000):
+        calls.clear()
+        got = recall_block(history, ranked, 1, 60, limit, count)
+        assert got == recall_block(history, ranked, 1, 60, limit, COUNTER.count_message,
+                                   slack=math.inf)
+        assert got[2] == (COUNTER.count_message(got[0]) if got[0] else 0) <= limit
+    assert len(calls) < 2 * len(ranked)  # each unit alone, a few whole blocks
+
+    def joins_cost(message: Message) -> int:
+        return COUNTER.count_message(message) + 40 * (message.content or "").count("\n\n") ** 2
+
+    block, shown, tokens = recall_block(history, ranked, 1, 60, 400, joins_cost)
+    assert (block, shown, tokens) == recall_block(history, ranked, 1, 60, 400, joins_cost,
+                                                  slack=math.inf)
+    assert block is not None and tokens == joins_cost(block) <= 400 and len(shown) >= 2
+
+
 def test_the_recall_mode_brings_back_the_fact_within_the_budget() -> None:
     history = chat()
     fitter = Fitter(COUNTER, 400, mode="recall", rankers=lexical.ranker)
@@ -125,3 +157,26 @@ def test_bounded_cache_keeps_the_most_recently_used() -> None:
     assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == (1, None, 3, 2)
     with pytest.raises(ConfigError):
         BoundedCache(0)
+
+
+def test_a_cache_aware_fit_costs_what_its_messages_cost_as_a_request() -> None:
+    """The fit's tokens come from the plan's sum; they must equal a full count of what is
+    sent, with a preamble (no system message), joins of neighbours and priced tools."""
+    base = TokenCounter.for_model("gpt-4o")
+    counter = TokenCounter(
+        "test", base.count_text, base.count_message, reply_priming=3, preamble=9,
+        tool_rule=lambda tools, system: 20 * len(tools) + (0 if system is None else 2),
+        joins={("tool", "tool"): -5, ("user", "assistant"): -1})
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    with_system = chat()
+    cases = [(with_system, None, 0), (with_system, tools, 0), (with_system[1:], tools, 0),
+             (with_system[1:], None, 1)]
+    for history, given, keep_first in cases:
+        fitter = Fitter(counter, 300, keep_first=keep_first)
+        cut = 0
+        for k in range(2, len(history) + 1):
+            stored = sum(map(counter.count_message, history[:k - 1]))
+            fitted = fitter.fit(history[:k], 60, counted=(k - 1, stored), tools=given)
+            assert fitted.tokens == counter.count_messages(fitted.messages, given) <= 240
+            cut += fitted.trimmed_messages > 0
+        assert cut > 10  # most of these fits were cut

@@ -35,6 +35,7 @@ summarizing side lives above this module: :class:`~contextwindow.summarize.Summa
 from __future__ import annotations
 
 import datetime
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -423,15 +424,23 @@ class Fitter:
             kept = self._summarized(messages, limit, tools, known)
         elif mode == "recall":
             kept = self._recalled(messages, limit, tools, known, rank)
+        if kept is None and self._continuations is not None:
+            plan = self._cut(self._continuations, messages, limit, tools, known)[0]
+            kept = plan.select(messages)
+            return Fitted(kept, self._planned_tokens(plan, kept), original,
+                          len(messages), allowed, reserve)
         if kept is None:
-            if self._continuations is None:
-                kept = trim(messages, limit, self.counter, keep_first=self.keep_first or 0,
-                            tools=tools)
-            else:
-                kept = self._cut(self._continuations, messages, limit, tools, known)[0].select(
-                    messages)
+            kept = trim(messages, limit, self.counter, keep_first=self.keep_first or 0,
+                        tools=tools)
         return Fitted(kept, self.counter.count_messages(kept, tools), original, len(messages),
                       allowed, reserve)
+
+    def _planned_tokens(self, plan: TrimPlan, kept: list[Message]) -> int:
+        """What ``kept`` (``plan``'s selection) costs as a request, without a second pass over
+        the window's prices: the plan's sum of the prices and the overhead (the same for
+        ``kept``: the pinned head keeps a leading system message, and a conversation without
+        one is cut at a user message), plus the template's joins of the kept neighbours."""
+        return plan.tokens + self.counter.join_tokens(kept)
 
     def _cut(self, continuations: Continuations, messages: Sequence[Message], limit: int,
              tools: Sequence[Any] | None, known: int, *,
@@ -581,13 +590,21 @@ def quote(message: Message) -> str:
     return f"{_when(message.timestamp)}{who}: {body}"
 
 
-def _render(history: Sequence[Message], spans: Sequence[tuple[int, int]]) -> str:
+#: How many tokens joining a unit to a block may cost more or less than the unit counted alone
+#: (the separator, a merge across the join): :func:`recall_block` counts a block whole only
+#: when a unit's fit is in doubt by this margin.
+JOIN_SLACK = 4
+
+
+def _block(history: Sequence[Message], spans: Sequence[tuple[int, int]]) -> Message:
+    """The recall block quoting ``spans`` (in order)."""
     turns = ("\n".join(quote(history[k]) for k in range(begin, end)) for begin, end in spans)
-    return RECALL_HEADER + "\n\n" + "\n\n".join(turns)
+    return Message(role="system", content=RECALL_HEADER + "\n\n" + "\n\n".join(turns),
+                   id="recalled")
 
 
 def recall_block(history: Sequence[Message], ranked: Sequence[int], lo: int, hi: int,
-                 limit: int, count: Callable[[Message], int]
+                 limit: int, count: Callable[[Message], int], *, slack: float = JOIN_SLACK
                  ) -> tuple[Message | None, tuple[int, ...], int]:
     """The recall part: the turns of the ``ranked`` history indices (best first) that lie in
     ``[lo, hi)`` (before the window, after the pinned head), as one system message of at most
@@ -596,22 +613,44 @@ def recall_block(history: Sequence[Message], ranked: Sequence[int], lo: int, hi:
     Whole units (a message with its tool results), best first, each once, in the order they
     were said; a unit that would not fit is passed over for the next. ``(None, (), 0)`` when
     nothing fits or nothing ranks.
+
+    Each unit is counted alone; the block with it is counted whole only when that does not
+    settle whether it fits, within ``slack`` tokens per join (rendering and counting the
+    whole block for every candidate was most of a view's time). The block returned is counted
+    whole, so its count is exact; if it is over ``limit`` (a join cost more than ``slack``),
+    the choice is made again counting every candidate block (``slack=math.inf``).
     """
+    header = count(_block(history, []))
     spans: list[tuple[int, int]] = []
-    block: Message | None = None
-    tokens = 0
+    low: float = 0  # the chosen block's count is within [low, high] (equal: counted whole)
+    high: float = 0
     for index in ranked:
         if not lo <= index < hi or any(b <= index < e for b, e in spans):
             continue
-        candidate = sorted([*spans, unit_span(history, index, lo, hi)])
-        message = Message(role="system", content=_render(history, candidate), id="recalled")
-        cost = count(message)
-        if cost <= limit:
-            spans, block, tokens = candidate, message, cost
-    if block is None:
+        span = unit_span(history, index, lo, hi)
+        alone = count(_block(history, [span]))  # memoised: the same unit next view
+        added = alone - header
+        candidate = sorted([*spans, span])
+        bounds: tuple[float, float]
+        if not spans:
+            bounds = (alone, alone)
+        elif low + added - slack > limit:  # over even if the join saves the slack
+            continue
+        elif high + added + slack <= limit:  # fits even if the join costs the slack
+            bounds = (low + added - slack, high + added + slack)
+        else:
+            exact = count(_block(history, candidate))
+            bounds = (exact, exact)
+        if bounds[1] <= limit:
+            spans = candidate
+            low, high = bounds
+    if not spans:
         return None, (), 0
-    shown = tuple(k for begin, end in spans for k in range(begin, end))
-    return block, shown, tokens
+    block = _block(history, spans)
+    tokens = count(block)
+    if tokens > limit:
+        return recall_block(history, ranked, lo, hi, limit, count, slack=math.inf)
+    return block, tuple(k for begin, end in spans for k in range(begin, end)), tokens
 
 
 Ranker = Callable[[Message, int, int], Sequence[int]]

@@ -17,9 +17,11 @@ from contextwindow.messages import Message, ToolCall
 from contextwindow.retrieval.lexical import LexicalIndex
 from contextwindow.retrieval.text import (
     MAX_INDEXED_CHARS,
+    MAX_POSTINGS,
     STOP_WORDS,
     Hit,
     indexed_text,
+    prune_terms,
     query_terms,
     stem,
     words,
@@ -96,6 +98,38 @@ def test_query_terms_are_idempotent(text: str) -> None:
 def test_stem_is_english_snowball() -> None:
     assert [stem(w) for w in ("visiting", "visited", "visit", "visits")] == ["visit"] * 4
     assert [stem(w) for w in ("running", "generously", "café")] == ["run", "generous", "café"]
+
+
+@pytest.mark.parametrize(("frequencies", "documents", "budget", "kept"), [
+    # within the budget: every term found, in query order (a common one too)
+    ({"a": 3, "missing": 0, "c": 900}, 1000, 1000, ["a", "c"]),
+    # over it: the rarest first while they fit; equal dfs in query order
+    ({"common": 600, "rare": 2, "mid": 300, "also": 300, "none": 0}, 1000, 500,
+     ["rare", "mid"]),
+    # over it: a term in half the documents or more is left out even if it fits
+    ({"a": 10, "b": 50, "c": 60}, 100, 100, ["a"]),
+    ({"a": 10, "b": 49, "c": 60}, 100, 100, ["a", "b"]),
+    # the rarest is kept whatever it costs
+    ({"x": 7000, "y": 5000}, 10_000, 1000, ["y"]),
+    ({"x": 0}, 10, 1000, []),
+    ({}, 0, 1000, []),
+])
+def test_prune_terms_keeps_the_rarest_within_the_budget(frequencies: dict[str, int],
+                                                        documents: int, budget: int,
+                                                        kept: list[str]) -> None:
+    assert prune_terms(frequencies, documents, budget) == kept
+
+
+def test_a_query_over_the_budget_scores_only_its_rare_terms() -> None:
+    """``common`` is in every document: over the budget it is left out, so only the one
+    document with ``rare`` is found (scored as if ``rare`` were asked alone)."""
+    index = LexicalIndex()
+    for k in range(MAX_POSTINGS):
+        index.add(k, "common filler")
+    index.add(MAX_POSTINGS, "rare common")
+    assert index.search(["rare", "common"]) == index.search(["rare"])
+    assert [hit.index for hit in index.search(["rare", "common"])] == [MAX_POSTINGS]
+    assert len(index.search(["common"])) == 20  # alone, it is still the rarest term
 
 
 def test_hit_is_a_frozen_value() -> None:

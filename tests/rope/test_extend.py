@@ -344,7 +344,8 @@ def test_serve_rope_self_extend_advertises_the_extended_window(tiny_chat_dir):
     from contextwindow.cli.serve import _describe_local, _local_backend
     from contextwindow.generation import SamplingParams
 
-    options = {"device": None, "dtype": None, "context": None, "policy": "trim",
+    options = {"engine": "transformers", "device": None, "dtype": None, "context": None,
+               "policy": "trim",
                "keep_first": None, "sink_cache": True, "sinks": 4, "prefix_cache_mb": 0,
                "cache_policy": None, "served_model_name": None, "threads": None,
                "console": Console(quiet=True)}
@@ -354,7 +355,7 @@ def test_serve_rope_self_extend_advertises_the_extended_window(tiny_chat_dir):
     try:
         generator = backend.generator
         assert backend.window == generator.context == 4 * 8192
-        assert "RoPE self-extend x4" in _describe_local(generator, "self-extend")
+        assert "RoPE self-extend x4" in _describe_local(generator, "self-extend", None)
         assert generator.model.config._attn_implementation == EXTENDED_ATTENTION
         fit = generator.fit([{"role": "user", "content": "hello there"}], 4)
         reply = generator.generate(fit, SamplingParams(max_tokens=4, temperature=0, seed=0))

@@ -3,6 +3,8 @@ thread in front of the fake upstream process, it fits each turn of a stored sess
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from test_gateway_fake import FAKE_MODEL, Proc
 
 from contextwindow.errors import ConfigError, StoreError
-from contextwindow.messages import Message, to_openai
+from contextwindow.messages import Message, ToolCall, to_openai
 from contextwindow.samples import sample_conversation
 from contextwindow.serve import (
     PROMPT_TOKENS_HEADER,
@@ -19,6 +21,8 @@ from contextwindow.serve import (
     TRIMMED_MESSAGES_HEADER,
     TRIMMED_TOKENS_HEADER,
     BackgroundServer,
+    UpstreamBackend,
+    WindowPolicy,
     create_gateway,
 )
 from contextwindow.stores import SQLiteStore
@@ -140,3 +144,45 @@ def test_the_recall_policy_brings_back_an_old_turn_from_the_session_store(
     prompt = int(reply.headers[PROMPT_TOKENS_HEADER])
     assert prompt == COUNTER.count_messages([Message(**m) for m in forwarded])
     assert prompt <= CONTEXT - REPLY
+
+
+def test_the_forwarded_body_is_the_request_with_the_fitted_messages() -> None:
+    """The upstream body, spliced from each message's memoised JSON, decodes to the client's
+    fields, the upstream model and the fitted messages (unicode, parts, tool calls, provider
+    fields as given), in ASCII; a message sent again is not encoded again."""
+    seen: list[bytes] = []
+    reply = {"choices": [{"message": {"role": "assistant", "content": "ok"},
+                          "finish_reason": "stop"}]}
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(200, json=reply)
+
+    backend = UpstreamBackend("http://upstream.test/v1", upstream_model="up-model",
+                              window=WindowPolicy(COUNTER, CONTEXT), served_model=FAKE_MODEL,
+                              transport=httpx.MockTransport(upstream))
+    call = ToolCall(id="c1", name="lookup", arguments='{"q": "café"}')
+    messages = [Message(role="system", content="Réponds brièvement. 日本"),
+                Message(role="user", content=[{"type": "text", "text": "a"},
+                                              {"type": "text", "text": "b ☃"}]),
+                Message(role="assistant", tool_calls=(call,)),
+                Message(role="tool", content="fermé", tool_call_id="c1"),
+                Message(role="assistant", content="x", extra={"refusal": None}),
+                Message(role="user", content="Et demain ?")]
+    extra = {"temperature": 0.5, "user": "zoë", "stop": ["\n"], "metadata": {"k": [1, "é"]}}
+    payload = {"model": FAKE_MODEL, "messages": to_openai(messages), **extra}
+
+    async def twice() -> None:
+        async def connected() -> bool:
+            return False
+
+        for _ in range(2):
+            await backend.answer(backend.parse(payload), connected)
+        await backend.aclose()
+
+    asyncio.run(twice())
+    expected = {**extra, "model": "up-model", "max_tokens": 512,
+                "messages": to_openai(messages)}
+    assert seen[0] == seen[1] and seen[0].isascii()
+    assert json.loads(seen[0]) == expected
+    assert backend._encoded.cache_info().hits == len(messages)  # the second request's

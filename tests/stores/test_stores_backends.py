@@ -6,10 +6,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from contextwindow.errors import ContextWindowError, StoreError
+from contextwindow.errors import ConfigError, ContextWindowError, StoreError
 from contextwindow.memory import BufferMemory, TokenBufferMemory
 from contextwindow.messages import Message, Summary, ToolCall
 from contextwindow.stores import Store
@@ -216,6 +217,26 @@ def test_a_missing_driver_names_the_extra_to_install(monkeypatch: pytest.MonkeyP
     assert isinstance(info.value, ContextWindowError)
 
 
+def test_sqlite_urls_take_the_synchronous_option(tmp_path: Path) -> None:
+    from contextwindow import stores
+
+    for url, level in [(f"sqlite://{tmp_path}/a.db", 2),
+                       (f"sqlite://{tmp_path}/a.db?synchronous=normal", 1),
+                       (f"SQLite://{tmp_path}/a.db?synchronous=full", 2)]:
+        store = stores.open(url)
+        assert (store.path, store._run("PRAGMA synchronous")) == (tmp_path / "a.db", [(level,)])
+        store.close()
+    plain = stores.open(str(tmp_path / "b.db?synchronous=normal"))  # a path is taken whole
+    assert plain.path.name == "b.db?synchronous=normal"
+    plain.close()
+    with pytest.raises(ConfigError, match="synchronous must be one of full, normal, not 'off'"):
+        stores.open(f"sqlite://{tmp_path}/a.db?synchronous=off")
+    with pytest.raises(StoreError, match="unknown SQLite URL option 'journal'"):
+        stores.open(f"sqlite://{tmp_path}/a.db?journal=off")
+    with pytest.raises(ConfigError, match="synchronous"):
+        stores.SQLiteStore(tmp_path / "c.db", synchronous="FULL")
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -351,6 +372,9 @@ def test_postgres_tables_live_in_the_schema_and_commit_synchronously(
         ("contextwindow_summaries", "session", "text"),
         ("contextwindow_summaries", "seq", "bigint"),
         ("contextwindow_summaries", "data", "text"),
+        ("contextwindow_terms", "session", "text"),
+        ("contextwindow_terms", "lexeme", "text"),
+        ("contextwindow_terms", "documents", "bigint"),
         ("contextwindow_vectors", "session", "text"),
         ("contextwindow_vectors", "model", "text"),
         ("contextwindow_vectors", "position", "bigint"),

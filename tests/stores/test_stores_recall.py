@@ -5,7 +5,9 @@ tests/stores/test_store_reliability.py."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from contextwindow.errors import StoreError
 from contextwindow.messages import Message, ToolCall
-from contextwindow.retrieval.text import query_terms
+from contextwindow.retrieval.text import MAX_POSTINGS, query_terms, stem
 
 # The fixtures (store_backend, durable_store_backend, ...) come from tests/store_fixtures.py.
 pytest_plugins = ["store_fixtures"]
@@ -63,6 +65,68 @@ def test_equal_scores_put_the_newest_first(store_backend: Backend) -> None:
     hits = store.search("s", "apples")
     assert positions(hits) == [3, 2, 0]
     assert len({hit.score for hit in hits}) == 1
+
+
+def test_a_query_over_the_work_bound_scores_its_rare_terms(store_backend: Backend) -> None:
+    """Every store leaves out a term in most messages once a query's postings exceed
+    MAX_POSTINGS (retrieval.text.prune_terms), from the document frequencies it keeps."""
+    store, _ = store_backend.new()
+    fill(store, "s", ["common filler"] * MAX_POSTINGS + ["rare common"])
+    assert positions(store.search("s", "rare common")) == [MAX_POSTINGS]
+    assert positions(store.search("s", "rare commonly zebra")) == [MAX_POSTINGS]  # one stem
+    assert len(store.search("s", "common")) == 20  # the rarest term is always scored
+
+
+def test_postgres_ranks_a_search_within_the_bound_as_the_query_of_all_its_terms(
+        postgres_backend: Backend) -> None:
+    """Under the work bound (and with terms the session lacks, or stop words), a search is
+    the unpruned query: the same hits and the same scores (ts_rank divides by the number of
+    the query's lexemes, found or not). The bound is the session's: a large session beside it
+    prunes nothing of its queries."""
+    store, _ = postgres_backend.new()
+    fill(store, "big", ["museum cat visit"] * MAX_POSTINGS)
+    fill(store, "s", TOPICS * 3)
+    for query in ["when did I visit Paris?", "museum tickets", "museum visit blue cat",
+                  "the cat sat on the mat", "zebra museum", "visiting visited London"]:
+        every = store._run(lambda conn, q=query: conn.execute(
+            store._sql["search"], (" or ".join(query_terms(q)), "s", 20)).fetchall())
+        assert [(hit.index, hit.score) for hit in store.search("s", query)] == every
+        assert every
+    assert store.search("s", "zebra giraffe") == [] == store.search("s", "the of")
+
+
+def postgres_frequencies(store: Any) -> tuple[dict[tuple[str, str], int],
+                                             dict[tuple[str, str], int]]:
+    """A PostgresStore's document-frequency table, and the same counted here from its
+    messages' tsvectors (one per message under the empty lexeme): equal when consistent."""
+    schema = f'"{store.schema}"'
+
+    def read(conn: Any) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        stored = {(session, lexeme): documents for session, lexeme, documents in conn.execute(
+            f"SELECT session, lexeme, documents FROM {schema}.contextwindow_terms")}
+        counted: Counter[tuple[str, str]] = Counter()
+        for session, lexemes in conn.execute(
+                f"SELECT session, tsvector_to_array(tsv) FROM {schema}.contextwindow_messages"):
+            counted.update((session, lexeme) for lexeme in ["", *lexemes])
+        return stored, dict(counted)
+
+    return store._run(read)  # type: ignore[no-any-return]
+
+
+def test_sqlite_ranks_a_lone_session_as_one_among_others(tmp_path: Any) -> None:
+    """A session alone in its file is searched without its tag: the hits and scores are
+    those of the tagged query that a file of several sessions runs."""
+    from contextwindow.stores import sqlite
+
+    store = sqlite.SQLiteStore(tmp_path / "s.db")
+    fill(store, "s", TOPICS * 3)
+    for query in ["when did I visit Paris?", "museum tickets", "museum visit blue cat",
+                  "the cat sat on the mat"]:
+        words = " OR ".join(f'"{stem(term)}"' for term in query_terms(query))
+        tagged = store._run(sqlite._SEARCH, (f'tag : "{sqlite._tag("s")}" AND text : ({words})',
+                                              20, "s"))
+        assert [(hit.index, hit.score) for hit in store.search("s", query)] == tagged
+        assert tagged
 
 
 def test_tool_calls_names_and_parts_are_found(store_backend: Backend) -> None:
@@ -130,22 +194,22 @@ def test_a_failed_append_many_stores_neither_messages_nor_index(store_backend: B
 
 
 def test_sqlite_index_row_and_message_commit_together(tmp_path: Any) -> None:
-    """The index write itself fails (its rowid is taken) after the first message and its row
-    were written: the transaction takes all of them back."""
+    """The index write itself fails (the second message's position row is taken) after the
+    first message and its rows were written: the transaction takes all of them back."""
     from contextwindow.stores import SQLiteStore
 
     store = SQLiteStore(tmp_path / "s.db")
     store.append("s", Message(role="user", content="zero"))
     seq = store._run("SELECT MAX(seq) FROM messages")[0][0]
-    store._run("INSERT INTO messages_fts (rowid, text, tag, position) "
-               "VALUES (?, 'squatter', '0', 0)", (seq + 2,))
+    store._run("INSERT INTO messages_positions (seq, position) VALUES (?, 0)", (seq + 2,))
     with pytest.raises(StoreError):
         store.append_many("s", [Message(role="user", content="one otter"),
                                 Message(role="user", content="two otters")])
     assert [m.content for m in store.load("s")] == ["zero"]
     assert store._run("SELECT COUNT(*) FROM messages") == [(1,)]
-    assert store._run("SELECT rowid, text FROM messages_fts ORDER BY rowid") == [
-        (seq, "zero"), (seq + 2, "squatter")]
+    assert store._run("SELECT rowid, text FROM messages_fts") == [(seq, "zero")]
+    assert store._run("SELECT seq FROM messages_positions ORDER BY seq") == [(seq,), (seq + 2,)]
+    assert dict(store._run("SELECT term, documents FROM messages_terms")) == {"": 1, "zero": 1}
     assert store.search("s", "otter") == []
 
 
@@ -169,6 +233,62 @@ def test_postgres_index_and_message_are_one_row(postgres_backend: Backend,
     rows = store._run(lambda conn: conn.execute(
         f"SELECT position, search_text, tsv IS NOT NULL FROM {table}").fetchall())
     assert rows == [(0, "zero", True)]
+
+
+def test_postgres_document_frequencies_follow_adds_and_deletes(postgres_backend: Backend
+                                                               ) -> None:
+    """The document frequencies are written with the messages (sync and async appends), not
+    by a failed append, and go with the session."""
+    store, _ = postgres_backend.new()
+    fill(store, "s", ["Paris trip", "paris again and again", "London"])
+    fill(store, "t", ["paris"])
+    stored, counted = postgres_frequencies(store)
+    assert stored == counted == {("s", ""): 3, ("s", "pari"): 2, ("s", "trip"): 1,
+                                 ("s", "london"): 1, ("t", ""): 1, ("t", "pari"): 1}
+    store.append("s", Message(role="user", content="kept", id="dup"))
+    with pytest.raises(StoreError):
+        store.append_many("s", [Message(role="user", content="lost paris"),
+                                Message(role="user", content="lost", id="dup")])
+    asyncio.run(store.aappend_many("s", [Message(role="user", content="Paris by train")]))
+    stored, counted = postgres_frequencies(store)
+    assert stored == counted
+    assert (stored[("s", "")], stored[("s", "pari")], stored[("s", "kept")]) == (5, 3, 1)
+    assert ("s", "lost") not in stored and stored[("s", "train")] == 1
+    store.delete("s")
+    assert postgres_frequencies(store) == ({("t", ""): 1, ("t", "pari"): 1},) * 2
+    fill(store, "s", ["london"])
+    assert postgres_frequencies(store)[0] == {("t", ""): 1, ("t", "pari"): 1, ("s", ""): 1,
+                                              ("s", "london"): 1}
+
+
+def test_postgres_delete_waits_for_an_append_in_flight(postgres_backend: Backend) -> None:
+    """A delete while another writer's append is uncommitted waits for it, then deletes its
+    messages and frequencies with the rest: none of them are left over."""
+    import threading
+    import time
+
+    import psycopg
+
+    store, spec = postgres_backend.new()
+    fill(store, "s", ["paris trip"])
+    params = store._append_params("s", [Message(role="user", content="paris again"),
+                                        Message(role="user", content="brand new words")])
+    pid = store._conn.info.backend_pid
+    with psycopg.connect(spec["dsn"], autocommit=True) as other:
+        with other.transaction():
+            other.execute(store._sql["append"], params)  # in flight: not committed
+            deleter = threading.Thread(target=store.delete, args=("s",))
+            deleter.start()
+            for _ in range(1000):  # until the delete waits for a lock the append holds
+                if other.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                 (pid,)).fetchone() == ("Lock",):
+                    break
+                time.sleep(0.01)
+            else:
+                raise AssertionError("the delete never waited for the append")
+        deleter.join()
+    assert store.load("s") == []
+    assert postgres_frequencies(store) == ({}, {})
 
 
 def test_redis_index_catches_up_with_other_writers(redis_backend: Backend) -> None:

@@ -26,6 +26,7 @@ from .options import (
     ChatModelOption,
     DeviceOption,
     DtypeOption,
+    EngineOption,
     OverflowAlias,
     RecallTokensOption,
     StoreAlias,
@@ -102,13 +103,14 @@ def build_memory(kind: str, max_tokens: int, *, counter: Any, store: Any, sessio
     raise ConfigError(f"unknown memory {kind!r}; expected one of {', '.join(MEMORY_KINDS)}")
 
 
-def build_summarizer(kind: str, model: Any, tokenizer: Any) -> Any:
-    """The summarizer for ``--overflow summary``: the chat model itself, key facts, or both."""
-    from ..summarize import CombinedSummarizer, KeyFactsSummarizer, TransformersSummarizer
+def build_summarizer(kind: str, engine: Any) -> Any:
+    """The summarizer for ``--overflow summary``: the chat model itself (on the chat's
+    ``engine``), key facts, or both."""
+    from ..summarize import CombinedSummarizer, KeyFactsSummarizer
 
     if kind == "keyfacts":
         return KeyFactsSummarizer()
-    local = TransformersSummarizer(model, tokenizer)
+    local = engine.summarizer()
     if kind == "model":
         return local
     if kind == "combined":
@@ -150,12 +152,14 @@ def chat(
         min=16, help="The model's window (default: its trained length).")] = None,
     summarizer_kind: SummarizerOption = "model",
     recall_tokens: RecallTokensOption = None,
-    sink_cache: Annotated[bool, typer.Option(
-        help="Decode with the attention-sink KV cache.")] = True,
+    sink_cache: Annotated[bool | None, typer.Option(
+        help="Decode with the attention-sink KV cache (the transformers engine's default; "
+        "llama.cpp has none).")] = None,
     cache_aware: CacheAwareOption = True,
     plain: Annotated[bool, typer.Option(
         help="Line-by-line mode even on a terminal (automatic when stdin is piped).")] = False,
     threads: ThreadsOption = None,
+    engine: EngineOption = "transformers",
     db: StoreAlias = None,
     memory_alias: OverflowAlias = None,
 ) -> None:
@@ -179,7 +183,7 @@ def chat(
     note = out if interactive else err
     params = SamplingParams(max_tokens=reply_tokens, temperature=temperature, top_p=top_p,
                             seed=seed)
-    generator = _load(model, device=device, dtype=dtype, context=context,
+    generator = _load(model, engine=engine, device=device, dtype=dtype, context=context,
                       sink_cache=sink_cache, cache_aware=cache_aware, threads=threads,
                       note=note if interactive else None)
     if max_tokens + generator.reserve_for(reply_tokens) > generator.context:
@@ -204,15 +208,15 @@ def chat(
         raise typer.Exit(code)
 
 
-def _load(model: str | None, *, device: str | None, dtype: str | None, context: int | None,
-          sink_cache: bool, cache_aware: bool, threads: int | None,
+def _load(model: str | None, *, engine: str, device: str | None, dtype: str | None,
+          context: int | None, sink_cache: bool | None, cache_aware: bool, threads: int | None,
           note: Console | None) -> Any:
-    """The chat :class:`~contextwindow.generation.Generator` (default model: the registry's
-    chat model), behind a status spinner on ``note`` (interactive runs only)."""
+    """The chat's ``engine`` (default model: the registry's chat model), behind a status
+    spinner on ``note`` (interactive runs only)."""
     from ..models import DEFAULT_CHAT_MODEL
     from ..trim import CachePolicy
 
-    return load_generator(model or DEFAULT_CHAT_MODEL, device=device, dtype=dtype,
+    return load_generator(model or DEFAULT_CHAT_MODEL, engine=engine, device=device, dtype=dtype,
                           threads=threads, status=note, context=context, policy="trim",
                           sink_cache=sink_cache,
                           cache_policy=CachePolicy() if cache_aware else None)
@@ -223,7 +227,7 @@ def _open_memory(memory_kind: str, max_tokens: int, generator: Any, store: Any, 
                  recall_tokens: int | None, system: str | None, note: Console) -> Any:
     """The session's memory: resumed from ``store`` if it has messages, else new (with the
     ``system`` prompt, if given); says which on ``note``."""
-    summarizer = (build_summarizer(summarizer_kind, generator.model, generator.tokenizer)
+    summarizer = (build_summarizer(summarizer_kind, generator)
                   if memory_kind == "summary" else None)
     memory = build_memory(memory_kind, max_tokens, counter=generator.counter, store=store,
                           session=session, keep_first=keep_first, summarizer=summarizer,
@@ -234,9 +238,9 @@ def _open_memory(memory_kind: str, max_tokens: int, generator: Any, store: Any, 
         if system:
             memory.add("system", system)
         opened = f"session [bold]{escape(session)}[/]"
-    note.print(f"[dim]{opened} in {escape(where)} · model {escape(generator.model_id)} (window "
-               f"{generator.context} tokens) · overflow {memory_kind} · budget {max_tokens} "
-               "tokens · /help for commands[/]")
+    note.print(f"[dim]{opened} in {escape(where)} · model {escape(generator.model_id)} on "
+               f"{generator.engine} (window {generator.context} tokens) · overflow "
+               f"{memory_kind} · budget {max_tokens} tokens · /help for commands[/]")
     return memory
 
 
@@ -313,6 +317,7 @@ def _turn(memory: Any, generator: Any, params: Any, line: str, turns: TurnStore,
     """One user message and its reply, added to ``memory`` and committed to ``turns`` together.
     A message over the budget is refused, nothing kept: on a terminal with a note, piped with
     the error."""
+    started = time.perf_counter()
     with note.status("summarizing older turns...") if interactive \
             and memory_kind_is_summary(memory) else contextlib.nullcontext():
         memory.add("user", line, timestamp=_now())
@@ -344,7 +349,8 @@ def _turn(memory: Any, generator: Any, params: Any, line: str, turns: TurnStore,
     memory.add("assistant", completion.text, timestamp=_now())
     turns.commit()
     status = memory_status(memory)
-    extra = f" · reply {completion.completion_tokens} tokens ({completion.finish_reason})"
+    extra = (f" · reply {completion.completion_tokens} tokens ({completion.finish_reason}) in "
+             f"{time.perf_counter() - started:.2f} s")
     if fit.trimmed_messages:
         extra += f" · {fit.trimmed_messages} more trimmed to fit the window"
     note.print(f"[dim]{status_line(status)}{extra}[/]")

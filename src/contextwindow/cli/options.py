@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..errors import ConfigError
+
 console = Console()
 """A command's result (tables, JSON) on stdout."""
 err_console = Console(stderr=True, soft_wrap=True)
@@ -40,8 +42,30 @@ RecallTokensOption = Annotated[int | None, typer.Option(
     min=1, help="With --overflow recall: tokens of the budget for recalled turns "
     "(default half).")]
 ThreadsOption = Annotated[int | None, typer.Option(
-    min=0, help="CPU threads for the model (default or 0: torch's choice, one per core). Use 1 "
+    min=0, help="CPU threads for the model (default or 0: one per core). Use 1 "
     "when other processes share the cores: oversubscribed threads are much slower.")]
+
+#: What decodes for ``chat`` and ``serve`` (the fit, memories and sessions are the same on both).
+ENGINES = ("transformers", "llama.cpp")
+EngineOption = Annotated[str, typer.Option(
+    help="What runs the model: transformers (every option; the attention-sink cache) or "
+    "llama.cpp (the llamacpp extra: the GGUF's quantised kernels, faster on CPU; the same fit, "
+    "memories and sessions; a dense KV cache; docs/serve.md).")]
+#: What the llama.cpp engine cannot honour, by the option that asks for it (given, not
+#: defaulted: an unset option is None), and why.
+LLAMACPP_REFUSES = {
+    "device": ("--device", ("it runs the GGUF on the CPU (this llama.cpp build has no GPU"
+               " backend)")),
+    "dtype": ("--dtype", "it computes with the GGUF's own quantised weights"),
+    "sink_cache": ("--sink-cache", ("its KV cache is dense (prompt and reply share --context);"
+                   " the attention-sink cache is the transformers engine's")),
+    "sinks": ("--sinks", "it has no attention-sink cache"),
+    "prefix_cache_mb": ("--prefix-cache-mb", ("it keeps the previous request's KV cache and"
+                        " reuses the common prefix by itself; the multi-request prefix cache"
+                        " is the transformers engine's")),
+}
+#: Values of those options that ask for what llama.cpp does anyway (``--no-sink-cache``).
+_LLAMACPP_DOES: dict[str, Any] = {"sink_cache": False}
 
 
 # Spellings of earlier releases, kept hidden for one release (one vocabulary across commands:
@@ -75,15 +99,40 @@ def quiet_transformers(threads: int | None = None) -> None:
 
 def load_generator(model: str | None, *, device: str | None, dtype: str | None,
                    threads: int | None, status: Console | None,
-                   message: str = "loading the model...", **options: Any) -> Any:
-    """A :class:`~contextwindow.generation.Generator` for ``model`` (see
-    :meth:`~contextwindow.generation.Generator.load` for ``options``) on ``threads`` CPU
-    threads, behind a ``message`` spinner on ``status`` (None: no spinner)."""
-    from ..generation import Generator
+                   message: str = "loading the model...", engine: str = "transformers",
+                   **options: Any) -> Any:
+    """The ``engine`` (:data:`ENGINES`) for ``model`` on ``threads`` CPU threads, behind a
+    ``message`` spinner on ``status`` (None: no spinner): a
+    :class:`~contextwindow.generation.Generator` (see its ``load`` for ``options``) or a
+    :class:`~contextwindow.generation.LlamaCppGenerator`. An option of
+    :data:`LLAMACPP_REFUSES` set to None takes the engine's default; one llama.cpp cannot
+    honour is refused (:func:`check_llamacpp`)."""
+    from ..generation import Generator, LlamaCppGenerator
 
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    # None here is "the engine's default" (elsewhere it means something: cache_policy=None)
+    given = {name: value for name, value in options.items()
+             if value is not None or name not in LLAMACPP_REFUSES}
     quiet_transformers(threads)
+    if engine == "llama.cpp":
+        check_llamacpp(device=device, dtype=dtype, **given)
+        for name in _LLAMACPP_DOES:
+            given.pop(name, None)
+        with status.status(message) if status is not None else contextlib.nullcontext():
+            return LlamaCppGenerator.load(model, threads=threads, **given)
     with status.status(message) if status is not None else contextlib.nullcontext():
-        return Generator.load(model, device=device, dtype=dtype, **options)
+        return Generator.load(model, device=device, dtype=dtype, **given)
+
+
+def check_llamacpp(**options: Any) -> None:
+    """Refuse, naming the option, what ``--engine llama.cpp`` cannot honour
+    (:data:`LLAMACPP_REFUSES`), rather than ignore it."""
+    for name, (flag, why) in LLAMACPP_REFUSES.items():
+        value = options.get(name)
+        if value is not None and not (name in _LLAMACPP_DOES and value == _LLAMACPP_DOES[name]):
+            raise ConfigError(f"--engine llama.cpp cannot honour {flag}: {why}; use "
+                              "--engine transformers")
 
 
 def progress_bar(*, transient: bool = False, disable: bool = False) -> Progress:

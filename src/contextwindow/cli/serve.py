@@ -16,6 +16,7 @@ from .options import (
     ChatModelOption,
     DeviceOption,
     DtypeOption,
+    EngineOption,
     PolicyAlias,
     RecallTokensOption,
     ThreadsOption,
@@ -74,13 +75,15 @@ ContextOption = Annotated[int | None, typer.Option(
 PolicyOption = Annotated[str, typer.Option("--overflow", help=POLICY_HELP)]
 KeepFirstOption = Annotated[int | None, typer.Option(
     min=0, help="Messages after the system prompt never trimmed (default 0; 2 for sinks).")]
-SinkCacheOption = Annotated[bool, typer.Option(
+SinkCacheOption = Annotated[bool | None, typer.Option(
     help="Decode with the attention-sink KV cache (bounded memory; replies may outgrow the "
-    "window). --no-sink-cache uses a dense cache.")]
-SinksOption = Annotated[int, typer.Option(min=0, help="Tokens the sink cache never evicts.")]
-PrefixCacheOption = Annotated[float, typer.Option(
+    "window; the transformers engine's default). --no-sink-cache uses a dense cache.")]
+SinksOption = Annotated[int | None, typer.Option(
+    min=0, help="Tokens the sink cache never evicts (default 4).")]
+PrefixCacheOption = Annotated[float | None, typer.Option(
     min=0.0, help="MiB of KV cache kept from recent requests, so a prompt that starts "
-    "with one of them prefills only the rest (0: off).")]
+    "with one of them prefills only the rest (0: off; default 512; llama.cpp reuses the "
+    "previous request's by itself).")]
 RopeOption = Annotated[str | None, typer.Option(
     help="RoPE scaling method (linear, ntk, dynamic, yarn, llama3...), or self-extend / dca "
     "(attention-side; factor 4 unless --rope-factor).")]
@@ -149,9 +152,9 @@ def serve(
     policy: PolicyOption = "trim",
     keep_first: KeepFirstOption = None,
     recall_tokens: RecallTokensOption = None,
-    sink_cache: SinkCacheOption = True,
-    sinks: SinksOption = 4,
-    prefix_cache_mb: PrefixCacheOption = 512.0,
+    sink_cache: SinkCacheOption = None,
+    sinks: SinksOption = None,
+    prefix_cache_mb: PrefixCacheOption = None,
     rope: RopeOption = None,
     rope_factor: RopeFactorOption = None,
     default_max_tokens: DefaultMaxTokensOption = 512,
@@ -175,6 +178,7 @@ def serve(
     lock_timeout: LockTimeoutOption = 30.0,
     lock_ttl: LockTtlOption = 10.0,
     threads: ThreadsOption = None,
+    engine: EngineOption = "transformers",
     log_level: LogLevelOption = "info",
     policy_alias: PolicyAlias = None,
 ) -> None:
@@ -203,6 +207,9 @@ def serve(
     limits = Limits(api_key=api_key, max_body_bytes=max_body_bytes,
                     request_timeout=request_timeout)
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per log line
+    if upstream is not None and engine != "transformers":
+        raise ConfigError("--engine chooses what runs the local model; with --upstream the "
+                          "upstream server runs it")
     if upstream is not None:
         app = _gateway(upstream, model=upstream_model, context=upstream_context,
                        key_env=upstream_key_env, tokenizer=tokenizer, flatten=flatten,
@@ -215,7 +222,8 @@ def serve(
                        lock_timeout=lock_timeout, lock_ttl=lock_ttl)
         described = _describe_gateway(app.state.api.backend, policy)
     else:
-        backend = _local_backend(model, device=device, dtype=dtype, context=context,
+        backend = _local_backend(model, engine=engine, device=device, dtype=dtype,
+                                 context=context,
                                  policy=policy, keep_first=keep_first,
                                  sink_cache=sink_cache, sinks=sinks,
                                  prefix_cache_mb=prefix_cache_mb, cache_policy=cache_policy,
@@ -223,7 +231,7 @@ def serve(
                                  rope_factor=rope_factor, served_model_name=served_model_name,
                                  threads=threads, console=console,
                                  default_max_tokens=default_max_tokens, max_queue=max_queue)
-        described = _describe_local(backend.generator, rope)
+        described = _describe_local(backend.generator, rope, rope_factor)
         app = create_app(backend=backend, store=_open_sessions(store, store_namespace),
                          limits=limits, default_max_tokens=default_max_tokens,
                          lock_timeout=lock_timeout, lock_ttl=lock_ttl)
@@ -290,10 +298,10 @@ def _describe_gateway(backend: Any, policy: str) -> str:
             f"{fitter.counter.name}")
 
 
-def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
+def _local_backend(model: str | None, *, engine: str, device: str | None, dtype: str | None,
                    context: int | None, policy: str,
-                   keep_first: int | None, sink_cache: bool, sinks: int,
-                   prefix_cache_mb: float, cache_policy: Any, rope: str | None,
+                   keep_first: int | None, sink_cache: bool | None, sinks: int | None,
+                   prefix_cache_mb: float | None, cache_policy: Any, rope: str | None,
                    rope_factor: float | None, served_model_name: str | None,
                    threads: int | None, console: Console, **options: Any) -> Any:
     from ..rope import RESTORE_METHODS, get_extension
@@ -305,23 +313,28 @@ def _local_backend(model: str | None, *, device: str | None, dtype: str | None,
     if (rope_factor is not None and not scaled) or (
             scaled and rope_factor is None and extension is None):
         raise ConfigError("--rope and --rope-factor go together")
-    generator = load_generator(model, device=device, dtype=dtype, threads=threads,
-                               status=console, rope=rope, rope_factor=rope_factor,
+    generator = load_generator(model, engine=engine, device=device, dtype=dtype,
+                               threads=threads, status=console, rope=rope,
+                               rope_factor=rope_factor,
                                model_id=served_model_name, context=context, policy=policy,
                                keep_first=keep_first, sink_cache=sink_cache, sinks=sinks,
                                prefix_cache_mb=prefix_cache_mb, cache_policy=cache_policy)
     return LocalBackend(generator, **options)
 
 
-def _describe_local(generator: Any, rope: str | None) -> str:
+def _describe_local(generator: Any, rope: str | None, rope_factor: float | None) -> str:
     from ..rope import applied_scaling
 
-    cache = (f"sink cache ({generator.sinks} sinks + {generator.context - generator.sinks} "
-             "window)" if generator.sink_cache else "dense cache")
-    factor = (applied_scaling(generator.model) or {}).get("factor")
+    if generator.engine == "llama.cpp":
+        cache = "llama.cpp's dense cache, reusing the previous request's prefix"
+        factor = rope_factor
+    else:
+        cache = (f"sink cache ({generator.sinks} sinks + {generator.context - generator.sinks}"
+                 " window)" if generator.sink_cache else "dense cache")
+        factor = (applied_scaling(generator.model) or {}).get("factor")
     scaled = f" · RoPE {rope} x{factor:g}" if rope and factor else ""
-    return (f"window {generator.context} tokens · policy {generator.policy} (keep_first "
-            f"{generator.keep_first}) · {cache}{scaled}")
+    return (f"{generator.engine} · window {generator.context} tokens · policy "
+            f"{generator.policy} (keep_first {generator.keep_first}) · {cache}{scaled}")
 
 
 def _store_name(store: Any) -> str:

@@ -1,6 +1,10 @@
-"""Local chat generation: fit a conversation to the window, then decode on the sink cache.
+"""Local chat generation: fit a conversation to the window, then decode on the sink cache or in
+llama.cpp.
 
-* :mod:`.engine` -- :class:`Generator` (fit + generate), :class:`FitResult`;
+* :mod:`.engine` -- :class:`Engine` (the fit every engine shares), :class:`Generator` (the
+  transformers engine: fit + generate), :class:`FitResult`;
+* :mod:`.llamacpp` -- :class:`LlamaCppGenerator` (the same fit, decoded by llama.cpp
+  in-process; the ``llamacpp`` extra);
 * :mod:`._run` -- :class:`Completion`, and one request's forward passes and decode loop;
 * :mod:`.sampling` -- :class:`SamplingParams` (the one place sampling settings are checked) and
   :func:`sample`;
@@ -9,15 +13,18 @@
 """
 
 from .decoding import IncrementalDecoder
-from .engine import Completion, FitResult, Generator
+from .engine import Completion, Engine, FitResult, Generator
+from .llamacpp import LlamaCppGenerator
 from .prefix import PrefixCache
 from .sampling import SamplingParams
 
 __all__ = [
     "Completion",
+    "Engine",
     "FitResult",
     "Generator",
     "IncrementalDecoder",
+    "LlamaCppGenerator",
     "PrefixCache",
     "SamplingParams",
 ]

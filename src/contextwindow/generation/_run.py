@@ -2,7 +2,8 @@
 
 Kept apart from :mod:`.engine`, which decides *what* the model reads (the window, the policy,
 the prefix cache); this module only feeds ids and samples tokens until EOS, a stop string,
-``max_tokens`` or a cancel, streaming text as it goes.
+``max_tokens`` or a cancel, streaming text as it goes. That loop (:func:`stream`) reads tokens
+from any engine: the llama.cpp engine (:mod:`.llamacpp`) runs it on llama.cpp's tokens.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..models.hf import forward
@@ -74,22 +75,45 @@ def decode(run: Run, params: SamplingParams, *, tokenizer: Any, eos_ids: frozens
            on_text: Callable[[str], None] | None = None,
            cancel: threading.Event | None = None) -> Completion:
     """Sample tokens after the prefill (``run.logits``) until EOS, a stop string,
-    ``max_tokens`` or cancel, calling ``on_text`` with each new piece of text."""
+    ``max_tokens`` or cancel (:func:`stream`), calling ``on_text`` with each new piece of text."""
+    completion = stream(_sampled(run, params), params, tokenizer=tokenizer, eos_ids=eos_ids,
+                        started=run.started, on_text=on_text, cancel=cancel)
+    return replace(completion, kv_cache_tokens=run.peak_tokens, kv_cache_bytes=run.peak_bytes,
+                   kv_evicted_tokens=max(0, run.fed - run.cache.get_seq_length()),
+                   cached_tokens=run.cached)
+
+
+def _sampled(run: Run, params: SamplingParams) -> Iterator[int]:
+    """The reply's tokens, each sampled from the logits the one before it gave; the model
+    steps only when the next token is asked for."""
     import torch
 
     seed = params.seed if params.seed is not None else random.SystemRandom().getrandbits(63)
     rng = torch.Generator().manual_seed(seed)
-    decoder, stopper = IncrementalDecoder(tokenizer), StopMatcher(params.stop)
-    emit = on_text or (lambda text: None)
     logits = run.logits
-    tokens: list[int] = []
-    first_token_at = 0.0
-    finish = "length"
     while True:
         token = sample(logits, params, rng)
-        tokens.append(token)
-        if len(tokens) == 1:
-            first_token_at = time.perf_counter() - run.started
+        yield token
+        logits = run.step(torch.tensor([[token]], dtype=torch.long))
+
+
+def stream(tokens: Iterator[int], params: SamplingParams, *, tokenizer: Any,
+           eos_ids: Container[int], started: float,
+           on_text: Callable[[str], None] | None = None,
+           cancel: threading.Event | None = None) -> Completion:
+    """Read a reply from ``tokens`` (any engine's, computed lazily: asking for the next one is
+    what runs the model) until EOS, a stop string, ``max_tokens`` or cancel, calling
+    ``on_text`` with each new piece of text. The one decode loop of every engine, so stop
+    strings, streaming and finish reasons are the same whichever computes the tokens."""
+    decoder, stopper = IncrementalDecoder(tokenizer), StopMatcher(params.stop)
+    emit = on_text or (lambda text: None)
+    ids: list[int] = []
+    first_token_at = 0.0
+    finish = "length"
+    for token in tokens:
+        ids.append(token)
+        if len(ids) == 1:
+            first_token_at = time.perf_counter() - started
         if token in eos_ids:
             finish = "stop"
             break
@@ -98,24 +122,15 @@ def decode(run: Run, params: SamplingParams, *, tokenizer: Any, eos_ids: frozens
         if stopper.stopped:
             finish = "stop"
             break
-        if len(tokens) >= params.max_tokens:
+        if len(ids) >= params.max_tokens:
             break
         if cancel is not None and cancel.is_set():
             finish = "cancelled"
             break
-        logits = run.step(torch.tensor([[token]], dtype=torch.long))
     if not stopper.stopped:
         for text in (stopper.feed(decoder.flush()), stopper.finish()):
             if text:
                 emit(text)
-    return Completion(
-        text=stopper.text,
-        finish_reason=finish,
-        token_ids=tokens,
-        kv_cache_tokens=run.peak_tokens,
-        kv_cache_bytes=run.peak_bytes,
-        kv_evicted_tokens=max(0, run.fed - run.cache.get_seq_length()),
-        cached_tokens=run.cached,
-        time_to_first_token=first_token_at,
-        seconds=time.perf_counter() - run.started,
-    )
+    return Completion(text=stopper.text, finish_reason=finish, token_ids=ids,
+                      time_to_first_token=first_token_at,
+                      seconds=time.perf_counter() - started)

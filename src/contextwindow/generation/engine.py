@@ -1,6 +1,8 @@
 """The generation engine behind ``contextwindow chat`` and ``contextwindow serve``.
 
-A :class:`Generator` owns one local causal LM and does two things:
+:class:`Engine` is what every engine shares: the fit below, and the lock. A :class:`Generator`
+(the transformers engine) owns one local causal LM and does two things; the llama.cpp engine
+(:mod:`.llamacpp`) fits the same way and decodes in llama.cpp:
 
 * :meth:`Generator.fit` turns a conversation into a prompt that fits the model's window. The
   window (``context`` tokens) is shared by the prompt and the reply: the prompt gets
@@ -36,12 +38,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..adapters import as_messages
 from ..content import check_text_only
 from ..errors import BudgetExceededError, ConfigError, InvalidMessageError
 from ..messages import Message, check_conversation
+from ..summarize.base import BaseSummarizer
+from ..summarize.local import TransformersSummarizer
+from ..summarize.prompt import clean_summary
 from ..templates import chat_template_ids
 from ..tokens import TokenCounter
 from ..trim import CachePolicy
@@ -97,59 +102,52 @@ def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(eos)
 
 
-class Generator:
-    """A local model plus the policy that keeps its prompts inside the window.
+class Engine:
+    """What ``chat`` and ``serve`` need of an engine, whichever decodes: the fit (ours, the same
+    on every engine) and a ``generate`` the engine supplies.
+
+    The fit turns a conversation into the prompt ids the engine will read, counted with the
+    model's own chat template (``tokenizer``), within ``context - reserve_for(max_tokens)``.
+    Both :meth:`fit` and a subclass's ``generate`` hold :attr:`lock`, so one request at a time
+    reaches the model.
 
     Args:
-        model, tokenizer: a transformers causal LM (RoPE, for the sink cache) and its tokenizer,
-            which needs a chat template.
+        tokenizer: the model's tokenizer, with a chat template.
         model_id: the name it is served under.
-        context: the window in tokens (prompt + reply); defaults to the model's
-            ``max_position_embeddings`` (after any RoPE scaling).
+        context: the window in tokens (prompt + reply).
         policy: ``"trim"``, ``"sinks"`` or ``"none"`` (see the module docstring).
         keep_first: messages after the system prompt that are never trimmed
             (default 0, or 2 with ``"sinks"``).
         cache_policy: how ``"trim"`` / ``"sinks"`` cut a long conversation: the cache-aware
-            :class:`~contextwindow.trim.CachePolicy` (default: consecutive requests of one
-            conversation share their prefix, for prefix caches; docs/caching.md), or None for
-            the newest turns that fit.
-        sink_cache: decode with the attention-sink cache (bounded memory) instead of a dense one.
-        sinks: tokens the sink cache never evicts.
-        prefill_chunk: prompt tokens per forward pass during prefill (bounds activation memory).
-        prefix_cache_mb: MiB of keys and values kept from recent requests for prefix reuse
-            (0 turns it off); with the sink cache, only requests that evicted nothing are kept.
+            :class:`~contextwindow.trim.CachePolicy` (consecutive requests of one conversation
+            share their prefix, for prefix caches; docs/caching.md), or None for the newest
+            turns that fit.
+        sink_cache: whether the engine decodes on an attention-sink cache, which lets a reply
+            outgrow the window (:meth:`reserve_for`).
     """
+
+    #: The engine's name, as ``--engine`` spells it.
+    engine: ClassVar[str]
 
     def __init__(
         self,
-        model: Any,
         tokenizer: Any,
         *,
-        model_id: str = "local",
-        context: int | None = None,
+        model_id: str,
+        context: int,
         policy: str = "trim",
         keep_first: int | None = None,
         cache_policy: CachePolicy | None = CachePolicy(),  # noqa: B008 (frozen: safe to share)
-        sink_cache: bool = True,
-        sinks: int = 4,
-        prefill_chunk: int = 2048,
-        prefix_cache_mb: float = 512,
+        sink_cache: bool = False,
     ) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
-        if context is None:
-            context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
         if isinstance(context, bool) or not isinstance(context, int) or context < 16:
             raise ConfigError(f"context must be an integer >= 16, not {context!r}")
         if keep_first is None:
             keep_first = SINKS_KEEP_FIRST if policy == "sinks" else 0
         if keep_first < 0:
             raise ConfigError(f"keep_first must be >= 0, not {keep_first}")
-        if sinks < 0 or sinks >= context // 2:
-            raise ConfigError(f"sinks must be in [0, {context // 2}), not {sinks}")
-        if prefill_chunk < 1:
-            raise ConfigError(f"prefill_chunk must be >= 1, not {prefill_chunk}")
-        self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.context = context
@@ -157,46 +155,10 @@ class Generator:
         self.keep_first = keep_first
         self.cache_policy = cache_policy
         self.sink_cache = sink_cache
-        self.sinks = sinks
-        self.prefill_chunk = prefill_chunk
-        if not isinstance(prefix_cache_mb, (int, float)) or not 0 <= prefix_cache_mb < 2**40:
-            raise ConfigError(f"prefix_cache_mb must be a number >= 0, not {prefix_cache_mb!r}")
-        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self.counter = TokenCounter.from_hf(tokenizer)
         self.window = Fitter(self.counter, context, mode=policy, keep_first=keep_first,
                              cache_policy=cache_policy)
-        self.eos_ids = _eos_ids(model, tokenizer)
         self.lock = threading.RLock()
-        if sink_cache:  # fail at start-up, not on the first request, if the model has no RoPE
-            from ..models.rotary import rotary_embedding
-
-            rotary_embedding(model)
-
-    @classmethod
-    def load(
-        cls,
-        model: str | None = None,
-        *,
-        rope: str | None = None,
-        rope_factor: float | None = None,
-        model_id: str | None = None,
-        device: Any = None,
-        dtype: Any = None,
-        **options: Any,
-    ) -> Generator:
-        """Load a local model (a registered name or a directory; default SmolLM2-135M-Instruct)
-        on ``device`` in ``dtype`` (see :func:`~contextwindow.models.load_model`), optionally
-        RoPE-scale it."""
-        from ..models import DEFAULT_MODEL, load_model, resolve
-
-        loaded, tokenizer = load_model(model, device=device, dtype=dtype)
-        from ..rope import RESTORE_METHODS, scale_rope
-
-        if rope and rope not in RESTORE_METHODS:
-            scale_rope(loaded, rope, rope_factor)
-        if model_id is None:
-            model_id = DEFAULT_MODEL if model in (None, DEFAULT_MODEL) else resolve(model).name
-        return cls(loaded, tokenizer, model_id=model_id, **options)
 
     # -- fitting ------------------------------------------------------------------------------
     def reserve_for(self, max_tokens: int) -> int:
@@ -257,6 +219,136 @@ class Generator:
                              reserve=reserve)
 
     # -- generation ---------------------------------------------------------------------------
+    def generate(
+        self,
+        fit: FitResult,
+        params: SamplingParams,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """Decode a reply to a fitted prompt, calling ``on_text`` with each new piece of text
+        (the engine's own; this base class has none)."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+    def chat(
+        self,
+        messages: Iterable[Any],
+        params: SamplingParams | None = None,
+        *,
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[FitResult, Completion]:
+        """Fit and generate in one call (holding the lock across both)."""
+        params = params or SamplingParams()
+        with self.lock:
+            fit = self.fit(messages, params.max_tokens)
+            return fit, self.generate(fit, params, on_text=on_text)
+
+    def summarizer(self) -> BaseSummarizer:
+        """A summarizer writing with this engine's model (``chat --overflow summary``)."""
+        return EngineSummarizer(self)
+
+
+class EngineSummarizer(TransformersSummarizer):
+    """:class:`~contextwindow.summarize.TransformersSummarizer`'s prompts and chunking, each
+    chunk answered greedily by an :class:`Engine` (fit and generate), so an engine without a
+    transformers model (llama.cpp) summarizes with the model it already has loaded."""
+
+    def __init__(self, engine: Engine, **options: Any) -> None:
+        super().__init__(engine, engine.tokenizer, **options)
+
+    def _generate(self, model: Any, tokenizer: Any, previous: str | None,
+                  lines: Sequence[str]) -> str:
+        params = SamplingParams(max_tokens=self.max_new_tokens, temperature=0.0)
+        return clean_summary(model.chat(self._chat(previous, lines), params)[1].text)
+
+
+class Generator(Engine):
+    """A local transformers model plus the policy that keeps its prompts inside the window.
+
+    Args:
+        model, tokenizer: a transformers causal LM (RoPE, for the sink cache) and its tokenizer,
+            which needs a chat template.
+        model_id, policy, keep_first, cache_policy: as :class:`Engine` (default cache policy:
+            the cache-aware one).
+        context: the window in tokens (prompt + reply); defaults to the model's
+            ``max_position_embeddings`` (after any RoPE scaling).
+        sink_cache: decode with the attention-sink cache (bounded memory) instead of a dense one.
+        sinks: tokens the sink cache never evicts.
+        prefill_chunk: prompt tokens per forward pass during prefill (bounds activation memory).
+        prefix_cache_mb: MiB of keys and values kept from recent requests for prefix reuse
+            (0 turns it off); with the sink cache, only requests that evicted nothing are kept.
+    """
+
+    engine = "transformers"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str = "local",
+        context: int | None = None,
+        policy: str = "trim",
+        keep_first: int | None = None,
+        cache_policy: CachePolicy | None = CachePolicy(),  # noqa: B008 (frozen: safe to share)
+        sink_cache: bool = True,
+        sinks: int = 4,
+        prefill_chunk: int = 2048,
+        prefix_cache_mb: float = 512,
+    ) -> None:
+        if context is None:
+            context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        super().__init__(tokenizer, model_id=model_id, context=context, policy=policy,
+                         keep_first=keep_first, cache_policy=cache_policy,
+                         sink_cache=sink_cache)
+        if sinks < 0 or sinks >= self.context // 2:
+            raise ConfigError(f"sinks must be in [0, {self.context // 2}), not {sinks}")
+        if prefill_chunk < 1:
+            raise ConfigError(f"prefill_chunk must be >= 1, not {prefill_chunk}")
+        if not isinstance(prefix_cache_mb, (int, float)) or not 0 <= prefix_cache_mb < 2**40:
+            raise ConfigError(f"prefix_cache_mb must be a number >= 0, not {prefix_cache_mb!r}")
+        self.model = model
+        self.sinks = sinks
+        self.prefill_chunk = prefill_chunk
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
+        self.eos_ids = _eos_ids(model, tokenizer)
+        if sink_cache:  # fail at start-up, not on the first request, if the model has no RoPE
+            from ..models.rotary import rotary_embedding
+
+            rotary_embedding(model)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        *,
+        rope: str | None = None,
+        rope_factor: float | None = None,
+        model_id: str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        **options: Any,
+    ) -> Generator:
+        """Load a local model (a registered name or a directory; default SmolLM2-135M-Instruct)
+        on ``device`` in ``dtype`` (see :func:`~contextwindow.models.load_model`), optionally
+        RoPE-scale it."""
+        from ..models import DEFAULT_MODEL, load_model, resolve
+
+        loaded, tokenizer = load_model(model, device=device, dtype=dtype)
+        from ..rope import RESTORE_METHODS, scale_rope
+
+        if rope and rope not in RESTORE_METHODS:
+            scale_rope(loaded, rope, rope_factor)
+        if model_id is None:
+            model_id = DEFAULT_MODEL if model in (None, DEFAULT_MODEL) else resolve(model).name
+        return cls(loaded, tokenizer, model_id=model_id, **options)
+
+    def summarizer(self) -> BaseSummarizer:
+        """A summarizer on this model: transformers' ``generate``, greedy."""
+        return TransformersSummarizer(self.model, self.tokenizer)
+
+    # -- generation ---------------------------------------------------------------------------
     def new_cache(self) -> Any:
         """A fresh KV cache for one request: sinks + window = ``context`` tokens, or dense."""
         if self.sink_cache:
@@ -305,16 +397,3 @@ class Generator:
                     break
                 run.step(prompt[:, start:start + self.prefill_chunk])
             return run
-
-    def chat(
-        self,
-        messages: Iterable[Any],
-        params: SamplingParams | None = None,
-        *,
-        on_text: Callable[[str], None] | None = None,
-    ) -> tuple[FitResult, Completion]:
-        """Fit and generate in one call (holding the lock across both)."""
-        params = params or SamplingParams()
-        with self.lock:
-            fit = self.fit(messages, params.max_tokens)
-            return fit, self.generate(fit, params, on_text=on_text)

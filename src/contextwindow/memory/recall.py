@@ -117,7 +117,11 @@ class RecallMemory(Memory):
         return rankings[0] if len(rankings) == 1 else fuse(*rankings)
 
     def _lexical(self, query: str, lo: int, hi: int) -> list[int]:
-        hits = self.store.search(self.session, query, RECALL_CANDIDATES * 4)
+        """The best :data:`RECALL_CANDIDATES` in ``[lo, hi)``: the store returns as many more
+        as there are messages outside it (the pinned head and the window), no more (each hit
+        returned is a row the store reads)."""
+        outside = lo + len(self._history) - hi
+        hits = self.store.search(self.session, query, RECALL_CANDIDATES + outside)
         return [hit.index for hit in hits if lo <= hit.index < hi][:RECALL_CANDIDATES]
 
     def _dense(self, embedder: Any, query: str, lo: int, hi: int) -> list[int]:

@@ -23,10 +23,11 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from ..errors import ConfigError, StoreError
 from ..messages import Message
-from .text import Hit, index_terms, indexed_text, query_terms, stem
+from .text import Hit, index_terms, indexed_text, prune_terms, query_terms, stem
 
 __all__ = ["LexicalIndex", "ranker"]
 
@@ -76,8 +77,10 @@ class LexicalIndex:
 
     def search(self, terms: Iterable[str], limit: int = 20) -> list[Hit]:
         """The ``limit`` best documents for ``terms`` (as ``query_terms`` gives them; a stem
-        given twice counts once): best score first, equal scores newest (highest index)
-        first. Documents that contain none of the terms are not returned."""
+        given twice counts once, and a query over the work bound scores only the terms
+        :func:`~contextwindow.retrieval.text.prune_terms` keeps): best score first, equal
+        scores newest (highest index) first. Documents that contain none of the scored terms
+        are not returned."""
         if limit <= 0 or not self._lengths:
             return []
         count = len(self._lengths)
@@ -86,16 +89,17 @@ class LexicalIndex:
         k1, b, keep = self.k1, self.b, 1 - self.b
         scores: dict[int, float] = {}
         score = scores.get
-        for term in dict.fromkeys(stem(term) for term in terms):
-            posting = self._postings.get(term)
-            if posting is None:
-                continue
+        postings = self._postings
+        frequencies = {term: len(postings[term][0]) if term in postings else 0
+                       for term in dict.fromkeys(stem(term) for term in terms)}
+        for term in prune_terms(frequencies, count):
+            posting = postings[term]
             found = len(posting[0])
             idf = math.log(1 + (count - found + 0.5) / (found + 0.5))
             for index, tf in zip(*posting):  # the hot loop: one expression, locals only
                 scores[index] = score(index, 0.0) + idf * (
                     tf / (k1 * (keep + b * lengths[index] / avgdl) + tf))
-        best = heapq.nlargest(limit, scores.items(), key=lambda item: (item[1], item[0]))
+        best = heapq.nlargest(limit, scores.items(), key=itemgetter(1, 0))
         return [Hit(index, score) for index, score in best]
 
 

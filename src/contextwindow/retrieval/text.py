@@ -7,7 +7,9 @@ syntax: a question is reduced to its words (letters, digits and combining marks;
 NFKC-normalised), so quotes, ``NEAR(``, ``*``, ``:``, ``-``, ``OR``, parentheses or SQL in it
 mean nothing, and a store builds its query only from these words. ``query_terms`` is
 idempotent (``query_terms(" ".join(query_terms(q))) == query_terms(q)``), which is what makes
-"the text's meaning is only its words" testable.
+"the text's meaning is only its words" testable. The stores that know each term's document
+frequency (SQLite, the in-process index) score only the terms :func:`prune_terms` keeps, so a
+search's cost is bounded whatever the session's size.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import regex
@@ -22,13 +25,17 @@ import snowballstemmer
 
 from ..messages import Message
 
-__all__ = ["MAX_INDEXED_CHARS", "MAX_TERM_CHARS", "STOP_WORDS", "Hit", "index_terms",
-           "indexed_text", "query_terms", "stem", "words"]
+__all__ = ["MAX_INDEXED_CHARS", "MAX_POSTINGS", "MAX_TERM_CHARS", "STOP_WORDS", "Hit",
+           "index_terms", "indexed_text", "prune_terms", "query_terms", "stem", "words"]
 
 #: A message's first 65,536 characters are indexed: a turn longer than that cannot be recalled
 #: whole into a window anyway, and the cap bounds an add's cost on every store (PostgreSQL
 #: refuses a tsvector over 1 MB, which a longer text of distinct words can reach).
 MAX_INDEXED_CHARS = 65_536
+#: A search's work bound: the summed document frequencies (postings) of the terms it scores.
+#: Every engine scores each posting of each term (FTS5 ~2 us a posting, the in-process index
+#: ~0.3 us), so this caps a search at a few milliseconds however large the session grows.
+MAX_POSTINGS = 1_000
 #: Longer words are no query terms (no store can match them usefully; PostgreSQL rejects query
 #: words over 2,047 bytes).
 MAX_TERM_CHARS = 100
@@ -101,30 +108,64 @@ def query_terms(text: str, limit: int = 32) -> list[str]:
     return list(terms)
 
 
+def prune_terms(frequencies: Mapping[str, int], documents: int,
+                max_postings: int = MAX_POSTINGS) -> list[str]:
+    """The terms a search scores, given each distinct term's document frequency (``df``) in
+    ``documents`` indexed messages: all of them found when their postings fit
+    ``max_postings``; else the rarest first while they fit, leaving out any term in half the
+    documents or more, and always the rarest one.
+
+    Why: a search costs in proportion to its terms' postings (every engine scores every
+    match before it keeps the best), and a question's terms (or a feedback query's, a whole
+    message added) include common words that match most of a large session. Those carry
+    almost no weight: FTS5's Robertson idf ``ln((N - df + 0.5) / (df + 0.5))`` is <= 0 for
+    ``df >= N / 2`` (floored at 1e-6), Lucene's ``ln(1 + (N - df + 0.5) / (df + 0.5))`` is
+    at most ln 2 there against ~ln N for a word said once, so the rare terms decide the
+    ranking and the common ones only its cost. Lucene's MoreLikeThis prunes its queries the
+    same way (``maxQueryTerms``, ``maxDocFreq``). Terms not found (df 0) score nothing and
+    are left out; the kept terms keep their order in ``frequencies``."""
+    found = [term for term, df in frequencies.items() if df > 0]
+    if sum(frequencies[term] for term in found) <= max_postings:
+        return found
+    kept: set[str] = set()
+    postings = 0
+    for term in sorted(found, key=frequencies.__getitem__):  # stable: equal dfs, query order
+        df = frequencies[term]
+        if kept and (postings + df > max_postings or 2 * df >= documents):
+            break
+        kept.add(term)
+        postings += df
+    return [term for term in found if term in kept]
+
+
 _stemmers = threading.local()  # a snowball stemmer keeps state while it works: one per thread
-_STEMS: dict[str, str] = {}  # word -> stem, "" for a stop word (a memo: clear when full)
+_STEMS: dict[str, str] = {}  # word -> stem (a memo: cleared when full)
 _MAX_STEMS = 1 << 17
 
 
 def stem(word: str) -> str:
     """The English Snowball (Porter2) stem of a folded word, as PostgreSQL's ``english``
-    configuration computes it: "visiting", "visited" and "visit" all give "visit"."""
-    stemmer = getattr(_stemmers, "english", None)
-    if stemmer is None:
-        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
-    return stemmer.stemWord(word)
+    configuration computes it: "visiting", "visited" and "visit" all give "visit".
+    Memoised: the pure-Python stemmer takes ~0.1 ms a word, and a view stems each of its
+    queries' words."""
+    found = _STEMS.get(word)
+    if found is None:
+        stemmer = getattr(_stemmers, "english", None)
+        if stemmer is None:
+            stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+        if len(_STEMS) >= _MAX_STEMS:
+            _STEMS.clear()
+        found = _STEMS[word] = stemmer.stemWord(word)
+    return found
 
 
 def index_terms(text: str) -> list[str]:
-    """What the in-process index stores of a text: its words' stems, stop words left out, in
-    order (repeats kept: they are term frequencies)."""
+    """What the recall index stores of a text (the in-process index, and SQLite's FTS5 table
+    as words): its words' stems, stop words left out, in order (repeats kept: they are term
+    frequencies)."""
+    memo = _STEMS
     out = []
     for word in words(text):
-        term = _STEMS.get(word)
-        if term is None:
-            if len(_STEMS) >= _MAX_STEMS:
-                _STEMS.clear()
-            term = _STEMS[word] = "" if word in STOP_WORDS else stem(word)
-        if term:
-            out.append(term)
+        if word not in STOP_WORDS:
+            out.append(memo.get(word) or stem(word))
     return out

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BudgetExceededError, ContextWindowError
-from ..generation import Generator
+from ..generation import Engine
 from .protocol import ApiError, ChatRequest
 
 
@@ -40,7 +40,7 @@ class Job:
 class GenerationWorker:
     """Runs jobs on one thread in arrival order; ``submit`` never blocks."""
 
-    def __init__(self, generator: Generator, *, max_queue: int = 64) -> None:
+    def __init__(self, generator: Engine, *, max_queue: int = 64) -> None:
         self.generator = generator
         self.max_queue = max_queue
         self._jobs: queue.Queue[Job | None] = queue.Queue()

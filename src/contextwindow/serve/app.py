@@ -248,7 +248,9 @@ def create_app(
     app.get("/health")(api.health)
     app.get("/v1/models")(api.list_models)
     app.get("/v1/models/{model_id:path}")(api.get_model)
-    app.post("/v1/chat/completions")(api.chat_completions)
+    # A plain Starlette route: the handler reads its Request itself, so FastAPI's per-request
+    # parameter resolution would be work for nothing on the hot path.
+    app.add_route("/v1/chat/completions", api.chat_completions, methods=["POST"])
     app.get("/v1/sessions/{session_id}")(api.get_session)
     app.delete("/v1/sessions/{session_id}")(api.delete_session)
     app.add_middleware(Guard, limits=api.limits)

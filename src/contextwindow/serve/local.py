@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..generation import Completion, FitResult, Generator
+from ..generation import Completion, Engine, FitResult
 from ..tokens import TokenCounter
 from ._worker import GenerationWorker, Job
 from .protocol import Answer, ApiError, ChatRequest, Disconnected, ReplyTap, fit_headers, sse
@@ -26,9 +26,9 @@ from .request import parse_chat_request
 
 
 class LocalBackend:
-    """One generator behind its worker, served under the generator's ``model_id``."""
+    """One engine (transformers or llama.cpp) behind its worker, served under its ``model_id``."""
 
-    def __init__(self, generator: Generator, *, default_max_tokens: int = 512,
+    def __init__(self, generator: Engine, *, default_max_tokens: int = 512,
                  max_queue: int = 64, poll_interval: float = 0.5) -> None:
         self.generator = generator
         self.worker = GenerationWorker(generator, max_queue=max_queue)

@@ -18,9 +18,10 @@ without transactions, a writer killed between two appends) is left out of the hi
 never acknowledged.
 
 Each process caches the histories it has read (and what they cost in tokens), and reads only
-what was appended since: the session's last few messages (``load(session, -16)``, cheap in every
-store), or from its offset when more came meanwhile. A 10,000-message session is not reloaded,
-nor re-counted, per turn.
+what was appended since: the session's newest message (``load(session, -1)``, cheap in every
+store), which is the one it last saw unless another process added to the session; then the last
+few (``load(session, -16)``), or from its offset when more came meanwhile. A 10,000-message
+session is not reloaded, nor re-counted, per turn.
 """
 
 from __future__ import annotations
@@ -69,11 +70,19 @@ class _View:
     raw: int = 0  # stored messages seen, complete or not
     last_id: str | None = None
     complete: list[Message] = field(default_factory=list)
-    tokens: int = 0  # what ``complete`` costs, when the sessions count tokens
+    tokens: int = 0  # what ``complete[:counted]`` costs, when the sessions count tokens
+    counted: int = 0
     pending: list[Message] = field(default_factory=list)  # a turn still without its reply
     pending_turn: str | None = None
 
-    def absorb(self, messages: list[Message], count: Callable[[Message], int] | None) -> None:
+    def settle(self, count: Callable[[Message], int] | None) -> None:
+        """Count what was absorbed since the last count (a chat template's count of a new
+        reply takes about a millisecond: a turn does it after its answer has gone out)."""
+        if count is not None:
+            self.tokens += sum(map(count, self.complete[self.counted:]))
+            self.counted = len(self.complete)
+
+    def absorb(self, messages: list[Message]) -> None:
         for message in messages:
             match = TURN_ID.fullmatch(message.id)
             if match is None or match[1] != self.pending_turn:
@@ -86,8 +95,6 @@ class _View:
                 self.pending.append(message)
                 self.pending_turn = match[1]
             self.complete.extend(done)
-            if count is not None:
-                self.tokens += sum(map(count, done))
         self.raw += len(messages)
         if messages:
             self.last_id = messages[-1].id
@@ -123,7 +130,8 @@ class Sessions:
         entry = self._local.setdefault(key, [asyncio.Lock(), 0])
         entry[1] += 1
         try:
-            await asyncio.wait_for(entry[0].acquire(), self.lock_timeout)
+            async with asyncio.timeout(self.lock_timeout):  # no task, unlike wait_for
+                await entry[0].acquire()
         except TimeoutError:
             self._unuse(key)
             raise _busy(session) from None
@@ -139,7 +147,7 @@ class Sessions:
         session with nothing stored is a 404, as an unknown resource is for OpenAI; a session
         whose only turn is unfinished exists (200, no messages)."""
         view = _View()
-        view.absorb(await self.run(self.store.load, session), None)
+        view.absorb(await self.run(self.store.load, session))
         if view.raw == 0:
             raise ApiError(404, f"No session {session!r}: nothing is stored under that id.",
                            code="session_not_found")
@@ -195,20 +203,31 @@ class Sessions:
             raise
 
     def _refresh(self, session: str) -> _View:
-        """The cached view brought up to date, or a fresh one (runs on a store thread)."""
+        """The cached view brought up to date and counted, or a fresh one (runs on a store
+        thread)."""
+        view = self._caught_up(session)
+        view.settle(self.count)
+        return view
+
+    def _caught_up(self, session: str) -> _View:
         view = self._views.get(session)
         if view is not None and view.raw:
-            # The newest messages, from the end (cheap in every store); if ours is among them,
-            # what follows it is new. Else many turns came meanwhile: read from our offset.
+            # The newest message, from the end (cheap in every store): if it is ours, nothing
+            # came meanwhile (the usual turn: one message read, not TAIL_PROBE). Else the
+            # newest few; if ours is among them, what follows it is new. Else many turns came
+            # meanwhile: read from our offset.
+            newest = self.store.load(session, -1)
+            if newest and newest[0].id == view.last_id:
+                return view
             tail = self.store.load(session, -TAIL_PROBE)
             if len(tail) == TAIL_PROBE and all(m.id != view.last_id for m in tail):
                 tail = self.store.load(session, view.raw - 1)
             ids = [message.id for message in tail]
             if view.last_id in ids:  # else the session was deleted meanwhile: read it afresh
-                view.absorb(tail[ids.index(view.last_id) + 1:], self.count)
+                view.absorb(tail[ids.index(view.last_id) + 1:])
                 return view
         view = _View()
-        view.absorb(self.store.load(session), self.count)
+        view.absorb(self.store.load(session))
         self._views.put(session, view)
         return view
 
@@ -238,18 +257,25 @@ class Turn:
                  view: _View) -> None:
         self.sessions = sessions
         self.session = session
-        self.history = list(view.complete)
+        self._view = view  # unchanged until close: this turn holds the session's lock
         self.counted = (len(view.complete), view.tokens)
         self._key = key
         self._token: str | None = token
         lease = sessions.locks.lease
         self._renewer = asyncio.ensure_future(self._renew_lease(lease)) if lease else None
 
+    @property
+    def history(self) -> list[Message]:
+        """The session's acknowledged messages when the turn began (a copy)."""
+        return self._view.complete[:self.counted[0]]
+
     def extend(self, chat: ChatRequest) -> ChatRequest:
         """``chat`` as this turn of the session: the stored history, then its new messages
         (whose price the fit need not sum again), its older turns ranked by the store's index
         for the recall mode."""
-        return replace(chat, messages=[*self.history, *chat.messages], counted=self.counted,
+        messages = self.history  # one copy of a long history per turn, not two
+        messages += chat.messages
+        return replace(chat, messages=messages, counted=self.counted,
                        rank=store_ranker(self.sessions.store, self.session))
 
     async def close(self, new: list[Message] | None = None, tap: ReplyTap | None = None) -> bool:
@@ -296,14 +322,19 @@ class Turn:
             raise
         view = sessions._view(self.session)
         if view is not None:
-            view.absorb(messages, sessions.count)
+            view.absorb(messages)  # counted by _release, once the answer is on its way
         return True
 
     def _release(self, token: str) -> None:
+        """On a store thread once the turn is over: free the session's lock, then count what
+        the turn added to this process's view (the next turn here starts after this)."""
         try:
             self.sessions.locks.release(self.session, token)
         except StoreError as exc:  # a lease runs out by itself
             log.warning("could not release the lock of a session: %s", exc)
+        view = self.sessions._view(self.session)
+        if view is not None:
+            view.settle(self.sessions.count)
 
     async def _renew_lease(self, lease: float) -> None:
         with contextlib.suppress(ApiError):  # a lost lease shows at close

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ import httpx
 
 from ..adapters import as_messages
 from ..errors import BudgetExceededError, ContextWindowError
-from ..messages import Message, to_openai
+from ..messages import Message
 from ..tokens import TokenCounter
 from ..window import Fitted, Fitter
 from .protocol import (
@@ -63,6 +64,8 @@ FIT_THREADS = 32
 hold the threads the rest of the process shares."""
 HEALTH_TIMEOUT = 5.0
 """Seconds ``GET /health`` waits for the upstream's ``GET /models``."""
+ENCODED_MESSAGES = 1 << 16
+"""Messages whose JSON a backend keeps: a session's window is sent again on every turn."""
 
 
 class UpstreamBackend:
@@ -94,8 +97,11 @@ class UpstreamBackend:
             base_url=base_url.rstrip("/") + "/", headers=headers, transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        # Joined once: build_request would parse and join a relative URL on every request.
+        self._chat_url = self._client.base_url.join("chat/completions")
         self.where = _redacted(base_url)
         self._fit_threads = ThreadPoolExecutor(FIT_THREADS, thread_name_prefix="contextwindow-fit")
+        self._encoded = functools.lru_cache(maxsize=ENCODED_MESSAGES)(_encoded)
 
     # -- the Backend interface ------------------------------------------------------------------
     def parse(self, payload: Any) -> ChatRequest:
@@ -180,13 +186,17 @@ class UpstreamBackend:
         return await until_disconnected(self._fit_in_thread(chat), disconnected)
 
     def _forward(self, chat: ChatRequest, fitted: Fitted) -> httpx.Request:
-        """The upstream request: the client's body with the fitted messages and our model."""
-        body = {**chat.extra, "model": self.upstream_model, "messages": to_openai(fitted.messages)}
-        if "max_tokens" not in body and "max_completion_tokens" not in body:
-            body["max_tokens"] = chat.params.max_tokens
+        """The upstream request: the client's body with the fitted messages and our model.
+        Each message is encoded once (memoised by content) and spliced into the body: a
+        session's window is mostly the messages of its previous turn."""
+        fields = {**chat.extra, "model": self.upstream_model}
+        if "max_tokens" not in fields and "max_completion_tokens" not in fields:
+            fields["max_tokens"] = chat.params.max_tokens
+        head = _json_text(fields)
+        messages = ",".join(map(self._encoded, fitted.messages))
         return self._client.build_request(
-            "POST", "chat/completions", headers={"content-type": "application/json"},
-            content=json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
+            "POST", self._chat_url, headers={"content-type": "application/json"},
+            content=f'{head[:-1]},"messages":[{messages}]}}'.encode("ascii"))
 
     async def _reply(self, chat: ChatRequest, fitted: Fitted, response: httpx.Response,
                      disconnected: Disconnected) -> Answer:
@@ -305,6 +315,16 @@ class UpstreamBackend:
         completion = self.counter.count_text(reply)
         return {"prompt_tokens": fitted.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": fitted.prompt_tokens + completion, **_usage_extra(fitted)}
+
+
+def _json_text(value: Any) -> str:
+    """Compact ASCII JSON, as every upstream body is sent."""
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def _encoded(message: Message) -> str:
+    """One message of an upstream body (:meth:`UpstreamBackend._forward`)."""
+    return _json_text(message.to_openai())
 
 
 def flattened(message: Message) -> Message:

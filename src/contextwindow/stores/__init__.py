@@ -1,6 +1,7 @@
 """Where conversations persist: in memory, in SQLite, and (optional extras) Redis or PostgreSQL."""
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ..errors import StoreError
 from .base import Store
@@ -15,7 +16,8 @@ from .base import check_session  # noqa: F401
 
 def open(url: str, *, namespace: str | None = None) -> Any:
     """A store from a URL: ``redis://...`` / ``rediss://...``, ``postgresql://...``,
-    ``memory`` (one process only), or a SQLite file (``sqlite:///path`` or a plain path).
+    ``memory`` (one process only), or a SQLite file (``sqlite:///path`` or a plain path;
+    ``sqlite:///path?synchronous=normal`` for :class:`SQLiteStore`'s ``synchronous``).
     ``namespace`` keeps apps apart in one server: a Redis key prefix, a PostgreSQL schema."""
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme in ("redis", "rediss", "unix"):
@@ -31,7 +33,19 @@ def open(url: str, *, namespace: str | None = None) -> Any:
     if scheme not in ("", "sqlite"):
         raise StoreError(f"unknown store URL scheme {scheme!r}: use redis://, postgresql://, "
                          "sqlite:///PATH, a file path, or memory")
-    return SQLiteStore(url.removeprefix("sqlite://") if scheme else url)
+    return _sqlite(url[len("sqlite://"):]) if scheme else SQLiteStore(url)
+
+
+def _sqlite(rest: str) -> SQLiteStore:
+    """A SQLite store from what follows ``sqlite://``: the path, and options after a ``?``
+    (only in the URL form: a plain path is taken whole, ``?`` and all)."""
+    path, _, query = rest.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - {"synchronous"})
+    if unknown:
+        raise StoreError(f"unknown SQLite URL option {unknown[0]!r}: the one option is "
+                         "synchronous=full|normal")
+    return SQLiteStore(path, synchronous=options.get("synchronous", "full"))
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,8 @@
 """PostgresStore's async twins, on psycopg's ``AsyncConnection`` (see :mod:`.aio`): the same
-append statement and checks as the store's own (``_append_params``), awaited on the event loop.
-A mixin of :class:`~.postgres_store.PostgresStore`, kept apart so each module stays small."""
+append statement and checks as the store's own (``_append_params``), awaited on the event loop;
+the statement also counts the messages' lexemes, so async appends keep the document
+frequencies exact too. A mixin of :class:`~.postgres_store.PostgresStore`, kept apart so each
+module stays small."""
 
 from __future__ import annotations
 
