@@ -2,16 +2,17 @@
 
 Run with llama.cpp's interpreter (``.venv-llama/bin/python``, which has ``llama-cpp-python``
 and not contextwindow): it reads one JSON object on stdin,
-``{"model": GGUF, "tokens": [ids], "threads": n, "runs": {name: [llama.cpp CLI flags]}}``,
-and prints ``{name: [logprob of tokens[i + 1] after tokens[: i + 1], ...]}``. The flags are the
-ones ``contextwindow.rope.to_llamacpp_flags`` prints for ``llama-cli`` / ``llama-server``;
-:func:`llama_kwargs` translates them into ``llama_cpp.Llama`` arguments exactly as llama.cpp's
-argument parser does (``--rope-scale s`` is a frequency scale of ``1 / s``), so what is checked
-is the flag list a user would paste. An unknown flag is an error, not ignored. With
+``{"model": GGUF, "tokens": [ids], "threads": n, "runs": {name: {llama_cpp.Llama arguments}}}``,
+and prints ``{name: [logprob of tokens[i + 1] after tokens[: i + 1], ...]}``. With
 ``"float32": PATH`` the GGUF is first dequantised to float32 there (once), and evaluated with a
 float32 KV cache: llama.cpp then computes in the precision of our float32 forward.
 
-:func:`llamacpp_logprobs` is the other end of the pipe, called from contextwindow's venv.
+:func:`llamacpp_logprobs` is the other end of the pipe, called from contextwindow's venv with
+the flags ``contextwindow.rope.to_llamacpp_flags`` prints for ``llama-cli`` / ``llama-server``:
+it translates them with :func:`contextwindow.generation.llamacpp.llama_kwargs`, the translation
+``--engine llama.cpp`` uses (as llama.cpp's argument parser does: ``--rope-scale s`` is a
+frequency scale of ``1 / s``; an unknown flag is an error), so what is checked is the flag list
+a user would paste, translated as the engine translates it.
 
     .venv-llama/bin/python benchmarks/llamacpp_logprobs.py < request.json > logprobs.json
 """
@@ -25,48 +26,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-#: ``--rope-scaling`` values: llama.cpp's ``enum llama_rope_scaling_type``.
-SCALING_TYPES = {"none": 0, "linear": 1, "yarn": 2}
-#: Flags taking one number: (``Llama`` argument, type).
-NUMBER_FLAGS: dict[str, tuple[str, type]] = {
-    "--rope-freq-base": ("rope_freq_base", float),
-    "--rope-freq-scale": ("rope_freq_scale", float),
-    "--yarn-orig-ctx": ("yarn_orig_ctx", int),
-    "--yarn-ext-factor": ("yarn_ext_factor", float),
-    "--yarn-attn-factor": ("yarn_attn_factor", float),
-    "--yarn-beta-fast": ("yarn_beta_fast", float),
-    "--yarn-beta-slow": ("yarn_beta_slow", float),
-    "--ctx-size": ("n_ctx", int),
-}
-#: ``--override-kv`` value types.
-OVERRIDE_TYPES: dict[str, Any] = {"float": float, "int": int, "str": str,
-                                  "bool": lambda text: text == "true"}
 
+def run_arguments(flags: Sequence[str]) -> dict[str, Any]:
+    """The ``llama_cpp.Llama`` arguments of one run: ``flags`` as the engine translates them,
+    and ``--ctx-size`` (which the engine takes from its own ``context``) as ``n_ctx``."""
+    from contextwindow.generation.llamacpp import llama_kwargs
 
-def llama_kwargs(flags: Sequence[str]) -> dict[str, Any]:
-    """``llama_cpp.Llama`` keyword arguments for llama.cpp CLI ``flags``; ``ValueError`` on a
-    flag this runner does not know (it must never silently drop one)."""
-    if len(flags) % 2:
-        raise ValueError(f"flags must be name/value pairs, got {list(flags)}")
-    kwargs: dict[str, Any] = {}
+    pairs = (flags[k:k + 2] for k in range(0, len(flags), 2))  # a dangling flag is refused
+    kwargs = llama_kwargs([piece for pair in pairs if pair[0] != "--ctx-size" or len(pair) < 2
+                           for piece in pair])
     for name, value in zip(flags[::2], flags[1::2]):
-        if name == "--override-kv":  # KEY=TYPE:VALUE, llama.cpp's GGUF metadata override
-            key, _, typed = value.partition("=")
-            kind, _, text = typed.partition(":")
-            if kind not in OVERRIDE_TYPES:
-                raise ValueError(f"unknown --override-kv type in {value!r}")
-            kwargs.setdefault("kv_overrides", {})[key] = OVERRIDE_TYPES[kind](text)
-        elif name == "--rope-scaling":
-            if value not in SCALING_TYPES:
-                raise ValueError(f"unknown --rope-scaling {value!r}")
-            kwargs["rope_scaling_type"] = SCALING_TYPES[value]
-        elif name == "--rope-scale":  # llama.cpp: params.rope_freq_scale = 1.0f / value
-            kwargs["rope_freq_scale"] = 1.0 / float(value)
-        elif name in NUMBER_FLAGS:
-            key, kind = NUMBER_FLAGS[name]
-            kwargs[key] = kind(value)
-        else:
-            raise ValueError(f"no llama_cpp.Llama argument for llama.cpp flag {name}")
+        if name == "--ctx-size":
+            kwargs["n_ctx"] = int(value)
     return kwargs
 
 
@@ -85,14 +56,14 @@ def dequantise(model: str, out: str) -> None:
     partial.replace(out)
 
 
-def evaluate(model: str, tokens: list[int], flags: Sequence[str], threads: int,
+def evaluate(model: str, tokens: list[int], arguments: Mapping[str, Any], threads: int,
              exact: bool) -> list[float]:
-    """One fresh llama.cpp context with ``flags``: the log-probability of every next token
+    """One fresh llama.cpp context with ``arguments``: the log-probability of every next token
     (``exact``: with a float32 KV cache instead of llama.cpp's default float16)."""
     import llama_cpp
     import numpy as np
 
-    kwargs = {"n_ctx": len(tokens), **llama_kwargs(flags)}
+    kwargs = {"n_ctx": len(tokens), **arguments}
     if exact:
         kwargs.update(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
     llm = llama_cpp.Llama(model_path=model, logits_all=True, n_threads=threads,
@@ -122,7 +93,7 @@ def llamacpp_logprobs(python: str, model: Path | str, tokens: Sequence[int],
     ``RuntimeError`` with its stderr when it fails."""
     request = {"model": str(model), "tokens": list(tokens), "threads": threads,
                "float32": None if float32 is None else str(float32),
-               "runs": {name: list(flags) for name, flags in runs.items()}}
+               "runs": {name: run_arguments(flags) for name, flags in runs.items()}}
     done = subprocess.run([python, str(Path(__file__).resolve())], input=json.dumps(request),
                           capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
@@ -138,8 +109,8 @@ def main() -> None:
         if not Path(request["float32"]).is_file():
             dequantise(model, request["float32"])
         model = request["float32"]
-    result = {name: evaluate(model, request["tokens"], flags, request["threads"], exact)
-              for name, flags in request["runs"].items()}
+    result = {name: evaluate(model, request["tokens"], arguments, request["threads"], exact)
+              for name, arguments in request["runs"].items()}
     json.dump(result, sys.stdout)
 
 

@@ -54,25 +54,25 @@ def test_flags_become_llama_arguments_as_llamacpp_parses_them() -> None:
         llama_kwargs(["--rope-scaling"])
 
 
-def test_the_translation_is_the_one_the_rope_checks_inside_llamacpp_use() -> None:
-    """``benchmarks/llamacpp_logprobs.py`` (run where contextwindow is not installed) keeps its
-    own copy of the translation, and ``tests/e2e/test_llamacpp_rope.py`` checks that one inside
-    llama.cpp: both must give the same arguments for every flag list the registry exports."""
+def test_the_rope_checks_inside_llamacpp_translate_as_the_engine() -> None:
+    """``benchmarks/llamacpp_logprobs.py`` sends llama.cpp the engine's translation of the
+    exported flags, with ``--ctx-size`` (the engine's own ``context``) as ``n_ctx``."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "llamacpp_logprobs.py"
-    found = importlib.util.spec_from_file_location("llamacpp_logprobs_copy", script)
+    found = importlib.util.spec_from_file_location("llamacpp_logprobs", script)
     assert found is not None and found.loader is not None
-    copy = importlib.util.module_from_spec(found)
-    found.loader.exec_module(copy)
+    runner = importlib.util.module_from_spec(found)
+    found.loader.exec_module(runner)
     from contextwindow.rope.export import to_llamacpp_flags
 
-    exported = [{"rope_type": "default", "rope_theta": 100000.0},
-                {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},
-                {"rope_type": "yarn", "factor": 4.0, "rope_theta": 100000.0,
-                 "original_max_position_embeddings": 8192, "beta_fast": 16, "beta_slow": 2,
-                 "attention_factor": 1.5}]
-    for parameters in exported:
-        flags = to_llamacpp_flags(parameters, architecture="llama")
-        assert llama_kwargs(flags) == copy.llama_kwargs(flags), flags
+    flags = to_llamacpp_flags({"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},
+                              ctx_size=32768, architecture="llama")
+    assert runner.run_arguments(flags) == {
+        "rope_scaling_type": 1, "rope_freq_scale": 0.25, "rope_freq_base": 100000.0,
+        "n_ctx": 32768}
+    with pytest.raises(ConfigError, match="name/value pairs"):
+        runner.run_arguments(["--rope-scaling", "yarn", "--ctx-size"])
+    with pytest.raises(ConfigError, match="--rope-magic"):
+        runner.run_arguments(["--rope-magic", "1"])
 
 
 def test_expressible_rope_methods_become_llama_arguments() -> None:

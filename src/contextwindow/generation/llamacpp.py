@@ -134,8 +134,8 @@ def llama_kwargs(flags: Sequence[str]) -> dict[str, Any]:
     :func:`~contextwindow.rope.to_llamacpp_flags` prints them), translated as llama.cpp's own
     argument parser does (``--rope-scale s`` is a frequency scale of ``1 / s``). A flag it does
     not know is a :class:`ConfigError`, never dropped (the window is the engine's own
-    ``context``, so not even ``--ctx-size``). (``benchmarks/llamacpp_logprobs.py``,
-    which runs where contextwindow is not installed, has its own copy.)"""
+    ``context``, so not even ``--ctx-size``). The RoPE checks inside llama.cpp
+    (``benchmarks/llamacpp_logprobs.py``) translate the exported flags with it too."""
     if len(flags) % 2:
         raise ConfigError(f"llama.cpp flags must be name/value pairs, got {list(flags)}")
     kwargs: dict[str, Any] = {}
