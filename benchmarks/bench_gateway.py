@@ -11,6 +11,11 @@ to the window (tiktoken counts), forwarding, and the durable store of the turn.
   (only the new message, with ``X-Session-Id``), alternating order, after a warm-up.
 * Throughput on PostgreSQL with 1 and 2 gateway replicas: ``--concurrency`` clients (one asyncio
   process, one session each, spread over the replicas) for ``--seconds``.
+* The server stack (``servers``): two gateways on SQLite, one on uvicorn's pure-Python stack
+  (``asyncio`` loop, ``h11``), one on what ``contextwindow[serve]`` installs and uvicorn picks
+  by itself (``uvloop``, ``httptools``), requests alternating between them: p50 / p99 and the
+  gateway process's CPU time per request (user + system, from ``/proc``), which the machine's
+  wake-up latencies do not move.
 
 The Redis and PostgreSQL servers are started by ``scripts/test-services.sh`` unless
 ``CONTEXTWINDOW_TEST_REDIS_URL`` / ``CONTEXTWINDOW_TEST_POSTGRES_DSN`` are set.
@@ -89,11 +94,29 @@ def start(args: list[str], port: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"{args} did not start")
 
 
-def start_gateway(upstream: str, store: list[str]) -> tuple[subprocess.Popen, str]:
+# ``contextwindow serve`` with uvicorn's loop and HTTP implementation chosen (argv 1 and 2):
+# the CLI leaves both to uvicorn ("auto").
+ON_STACK = ("import sys, uvicorn; loop, http = sys.argv[1:3]; run = uvicorn.run; "
+            "uvicorn.run = lambda *a, **k: run(*a, loop=loop, http=http, **k); "
+            "sys.argv = ['contextwindow', *sys.argv[3:]]; "
+            "from contextwindow.cli import entry_point; entry_point()")
+STACKS = {"asyncio_h11": ("asyncio", "h11"), "uvloop_httptools": ("uvloop", "httptools")}
+
+
+def start_gateway(upstream: str, store: list[str],
+                  stack: tuple[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    return start([*CLI, "serve", "--upstream", upstream, "--upstream-model", MODEL,
+    command = CLI if stack is None else [sys.executable, "-c", ON_STACK, *stack]
+    return start([*command, "serve", "--upstream", upstream, "--upstream-model", MODEL,
                   "--upstream-context", str(CONTEXT), "--default-max-tokens", str(MAX_TOKENS),
                   "--port", str(port), "--log-level", "warning", *store], port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -247,6 +270,40 @@ def throughput(upstream: str, env: dict[str, str], tmp: str, clients: int,
     return result
 
 
+def stacks(upstream: str, tmp: str, rounds: int) -> dict[str, Any]:
+    """Each size's session through a gateway on each of :data:`STACKS`, requests alternating
+    between them (after 20 warm-up rounds): latency and the gateway's CPU per request."""
+    body = json.dumps({"model": MODEL, "max_tokens": MAX_TOKENS, "messages": [
+        {"role": "user", "content": "And what about the hotel booking for Lisbon?"}]}).encode()
+    headers = {"content-type": "application/json"}
+    out: dict[str, Any] = {"store": "sqlite", "requests": rounds}
+    for size in SIZES:
+        procs = {}
+        try:
+            for name, stack in STACKS.items():
+                options = ["--store", os.path.join(tmp, f"stack-{name}-{size}.db")]
+                preload(options, {"s": size})
+                procs[name] = start_gateway(upstream, options, stack)
+            with httpx.Client(timeout=60) as client:
+                calls = {name: lambda root=root: client.post(
+                    f"{root}/v1/chat/completions", content=body,
+                    headers={**headers, "X-Session-Id": "s"}).raise_for_status()
+                    for name, (_, root) in procs.items()}
+                for _ in range(20):
+                    for call in calls.values():
+                        call()
+                before = {name: cpu_seconds(proc.pid) for name, (proc, _) in procs.items()}
+                log(f"server stacks: session of {size} messages...")
+                times = interleaved(calls, rounds, warmup=0)
+                after = {name: cpu_seconds(proc.pid) for name, (proc, _) in procs.items()}
+        finally:
+            for proc, _ in procs.values():
+                stop(proc)
+        out[f"session_{size}"] = {name: {**percentiles(times[name]), "cpu_ms_per_request": round(
+            1000 * (after[name] - before[name]) / rounds, 2)} for name in STACKS}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=300, help="requests per contender")
@@ -288,6 +345,7 @@ def main() -> None:
                 stop(gateway)
                 cleanup(kind, env, name)
         result["throughput"] = throughput(upstream, env, tmp, args.concurrency, args.seconds)
+        result["servers"] = stacks(upstream, tmp, args.rounds)
         result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         stop(upstream_proc)

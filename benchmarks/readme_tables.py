@@ -204,6 +204,22 @@ def gateway_table(data: dict[str, Any]) -> str:
                    "through the gateway, p50 / p99", "added by the gateway"], rows)
 
 
+STACKS = {"asyncio_h11": "asyncio + h11 (pure Python)",
+          "uvloop_httptools": "uvloop + httptools (`contextwindow[serve]`)"}
+
+
+def gateway_servers_table(data: dict[str, Any]) -> str:
+    """bench_gateway's ``servers``: the gateway on each uvicorn stack, interleaved."""
+    servers = data["servers"]
+    rows = [[f"{int(size.removeprefix('session_')):,} messages", label,
+             f"{cell['p50_ms']:.2f} / {cell['p99_ms']:.2f} ms",
+             f"{cell['cpu_ms_per_request']:.2f} ms"]
+            for size, cells in servers.items() if size.startswith("session_")
+            for name, label in STACKS.items() for cell in [cells[name]]]
+    return _table(["session (sqlite)", "uvicorn on", "through the gateway, p50 / p99",
+                   "gateway CPU per request"], rows)
+
+
 ENGINES = {"local_fp32": "`contextwindow serve`, local engine, fp32",
            "local_bf16": "`contextwindow serve`, local engine, bf16",
            "llamacpp": "llama.cpp's server"}
@@ -527,6 +543,7 @@ COMPOSED: dict[str, Callable[[], str]] = {
     "bench_llamacpp.gateway": lambda: llamacpp_gateway_table(load("bench_llamacpp")),
     "bench_llamacpp_rope.8k": lambda: llamacpp_rope_table(load("bench_llamacpp_rope_8k")),
     "bench_recall_stores.memory": lambda: recall_stores_memory_table(load("bench_recall_stores")),
+    "bench_gateway.servers": lambda: gateway_servers_table(load("bench_gateway")),
 }
 
 

@@ -38,3 +38,21 @@ def test_wheel_holds_every_module_and_py_typed(tmp_path: Path) -> None:
                for path in PACKAGE.rglob("*") if path.suffix == ".py" or path.name == "py.typed"}
     assert "contextwindow/py.typed" in shipped
     assert shipped == sources
+
+
+def test_serve_extra_runs_uvicorn_on_uvloop_and_httptools() -> None:
+    """``contextwindow[serve]`` brings the event loop and HTTP parser that uvicorn picks by
+    itself ("auto", what ``contextwindow serve`` runs with) once they are installed: the
+    gateway's requests take about 0.3 ms less on them (docs/serve.md)."""
+    from uvicorn.loops.auto import auto_loop_factory
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extra = [spec.split(">=")[0] for spec in config["project"]["optional-dependencies"]["serve"]]
+    assert {"uvloop", "httptools"} <= set(extra)
+    assert AutoHTTPProtocol.__module__ == "uvicorn.protocols.http.httptools_impl"
+    loop = auto_loop_factory(use_subprocess=False)()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
