@@ -279,7 +279,7 @@ def prefix_table(data: dict[str, Any]) -> str:
                    "prompt tokens reused", "same greedy reply"], rows)
 
 
-EXTEND_METHODS = ("none", "ntk", "dynamic", "yarn", "self-extend", "dca")
+EXTEND_METHODS = ("none", "ntk", "dynamic", "yarn", "self-extend", "self-extend-dynamic", "dca")
 
 
 def extend_table(data: dict[str, Any]) -> str:

@@ -18,6 +18,25 @@ def self_extend_distance(i: torch.Tensor, j: torch.Tensor, group: int, window: i
     return torch.where(i - j < window, i - j, grouped)
 
 
+def dynamic_window(i: torch.Tensor, group: int, window: int, trained: int) -> torch.Tensor:
+    """The widest neighbour window ``w'`` in ``[window, i + 1]`` whose grouped query position
+    ``i // G + w' - w' // G`` (the farthest key's distance) stays below ``trained``, searched
+    over every candidate; ``window`` when none does."""
+    candidates = torch.arange(window, trained + 1)  # a window never needs more than L
+    fits = (i[..., None] // group + candidates - candidates // group <= trained - 1) & (
+        candidates <= i[..., None] + 1)
+    widest = torch.where(fits, candidates, -1).amax(-1)
+    return torch.where(widest >= 0, widest, window)
+
+
+def self_extend_dynamic_distance(i: torch.Tensor, j: torch.Tensor, group: int, window: int,
+                                 trained: int):
+    """Self-Extend with each query's window as wide as the trained range allows."""
+    w = dynamic_window(i, group, window, trained)
+    grouped = (i // group + w - w // group) - j // group
+    return torch.where(i - j < w, i - j, grouped)
+
+
 def dca_distance(i: torch.Tensor, j: torch.Tensor, chunk_size: int, local_window: int):
     """ChunkLlama: intra-chunk exact, successive chunk with the clamped query, older chunks at
     the inter-chunk query position; keys at ``j mod c``."""
@@ -29,9 +48,16 @@ def dca_distance(i: torch.Tensor, j: torch.Tensor, chunk_size: int, local_window
     return torch.where(same, i - j, torch.where(previous, successive, inter))
 
 
+TRAINED = 256
+"""The trained length of the tests' tiny model (the dynamic window depends on it)."""
+
+
 def distance(method: str, params: dict, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     if method == "self-extend":
         return self_extend_distance(i, j, params["group_size"], params["window"])
+    if method == "self-extend-dynamic":
+        return self_extend_dynamic_distance(i, j, params["group_size"], params["window"],
+                                            TRAINED)
     return dca_distance(i, j, params["chunk_size"], params["local_window"])
 
 

@@ -35,8 +35,10 @@ from contextwindow.rope.extended_attention import (
 )
 
 SE = ("self-extend", {"group_size": 4, "window": 32})  # reaches (256 - 32) * 4 + 32 = 928
+SED = ("self-extend-dynamic", {"group_size": 4, "window": 32})  # the window widens to 256
 DCA = ("dca", {"chunk_size": 48, "local_window": 8})  # chunks of 40 positions
-METHODS = [SE, DCA]
+METHODS = [SE, SED, DCA]
+IDS = [method for method, _ in METHODS]
 TRAINED = 256
 
 
@@ -70,6 +72,14 @@ def test_distances_stay_in_the_trained_range_and_match_the_map():
     se = distance(*SE[:1], SE[1], i, j)
     assert int(se[100, 100 - 31]) == 31 and int(se[100, 100 - 32]) == 32  # continuous at w
     assert int(se[899, 0]) == 899 // 4 + 32 - 8  # the grouped query position minus 0
+    dynamic = distance(*SED[:1], SED[1], i, j)
+    assert torch.equal(dynamic[:TRAINED][causal[:TRAINED]], (i - j)[:TRAINED][causal[:TRAINED]])
+    assert int(dynamic[300, 0]) == TRAINED - 1  # past L, the farthest key at L - 1 exactly
+    # w(300) = 240 (R = 255 - 75 = 180, 180 + 180 // 3): exact below it, continuous at it
+    assert int(dynamic[300, 300 - 239]) == 239 and int(dynamic[300, 300 - 240]) == 240
+    assert int(dynamic[300, 50]) == TRAINED - 1 - 50 // 4  # grouped: 243, not 250
+    wide = distance("self-extend", SE[1], i, j)  # from the reach on, the paper's map
+    assert torch.equal(dynamic[928:][causal[928:]], wide[928:][causal[928:]])
     dca = distance(*DCA[:1], DCA[1], i, j)
     assert int(dca[45, 39]) == 6  # successive chunk, within the local window: exact
     assert int(dca[79, 0]) == 48  # successive, past it: clamped query 48 - key 0
@@ -79,11 +89,11 @@ def test_distances_stay_in_the_trained_range_and_match_the_map():
 CASES = [  # (queries, keys, first key position): full prefill, chunks, decode, offset keys,
     # positions past the first 4,096 of the rotation tables (they grow)
     (150, 150, 0), (37, 150, 0), (1, 150, 0), (1, 41, 0), (40, 80, 0), (33, 120, 20),
-    (20, 100, 5000),
+    (20, 100, 5000), (64, 500, 0), (1, 700, 0),  # past L and before the reach: windows narrow
 ]
 
 
-@pytest.mark.parametrize("method,params", METHODS, ids=["self-extend", "dca"])
+@pytest.mark.parametrize("method,params", METHODS, ids=IDS)
 @pytest.mark.parametrize("block,fused", [(1, True), (5, True), (1024, True), (7, False),
                                          (1024, False)])
 def test_blockwise_attention_equals_the_dense_formula(method, params, block, fused):
@@ -98,17 +108,20 @@ def test_blockwise_attention_equals_the_dense_formula(method, params, block, fus
         assert torch.allclose(got.double(), want, atol=2e-5), (n, k_len, first)
 
 
-@pytest.mark.parametrize("method,params", METHODS, ids=["self-extend", "dca"])
+@pytest.mark.parametrize("method,params", METHODS, ids=IDS)
 def test_no_piece_is_larger_than_a_block(method, params, monkeypatch):
-    """O(n x block) memory: every masked piece is at most block x block, every piece has at most
-    block queries, and the pieces cover each causal pair exactly once."""
+    """O(n x block) memory: every masked piece is at most block x block (twice that for the
+    dynamic window, whose edge also moves as the window narrows: by up to G / (G - 1) keys a
+    query), every piece has at most block queries, and the pieces cover each causal pair
+    exactly once."""
     pieces = []
     real = ext._attend
+    edge = 2 if method == "self-extend-dynamic" else 1
 
     def spy(state, q, k, v, mask, scale):
         pieces.append((q.shape[-2], k.shape[-2], None if mask is None else mask.sum()))
         if mask is not None:
-            assert mask.numel() <= state.block**2
+            assert mask.numel() <= edge * state.block**2
         return real(state, q, k, v, mask, scale)
 
     monkeypatch.setattr(ext, "_attend", spy)
@@ -159,7 +172,7 @@ def ids(n, seed=1):
     return torch.randint(0, 128, (1, n), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("method,params", METHODS, ids=["self-extend", "dca"])
+@pytest.mark.parametrize("method,params", METHODS, ids=IDS)
 def test_model_forward_equals_the_oracle_model(method, params):
     x = ids(300)
     with torch.inference_mode():
@@ -167,10 +180,25 @@ def test_model_forward_equals_the_oracle_model(method, params):
         got = extended_model(method, params)(x).logits
         plain = make_tiny_llama()(x).logits
     assert torch.allclose(got, want, atol=1e-4)
-    assert not torch.allclose(got[0, 40:], plain[0, 40:], atol=1e-3)  # it does change attention
+    # it does change attention (the dynamic window only past L, and there only the few
+    # farthest keys at first: small changes)
+    changed, atol = (TRAINED, 1e-5) if method == "self-extend-dynamic" else (40, 1e-3)
+    assert not torch.allclose(got[0, changed:], plain[0, changed:], atol=atol)
 
 
-@pytest.mark.parametrize("method,params", METHODS, ids=["self-extend", "dca"])
+def test_dynamic_self_extend_in_range_is_the_unscaled_model():
+    """Within the trained length every window holds every key: the logits are the plain
+    model's (SDPA), to fp32 rounding, while Self-Extend's are not."""
+    x = ids(TRAINED)
+    with torch.inference_mode():
+        plain = make_tiny_llama()(x).logits
+        dynamic = extended_model(*SED)(x).logits
+        paper = extended_model(*SE)(x).logits
+    assert torch.allclose(dynamic, plain, atol=1e-5)
+    assert not torch.allclose(paper[0, 40:], plain[0, 40:], atol=1e-3)
+
+
+@pytest.mark.parametrize("method,params", METHODS, ids=IDS)
 def test_chunked_prefill_and_decoding_equal_one_forward(method, params):
     from transformers import DynamicCache
 
@@ -247,7 +275,9 @@ def test_parameter_rules_for_a_target_length():
     dca = plan_extension("dca", 8192, 4, {})
     assert dict(dca.params) == {"chunk_size": 6144, "local_window": 512} and dca.length == 32768
     assert plan_extension("dca", 8192, None, {}).length == 32768  # the default factor, 4
-    assert available_extensions() == ("self-extend", "dca")
+    assert available_extensions() == ("self-extend", "self-extend-dynamic", "dca")
+    dynamic = plan_extension("self-extend-dynamic", 8192, 4, {})  # the same rules and reach
+    assert dict(dynamic.params) == {"group_size": 9, "window": 2048} and dynamic.length == 32768
 
 
 @pytest.mark.parametrize("method,factor,params,message", [
@@ -307,7 +337,7 @@ def test_errors_for_models_inputs_and_export():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method,params", METHODS, ids=["self-extend", "dca"])
+@pytest.mark.parametrize("method,params", METHODS, ids=IDS)
 def test_passkey_with_a_shared_prefix_equals_plain_greedy_decoding(method, params):
     model = extended_model(method, params)
     result = passkey_retrieval(model, TOK, 330, 0.4, 3, seed=5, max_new_tokens=6, prefill_chunk=64)
@@ -325,7 +355,8 @@ def test_cli_passkey_runs_the_extensions(tiny_chat_dir, tmp_path):
     from contextwindow.cli import main
     from contextwindow.cli.rope import _parse_methods
 
-    with pytest.raises(ConfigError, match="known methods: none, linear.*self-extend, dca"):
+    known = "known methods: none, linear.*self-extend, self-extend-dynamic, dca"
+    with pytest.raises(ConfigError, match=known):
         _parse_methods("none,bogus", 4.0)
     out = tmp_path / "passkey.json"
     assert main(["passkey", "--model", str(tiny_chat_dir), "--lengths", "100", "--trials", "1",

@@ -28,7 +28,8 @@ from .options import (
 
 # Options ``rope`` and ``passkey`` share.
 MethodsOption = Annotated[str, typer.Option(
-    help="Comma-separated RoPE methods (self-extend and dca remap positions in attention).")]
+    help="Comma-separated RoPE methods (self-extend, self-extend-dynamic and dca remap "
+         "positions in attention).")]
 FactorOption = Annotated[float, typer.Option(help="Context-extension factor (> 1).")]
 JsonOption = Annotated[Path | None, typer.Option(
     "--json-out", help="Write all results as JSON to this file (--json, elsewhere a flag, "

@@ -8,10 +8,11 @@ al., 2024), in :mod:`.extension_methods`.
 
 A method is a :class:`PositionMap`. Each causal pair ``(i, j)`` (query position ``i`` >= key
 position ``j``) belongs to one *view*, chosen by ``d = i // unit - j // unit`` against the map's
-thresholds; in view ``v`` the query is rotated to ``query[v](i)`` and the key to ``key[v](j)``
-(``None``: its true position), and all views share one softmax. Because ``d`` never increases
-with ``j``, the keys of one view form an interval for every query: this is what lets the
-attention function (:mod:`.extended_attention`) work block by block without an ``n x n`` map.
+thresholds (fixed, or a function of the query's unit); in view ``v`` the query is rotated to
+``query[v](i)`` and the key to ``key[v](j)`` (``None``: its true position), and all views share
+one softmax. Because ``d`` never increases with ``j``, the keys of one view form an interval
+for every query: this is what lets the attention function (:mod:`.extended_attention`) work
+block by block without an ``n x n`` map.
 
 :func:`plan_extension` turns a method name, a factor and parameters into an
 :class:`ExtensionPlan` (validated, with the parameters the authors' rules pick for the target
@@ -30,42 +31,52 @@ from .registry import RESTORE_METHODS, check_factor
 
 PositionFn = Callable[[Any], Any]
 """Absolute positions (an int64 tensor) -> the positions RoPE rotates them to in one view."""
+Threshold = int | Callable[[Any], Any]
+"""A view boundary in units of distance: fixed, or a function of the query's unit index (an int
+or an int64 tensor) that keeps ``u - threshold(u)`` nondecreasing, so each view's keys still
+form an interval whose ends never decrease with the query."""
 
 
 @dataclass(frozen=True)
 class PositionMap:
     """Which view each causal ``(query i, key j)`` pair uses, and the positions of each view.
 
-    ``view(i, j)`` is the number of ``thresholds`` (increasing, > 0) that
-    ``i // unit - j // unit`` reaches; ``query[v]`` / ``key[v]`` give the positions of view
-    ``v`` (``None``: unchanged).
+    ``view(i, j)`` is the number of ``thresholds`` (increasing, > 0; see :data:`Threshold`)
+    that ``i // unit - j // unit`` reaches; ``query[v]`` / ``key[v]`` give the positions of
+    view ``v`` (``None``: unchanged).
     """
 
     unit: int
-    thresholds: tuple[int, ...]
+    thresholds: tuple[Threshold, ...]
     query: tuple[PositionFn | None, ...]
     key: tuple[PositionFn | None, ...]
 
     def __post_init__(self) -> None:
         if len(self.query) != self.views or len(self.key) != self.views:
             raise ConfigError("a position map needs one query and one key rule per view")
-        if list(self.thresholds) != sorted(set(self.thresholds)) or self.thresholds[0] < 1:
+        fixed = [t for t in self.thresholds if isinstance(t, int)]
+        if fixed != sorted(set(fixed)) or (fixed and fixed[0] < 1):
             raise ConfigError(f"thresholds must increase from >= 1, got {self.thresholds}")
 
     @property
     def views(self) -> int:
         return len(self.thresholds) + 1
 
+    def _bounds(self, u: Any) -> tuple[Any, ...]:
+        """``(0, *thresholds)`` for query unit(s) ``u``."""
+        return (0, *(t if isinstance(t, int) else t(u) for t in self.thresholds))
+
     def view(self, i: Any, j: Any) -> Any:
         """The view of each pair (int64 tensors that broadcast)."""
-        d = i // self.unit - j // self.unit
-        return sum((d >= t).long() for t in self.thresholds)
+        u = i // self.unit
+        d = u - j // self.unit
+        return sum((d >= t).long() for t in self._bounds(u)[1:])
 
     def span(self, view: int, i: int) -> tuple[int, int]:
         """The key positions ``[lo, hi]`` (inclusive, may be empty or start below 0) that query
         position ``i`` sees in ``view``: an interval, and both ends never decrease with ``i``."""
-        bounds = (0, *self.thresholds)
         u = i // self.unit
+        bounds = self._bounds(u)
         hi = min(i, (u - bounds[view] + 1) * self.unit - 1)
         lo = (u - bounds[view + 1] + 1) * self.unit if view + 1 < len(bounds) else -1 << 62
         return lo, hi

@@ -7,6 +7,13 @@ reach. Both keep every distance RoPE sees below the trained length ``L``, withou
   window ``w`` keep their exact distance; farther keys use grouped positions: the query at
   ``i // G + w - w // G``, the key at ``j // G``, so the distance is
   ``(i // G + w - w // G) - j // G`` (continuous at ``i - j = w``). Reaches ``(L - w) G + w``.
+* **Self-Extend, dynamic** (``self-extend-dynamic``; this library's variant, in the spirit of
+  dynamic NTK: change nothing the model was trained for). The neighbour window of the query at
+  ``i`` is the widest that keeps its farthest grouped distance within ``L - 1``: ``w(i) =
+  R + R // (G - 1)`` with ``R = L - 1 - i // G``, at most ``i + 1`` and at least ``w``. So a
+  sequence within the trained length attends exactly as the unscaled model, a longer one
+  groups only the keys beyond what the trained range can hold exactly, and from the reach on
+  (where ``w(i)`` comes down to ``w``) it is the paper's map.
 * **Dual Chunk Attention** (An et al., "Training-Free Long-Context Scaling of Large Language
   Models" (ChunkLlama), ICML 2024; Qwen2.5-1M). Positions are cut into chunks of ``c =
   chunk_size - local_window``; keys sit at ``j mod c``. Within a chunk the distance is exact
@@ -76,6 +83,39 @@ def _self_extend(trained: int, params: Mapping[str, int]) -> PositionMap:
         unit=1,
         thresholds=(window,),
         query=(None, functools.partial(_grouped_query, group_size=group, window=window)),
+        key=(None, functools.partial(_grouped_key, group_size=group)),
+    )
+
+
+def _dynamic_window(i: Any, group_size: int, window: int, trained: int) -> Any:
+    """The neighbour window of query position(s) ``i`` (an int or an int64 tensor) in
+    ``self-extend-dynamic``: ``R + R // (G - 1)`` for ``R = L - 1 - i // G`` (the largest
+    ``w'`` with ``i // G + w' - w' // G <= L - 1``), clamped to ``[window, i + 1]``."""
+    room = trained - 1 - i // group_size
+    widest = room + room // (group_size - 1)
+    if isinstance(i, int):
+        return max(window, min(i + 1, widest))
+    import torch
+
+    return torch.clamp(torch.minimum(i + 1, widest), min=window)
+
+
+def _dynamic_query(i: Any, group_size: int, window: int, trained: int) -> Any:
+    w = _dynamic_window(i, group_size, window, trained)
+    return i // group_size + w - w // group_size
+
+
+@register_extension("self-extend-dynamic", params=("group_size", "window"),
+                    choose=_self_extend_choose, reach=_self_extend_reach,
+                    unsupported=_SELF_EXTEND_UNSUPPORTED)
+def _self_extend_dynamic(trained: int, params: Mapping[str, int]) -> PositionMap:
+    group = positive_int("self-extend-dynamic", "group_size", params["group_size"], 2)
+    window = positive_int("self-extend-dynamic", "window", params["window"], 1, trained - 1)
+    rules = {"group_size": group, "window": window, "trained": trained}
+    return PositionMap(
+        unit=1,
+        thresholds=(functools.partial(_dynamic_window, **rules),),
+        query=(None, functools.partial(_dynamic_query, **rules)),
         key=(None, functools.partial(_grouped_key, group_size=group)),
     )
 
