@@ -265,27 +265,29 @@ def plot(result: dict[str, Any], img: Path) -> None:
 
 def plot_position_maps(path: Path, *, trained: int, length: int) -> None:
     """The distance RoPE sees for every (query, key) pair of a ``length``-token sequence: plain
-    RoPE, Self-Extend and DCA with the parameters chosen for it (every 128th position)."""
+    RoPE and each attention-side method (Self-Extend, its dynamic variant, DCA) with the
+    parameters chosen for it (every 128th position)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
 
-    from contextwindow.rope import plan_extension
+    from contextwindow.rope import available_extensions, plan_extension
 
     grid = torch.arange(0, length, 128)
     i, j = grid[:, None], grid[None]
     last, keys = torch.tensor([[length - 1]]), torch.arange(length)[None]  # the farthest row
-    maps, largest = {"none (RoPE as trained)": i - j}, {"none (RoPE as trained)": length - 1}
-    for method in EXTENSIONS:
+    plain = "none\n(RoPE as trained)"
+    maps, largest = {plain: i - j}, {plain: length - 1}
+    for method in available_extensions():
         plan = plan_extension(method, trained, length / trained, {})
-        name = f"{method} ({', '.join(f'{k}={v}' for k, v in plan.params.items())})"
+        name = f"{method}\n({', '.join(f'{k}={v}' for k, v in plan.params.items())})"
         maps[name] = plan.map.relative(i, j)
         largest[name] = int(plan.map.relative(last, keys).max())
     cmap = matplotlib.colormaps["viridis"].copy()
     cmap.set_over("crimson")  # distances the model never saw in training
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3), dpi=110)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.3 * len(maps), 4.3), dpi=110)
     for ax, (name, d) in zip(axes, maps.items()):
         shown = torch.where(j <= i, d, -1).float().numpy() / 1000
         shown[shown < 0] = float("nan")
