@@ -17,6 +17,10 @@ ONE JSON (docs/results/bench_extend.json; progress on stderr) with plots in docs
     python benchmarks/bench_extend.py --parts passkey0.9 --passkey-lengths 32768 \\
         --passkey-methods self-extend,dca --threads 1    # one subset, resumable
     python benchmarks/bench_extend.py --merge            # JSON + plots from what finished
+
+The JSON is merged, never replaced: the part files' cells are laid over the results already at
+--out, so a subset run on a fresh clone (no earlier part files) adds to the committed figures;
+each cell it adds or changes is listed under ``reruns`` with its command, date and commit.
 """
 
 from __future__ import annotations
@@ -159,11 +163,21 @@ def run_prefill(args: argparse.Namespace) -> None:
 
 
 def merge(args: argparse.Namespace) -> dict[str, Any]:
-    """One result from every part file that exists."""
-    result: dict[str, Any] = {"benchmark": "context_extension", **provenance(),
-                              "machine": machine(), "perplexity": {},
-                              "passkey": {d: {} for d in DEPTHS}, "prefill": {}}
-    inputs: dict[str, Any] = {}
+    """One result: the one at ``--out`` if there is one, with every part file that exists laid
+    over it. A part run on a machine without the earlier part files (a fresh clone) so adds its
+    cells to the committed results instead of replacing them; each cell it adds or changes is
+    listed under ``reruns`` with this run's command, date and commit."""
+    run = provenance()
+    result: dict[str, Any] = {"benchmark": "context_extension", **run, "machine": machine(),
+                              "perplexity": {}, "passkey": {d: {} for d in DEPTHS},
+                              "prefill": {}}
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for key in ("commit", "date", "command", "machine", "perplexity", "prefill", "reruns"):
+        if key in earlier:  # the run the results come from, and what it measured
+            result[key] = earlier[key]
+    for depth, methods in earlier.get("passkey", {}).items():
+        result["passkey"][depth] = {m: dict(cells) for m, cells in methods.items()}
+    inputs: dict[str, Any] = dict(earlier.get("inputs", {}))
     for old in load_parts(args.work, "ppl"):
         inputs.update({k: v for k, v in old["inputs"].items() if not k.startswith("passkey")})
         result["perplexity"].update(old["perplexity"])
@@ -173,6 +187,11 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
                 {f"{L} depth {depth}": n for L, n in old["inputs"]["passkey_trials"].items()})
             for method, cells in old["passkey"].items():
                 finished = {L: c for L, c in cells.items() if "correct" in c}
+                known = earlier.get("passkey", {}).get(depth, {}).get(method, {})
+                for length, cell in finished.items():
+                    if known.get(length) != cell:
+                        result.setdefault("reruns", {})[f"{method} {length} depth {depth}"] = {
+                            k: run[k] for k in ("command", "date", "commit")}
                 result["passkey"][depth].setdefault(method, {}).update(finished)
     prefill = args.work / "prefill.json"
     if prefill.exists():
