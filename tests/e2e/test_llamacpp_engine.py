@@ -192,6 +192,8 @@ def test_serve_on_llamacpp_answers_with_llamacpps_own_prompt_count(
     assert answer["usage"]["prompt_tokens"] == prompt_counts(GGUF, [body])[0]
     assert answer["usage"]["completion_tokens"] == expected.completion_tokens
     assert answer["usage"]["context_window"] == CONTEXT
+    card = httpx.get(f"{server.url}/models", timeout=30).json()["data"][0]
+    assert card["engine"] == "llama.cpp" and card["context_window"] == CONTEXT
     # streamed: the same text in deltas, and the same usage
     streamed = httpx.post(f"{server.url}/chat/completions", timeout=300, json={
         **body, "stream": True, "stream_options": {"include_usage": True}})

@@ -485,6 +485,7 @@ def test_serve_command_starts_a_working_server(tmp_path: Any, tiny: Any) -> None
         assert models["data"][0]["id"] == "tiny"
         assert models["data"][0]["context_window"] == 2 * 8192  # YaRN x2 on an 8k model
         assert models["data"][0]["policy"] == "sinks"
+        assert models["data"][0]["engine"] == "transformers"
         client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
         reply = client.chat.completions.create(model="tiny", messages=USER, max_tokens=4,
                                                temperature=0)

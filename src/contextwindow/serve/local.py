@@ -64,9 +64,11 @@ class LocalBackend:
         return {"object": "list", "data": [self.card()]}
 
     def card(self) -> dict[str, Any]:
+        """The model as ``/v1/models`` lists it: its window, the fit's policy and the engine
+        that decodes (``transformers`` or ``llama.cpp``)."""
         return {"id": self.model_id, "object": "model", "created": self.created,
                 "owned_by": "contextwindow", "context_window": self.generator.context,
-                "policy": self.generator.policy}
+                "policy": self.generator.policy, "engine": self.generator.engine}
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "model": self.model_id, "queued": self.worker.pending}
