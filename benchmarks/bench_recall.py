@@ -15,6 +15,8 @@ The hybrid recall and llama-index share one local embedding model (all-MiniLM-L6
 (:meth:`LongChat.to_dict`'s JSON) instead of generated ones.
 
     nice -n 10 .venv/bin/python benchmarks/bench_recall.py   # docs/results/bench_recall.json
+    .venv/bin/python benchmarks/bench_recall.py --no-dense --shares 0.1 0.15 0.2 0.3 \
+        --out docs/results/bench_recall_shares.json --plot docs/img/recall_shares.png
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from pathlib import Path
 
 from _common import add_out_argument, emit, log, machine, provenance
 
-from contextwindow.evaluate.contenders import CONTENDERS, llamaindex_vector_memory, recall_hybrid
+from contextwindow.evaluate.contenders import (
+    CONTENDERS,
+    llamaindex_vector_memory,
+    recall_hybrid,
+    recall_lexical,
+)
 from contextwindow.evaluate.evidence import BUDGETS, Contender, Score, evidence_recall, shares
 from contextwindow.evaluate.longchat import DEFAULT_QUESTIONS, LongChat, generate
 from contextwindow.evaluate.longchat_facts import KINDS
@@ -39,8 +46,11 @@ LLAMAINDEX = "llama-index Memory + VectorMemoryBlock"
 
 
 def contenders(args: argparse.Namespace) -> dict[str, Contender]:
-    """The model-free contenders, then those on the local embedding model (one instance)."""
+    """The model-free contenders (with the lexical recall at each ``--shares``), then those on
+    the local embedding model (one instance)."""
     out = dict(CONTENDERS)
+    for share in args.shares:
+        out[f"recall, lexical, share {share:g}"] = recall_lexical(share)
     if not args.no_dense:
         import torch
 
@@ -73,6 +83,10 @@ def main() -> None:
     parser.add_argument("--no-dense", action="store_true",
                         help="leave out the contenders on the embedding model (hybrid recall, "
                              "llama-index): no torch, faster")
+    parser.add_argument("--shares", type=float, nargs="+", default=[],
+                        help="also the lexical recall with these shares of the budget for "
+                        "recalled turns (the default share is 0.5): what a smaller block, "
+                        "which keeps more of the prompt cache, costs in evidence")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (embedding)")
     parser.add_argument("--plot", type=Path, default=PLOT)
     add_out_argument(parser, "bench_recall")
@@ -112,6 +126,7 @@ def main() -> None:
         "inputs": {"seeds": None if args.chats else args.seeds,
                    "sessions": None if args.chats else args.sessions, "chats": chats,
                    "questions_per_chat": dict(DEFAULT_QUESTIONS), "budgets": args.budgets,
+                   "recall_shares": args.shares,
                    "counter": counter.name,
                    "metric": "evidence: gold evidence turns whose full text is in the context, "
                              "pooled over turns; complete: questions with all of theirs; "

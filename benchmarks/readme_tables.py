@@ -204,6 +204,27 @@ def gateway_table(data: dict[str, Any]) -> str:
                    "through the gateway, p50 / p99", "added by the gateway"], rows)
 
 
+def recall_shares_table(evidence: dict[str, Any], cache: dict[str, Any]) -> str:
+    """The recall share's trade-off: the lexical recall's evidence share per budget
+    (bench_recall --shares, the default share's row from its own contender) beside the prompt
+    cache it keeps (bench_cache's reuse against the cache-aware figure without recall)."""
+    default = cache["inputs"]["recall_share"]
+    reuse = {float(s): c["vs_trim_cache"] for s, c in cache["recall_share_sweep"].items()}
+    reuse[default] = cache["recall_reuse_vs_trim_cache"]
+    results, budgets = evidence["results"], evidence["inputs"]["budgets"]
+    rows = []
+    for share in sorted(reuse):
+        name = ("recall, lexical (RecallMemory)" if share == default
+                else f"recall, lexical, share {share:g}")
+        if name not in results:
+            continue
+        rows.append([f"{share:g}" + (" (default)" if share == default else ""),
+                     *(f"{100 * results[name][str(b)]['all']['evidence']:.1f}%" for b in budgets),
+                     f"{reuse[share]:.3f}"])
+    return _table(["recall share", *(f"evidence at {b:,}" for b in budgets),
+                   "prefix reuse / cache-aware without recall"], rows)
+
+
 STACKS = {"asyncio_h11": "asyncio + h11 (pure Python)",
           "uvloop_httptools": "uvloop + httptools (`contextwindow[serve]`)"}
 
@@ -544,6 +565,8 @@ COMPOSED: dict[str, Callable[[], str]] = {
     "bench_llamacpp_rope.8k": lambda: llamacpp_rope_table(load("bench_llamacpp_rope_8k")),
     "bench_recall_stores.memory": lambda: recall_stores_memory_table(load("bench_recall_stores")),
     "bench_gateway.servers": lambda: gateway_servers_table(load("bench_gateway")),
+    "bench_recall_shares": lambda: recall_shares_table(load("bench_recall_shares"),
+                                                       load("bench_cache")),
 }
 
 

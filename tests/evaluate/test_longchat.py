@@ -15,6 +15,7 @@ from contextwindow.evaluate.contenders import (
     bm25_top_k,
     llamaindex_vector_memory,
     memory_view,
+    recall_lexical,
 )
 from contextwindow.evaluate.evidence import (
     Contender,
@@ -258,3 +259,23 @@ def test_bm25_baseline_puts_matches_first_then_newest_then_question() -> None:
     assert [m.id for m in newest] == [m.id for m in history[-len(newest):]]
     assert counter.count_messages(context) <= 200
     assert isinstance(CONTENDERS["BM25 top-k + newest (rank-bm25)"], Contender)
+
+
+def test_recall_lexical_gives_recalled_turns_its_share_of_the_budget(small: LongChat) -> None:
+    """The contender is a RecallMemory with ``recall_tokens = share x budget``: its recall
+    block never outgrows that, and a larger share recalls at least as many turns."""
+    from contextwindow.memory import RecallMemory
+
+    counter = default_counter()
+    history, question = list(small.messages), small.questions[0].as_message()
+    shown = {}
+    for share in (0.1, 0.4):
+        context = recall_lexical(share)(history, question, 600, counter)
+        fresh = RecallMemory(600, recall_tokens=int(600 * share), counter=counter)
+        for message in [*history, question]:
+            fresh.add_message(message)
+        assert context == fresh.messages()
+        block = [m for m in context if m.id == "recalled"]
+        assert len(block) == 1 and counter.count_message(block[0]) <= int(600 * share)
+        shown[share] = block[0].content.count("\n\n")
+    assert shown[0.4] > shown[0.1]

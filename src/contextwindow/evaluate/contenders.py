@@ -38,7 +38,7 @@ from ..tokens import TokenCounter
 from .evidence import Contender
 
 __all__ = ["CONTENDERS", "bm25_top_k", "llamaindex_vector_memory", "memory_view",
-           "recall_hybrid"]
+           "recall_hybrid", "recall_lexical"]
 
 MemoryFactory = Callable[..., Memory]  # (budget, counter=..., store=..., session=...)
 _SESSION = "longchat"
@@ -113,6 +113,16 @@ def llamaindex_vector_memory(embedder: Any = None, *, top_k: int = 2,
 
     return Contender(_llamaindex_memory.builder(embedder, top_k=top_k, flush_share=flush_share),
                      checked=False)
+
+
+def recall_lexical(share: float) -> Contender:
+    """:class:`~contextwindow.memory.RecallMemory` (lexical) giving recalled turns ``share`` of
+    the budget (the default is :data:`~contextwindow.memory.recall.DEFAULT_RECALL_SHARE`)."""
+
+    def factory(budget: int, **options: Any) -> Memory:
+        return RecallMemory(budget, recall_tokens=max(1, int(budget * share)), **options)
+
+    return memory_view(factory)
 
 
 def recall_hybrid(embedder: Any) -> Contender:
