@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,25 @@ SERVER_VARS = {"redis": "CONTEXTWINDOW_TEST_REDIS_URL",
                "postgres": "CONTEXTWINDOW_TEST_POSTGRES_DSN"}
 REASON_VARS = {"redis": "CONTEXTWINDOW_TEST_REDIS_UNAVAILABLE",
                "postgres": "CONTEXTWINDOW_TEST_POSTGRES_UNAVAILABLE"}
+
+
+# -- consistency of a store's recall index ----------------------------------------------------
+def postgres_frequencies(store: Any) -> tuple[dict[tuple[str, str], int],
+                                             dict[tuple[str, str], int]]:
+    """A PostgresStore's document-frequency table, and the same counted here from its
+    messages' tsvectors (one per message under the empty lexeme): equal when consistent."""
+    schema = f'"{store.schema}"'
+
+    def read(conn: Any) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        stored = {(session, lexeme): documents for session, lexeme, documents in conn.execute(
+            f"SELECT session, lexeme, documents FROM {schema}.contextwindow_terms")}
+        counted: Counter[tuple[str, str]] = Counter()
+        for session, lexemes in conn.execute(
+                f"SELECT session, tsvector_to_array(tsv) FROM {schema}.contextwindow_messages"):
+            counted.update((session, lexeme) for lexeme in ["", *lexemes])
+        return stored, dict(counted)
+
+    return store._run(read)  # type: ignore[no-any-return]
 
 
 # -- messages both sides agree on -------------------------------------------------------------

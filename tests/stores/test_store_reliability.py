@@ -30,10 +30,10 @@ from store_fixtures import (
     Backend,
     Writers,
     message_for,
+    postgres_frequencies,
     records,
     run_threads,
 )
-from test_stores_recall import postgres_frequencies
 
 KILLS = 20
 WRITERS = 8

@@ -16,8 +16,7 @@ from contextwindow.stores import base
 # The fixtures (postgres_backend, ...) come from tests/store_fixtures.py.
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
-from store_fixtures import Backend
-from test_stores_recall import postgres_frequencies
+from store_fixtures import Backend, postgres_frequencies
 
 
 def positions(hits: list[Any]) -> list[int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from contextwindow.retrieval.text import MAX_POSTINGS, query_terms, stem
 # The fixtures (store_backend, durable_store_backend, ...) come from tests/store_fixtures.py.
 pytest_plugins = ["store_fixtures"]
 pytest.register_assert_rewrite("store_fixtures")
-from store_fixtures import Backend, records
+from store_fixtures import Backend, postgres_frequencies, records
 
 TOPICS = [
     "I visited Paris last Thursday with my sister",  # 0
@@ -93,24 +92,6 @@ def test_postgres_ranks_a_search_within_the_bound_as_the_query_of_all_its_terms(
         assert [(hit.index, hit.score) for hit in store.search("s", query)] == every
         assert every
     assert store.search("s", "zebra giraffe") == [] == store.search("s", "the of")
-
-
-def postgres_frequencies(store: Any) -> tuple[dict[tuple[str, str], int],
-                                             dict[tuple[str, str], int]]:
-    """A PostgresStore's document-frequency table, and the same counted here from its
-    messages' tsvectors (one per message under the empty lexeme): equal when consistent."""
-    schema = f'"{store.schema}"'
-
-    def read(conn: Any) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
-        stored = {(session, lexeme): documents for session, lexeme, documents in conn.execute(
-            f"SELECT session, lexeme, documents FROM {schema}.contextwindow_terms")}
-        counted: Counter[tuple[str, str]] = Counter()
-        for session, lexemes in conn.execute(
-                f"SELECT session, tsvector_to_array(tsv) FROM {schema}.contextwindow_messages"):
-            counted.update((session, lexeme) for lexeme in ["", *lexemes])
-        return stored, dict(counted)
-
-    return store._run(read)  # type: ignore[no-any-return]
 
 
 def test_sqlite_ranks_a_lone_session_as_one_among_others(tmp_path: Any) -> None:
