@@ -500,6 +500,20 @@ def _rope_row() -> Row:
             "[rope](docs/rope.md#measured-smollm2-135m-at-4x-32768-tokens)"]
 
 
+def _passkey_row() -> Row:
+    """The 4x passkey at depth 0.9: which methods read the key, and the rest."""
+    cells = {m: c["32768"] for m, c in load("bench_extend")["passkey"]["0.9"].items()
+             if "32768" in c}
+    found = [m for m, c in cells.items() if c["correct"] >= 9]
+    lost = [m for m in cells if m not in found]
+
+    def score(methods: list[str]) -> str:
+        return "; ".join(f"{m}: {cells[m]['correct']}/{cells[m]['trials']}" for m in methods)
+
+    return ["Passkey at 32,768 tokens (4x the trained length), depth 0.9", score(found) or "—",
+            score(lost), "[rope](docs/rope.md#measured-smollm2-135m-at-4x-32768-tokens)"]
+
+
 def _prefix_row() -> Row:
     data = load("bench_prefix")
     cold = [turn["cold"]["ttft_s"] for turn in data["turns"]]
@@ -549,7 +563,7 @@ def _recall_row() -> Row:
 
 HEADLINES: tuple[Callable[[], Row], ...] = (
     _trim_row, _cache_row, _recall_row, _streaming_row, _eviction_row, _rope_row,
-    _prefix_row, _gateway_row, _engine_row)
+    _passkey_row, _prefix_row, _gateway_row, _engine_row)
 
 
 def headline_table() -> str:
