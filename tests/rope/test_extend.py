@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_tiny_llama
-from extend_oracle import dense_attention, distance
+from extend_oracle import TRAINED, dense_attention, distance
 from test_rope_eval import TOK, reference_answers
 
 from contextwindow.errors import ConfigError, ModelError
@@ -39,7 +39,6 @@ SED = ("self-extend-dynamic", {"group_size": 4, "window": 32})  # the window wid
 DCA = ("dca", {"chunk_size": 48, "local_window": 8})  # chunks of 40 positions
 METHODS = [SE, SED, DCA]
 IDS = [method for method, _ in METHODS]
-TRAINED = 256
 
 
 def plan(method, params):

@@ -48,13 +48,13 @@ def _self_extend_reach(trained: int, params: Mapping[str, int]) -> int:
     return (trained - params["window"]) * params["group_size"] + params["window"]
 
 
-def _self_extend_choose(trained: int, target: int, given: Mapping[str, int]) -> dict[str, int]:
+def _self_extend_choose(trained: int, target: int, given: Mapping[str, int], *,
+                        method: str = "self-extend") -> dict[str, int]:
     """``w = L / 4`` (the authors' 1,024 for Llama-2's 4,096), and the smallest ``G >= 2`` that
     keeps the largest grouped position ``w + (N - w) / G`` within 2/3 of ``L``: the authors
     find larger groups work better than the smallest reaching ``N``, since the highest
     positions are the least trained."""
-    window = positive_int("self-extend", "window", given.get("window", trained // 4), 1,
-                          trained - 1)
+    window = positive_int(method, "window", given.get("window", trained // 4), 1, trained - 1)
     group = given.get("group_size")
     if group is None:
         spare = 2 * trained - 3 * window  # 3 (w G + N - w) <= 2 L G  <=>  G >= 3 (N - w) / spare
@@ -74,11 +74,16 @@ _SELF_EXTEND_UNSUPPORTED = (
 )
 
 
+def _self_extend_params(method: str, trained: int, params: Mapping[str, int]) -> tuple[int, int]:
+    """``(G, w)`` validated: ``G >= 2``, ``1 <= w < L`` (both Self-Extend maps take them)."""
+    return (positive_int(method, "group_size", params["group_size"], 2),
+            positive_int(method, "window", params["window"], 1, trained - 1))
+
+
 @register_extension("self-extend", params=("group_size", "window"), choose=_self_extend_choose,
                     reach=_self_extend_reach, unsupported=_SELF_EXTEND_UNSUPPORTED)
 def _self_extend(trained: int, params: Mapping[str, int]) -> PositionMap:
-    group = positive_int("self-extend", "group_size", params["group_size"], 2)
-    window = positive_int("self-extend", "window", params["window"], 1, trained - 1)
+    group, window = _self_extend_params("self-extend", trained, params)
     return PositionMap(
         unit=1,
         thresholds=(window,),
@@ -101,16 +106,15 @@ def _dynamic_window(i: Any, group_size: int, window: int, trained: int) -> Any:
 
 
 def _dynamic_query(i: Any, group_size: int, window: int, trained: int) -> Any:
-    w = _dynamic_window(i, group_size, window, trained)
-    return i // group_size + w - w // group_size
+    """The grouped query position with each query's own window."""
+    return _grouped_query(i, group_size, _dynamic_window(i, group_size, window, trained))
 
 
 @register_extension("self-extend-dynamic", params=("group_size", "window"),
-                    choose=_self_extend_choose, reach=_self_extend_reach,
-                    unsupported=_SELF_EXTEND_UNSUPPORTED)
+                    choose=functools.partial(_self_extend_choose, method="self-extend-dynamic"),
+                    reach=_self_extend_reach, unsupported=_SELF_EXTEND_UNSUPPORTED)
 def _self_extend_dynamic(trained: int, params: Mapping[str, int]) -> PositionMap:
-    group = positive_int("self-extend-dynamic", "group_size", params["group_size"], 2)
-    window = positive_int("self-extend-dynamic", "window", params["window"], 1, trained - 1)
+    group, window = _self_extend_params("self-extend-dynamic", trained, params)
     rules = {"group_size": group, "window": window, "trained": trained}
     return PositionMap(
         unit=1,
