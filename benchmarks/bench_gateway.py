@@ -16,6 +16,11 @@ to the window (tiktoken counts), forwarding, and the durable store of the turn.
   by itself (``uvloop``, ``httptools``), requests alternating between them: p50 / p99 and the
   gateway process's CPU time per request (user + system, from ``/proc``), which the machine's
   wake-up latencies do not move.
+* The upstream client (``clients``): what the gateway forwards with, ``httpx.AsyncClient``
+  against ``aiohttp.ClientSession`` (the gateway's), in one uvloop process, posting the body a
+  10,000-message session forwards to the instant upstream, calls alternating: p50 and the
+  process's CPU per request, back to back and after a 4 ms idle gap per call (a gateway between
+  turns: an idle core runs the next call with cold caches).
 
 The Redis and PostgreSQL servers are started by ``scripts/test-services.sh`` unless
 ``CONTEXTWINDOW_TEST_REDIS_URL`` / ``CONTEXTWINDOW_TEST_POSTGRES_DSN`` are set.
@@ -304,21 +309,84 @@ def stacks(upstream: str, tmp: str, rounds: int) -> dict[str, Any]:
     return out
 
 
+def clients(upstream: str, rounds: int) -> dict[str, Any]:
+    """httpx against aiohttp posting the same forwarded body (see the module docstring)."""
+    import aiohttp
+    import uvloop
+
+    from contextwindow.messages import Message, to_openai
+    from contextwindow.serve import WindowPolicy
+    from contextwindow.tokens import TokenCounter
+
+    stored = history(SIZES[-1] // 2, "clients")
+    fitted = WindowPolicy(TokenCounter.for_model(MODEL), CONTEXT).fit(
+        [*stored, Message(role="user", content="And the hotel?")], MAX_TOKENS)
+    body = json.dumps({"model": MODEL, "messages": to_openai(fitted.messages),
+                       "max_tokens": MAX_TOKENS}).encode()
+    url, headers = f"{upstream}/chat/completions", {"content-type": "application/json"}
+
+    async def run() -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=60) as hx, aiohttp.ClientSession() as ah:
+            async def with_httpx() -> None:
+                reply = await hx.send(hx.build_request("POST", url, content=body,
+                                                       headers=headers), stream=True)
+                json.loads(await reply.aread())
+                await reply.aclose()
+
+            async def with_aiohttp() -> None:
+                async with ah.post(url, data=body, headers=headers) as reply:
+                    json.loads(await reply.read())
+
+            calls = {"httpx": with_httpx, "aiohttp": with_aiohttp}
+            out: dict[str, Any] = {"body_bytes": len(body), "requests": rounds}
+            for gap in (0.0, 0.004):
+                for call in calls.values():
+                    for _ in range(20):
+                        await call()
+                times: dict[str, list[float]] = {name: [] for name in calls}
+                cpu = dict.fromkeys(calls, 0.0)
+                for r in range(rounds):
+                    for name in calls if r % 2 == 0 else reversed(list(calls)):
+                        await asyncio.sleep(gap)
+                        started, used = time.perf_counter(), time.process_time()
+                        await calls[name]()
+                        times[name].append(time.perf_counter() - started)
+                        cpu[name] += time.process_time() - used
+                out[f"gap_{int(gap * 1000)}ms"] = {name: {
+                    **percentiles(times[name]),
+                    "cpu_ms_per_request": round(1000 * cpu[name] / rounds, 3)} for name in calls}
+            return out
+
+    log("upstream clients: httpx against aiohttp...")
+    return uvloop.run(run())
+
+
+PARTS = ("overhead", "throughput", "servers", "clients")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=300, help="requests per contender")
     parser.add_argument("--seconds", type=float, default=5.0, help="each throughput run")
     parser.add_argument("--concurrency", type=int, default=16, help="throughput clients")
     parser.add_argument("--stores", default="sqlite,redis,postgres")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"what to measure, of {','.join(PARTS)}; a subset is merged into "
+                        "the JSON at --out (the other parts stay)")
     parser.add_argument("--instant-upstream", type=int, help=argparse.SUPPRESS)
     add_out_argument(parser, "bench_gateway")
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     if args.instant_upstream:
         import uvicorn
 
         uvicorn.run(instant, host="127.0.0.1", port=args.instant_upstream, log_level="warning")
         return
-    env, state = start_services()
+    needs_services = "throughput" in parts or (
+        "overhead" in parts and args.stores != "sqlite")
+    env, state = start_services() if needs_services else (dict(os.environ), None)
     tmp = tempfile.mkdtemp(prefix="contextwindow-bench.")
     port = free_port()
     upstream_proc, upstream_root = start(
@@ -328,9 +396,17 @@ def main() -> None:
         "benchmark": "gateway", **provenance(), "machine": machine(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "upstream": "instant (fixed reply)", "model": MODEL, "context_window": CONTEXT,
-        "max_tokens": MAX_TOKENS, "overhead": {}}
+        "max_tokens": MAX_TOKENS}
+    if set(parts) != set(PARTS) and args.out and Path(args.out).exists():
+        # A part measured again: the other parts keep their figures and provenance, this
+        # run's provenance is filed under ``reruns``.
+        run = {key: result[key] for key in ("commit", "date", "command",
+                                            "load_average_at_start")}
+        result = json.loads(Path(args.out).read_text())
+        result.setdefault("reruns", {}).update(dict.fromkeys(parts, run))
     try:
-        for kind in args.stores.split(","):
+        for kind in args.stores.split(",") if "overhead" in parts else ():
+            result.setdefault("overhead", {})
             name = f"cwbench_{uuid.uuid4().hex[:10]}"
             options = store_options(kind, env, tmp, name)
             sessions = {f"s{size}": size for size in SIZES}
@@ -344,8 +420,13 @@ def main() -> None:
             finally:
                 stop(gateway)
                 cleanup(kind, env, name)
-        result["throughput"] = throughput(upstream, env, tmp, args.concurrency, args.seconds)
-        result["servers"] = stacks(upstream, tmp, args.rounds)
+        if "throughput" in parts:
+            result["throughput"] = throughput(upstream, env, tmp, args.concurrency,
+                                              args.seconds)
+        if "servers" in parts:
+            result["servers"] = stacks(upstream, tmp, args.rounds)
+        if "clients" in parts:
+            result["clients"] = clients(upstream, args.rounds)
         result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         stop(upstream_proc)

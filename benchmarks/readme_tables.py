@@ -241,6 +241,19 @@ def gateway_servers_table(data: dict[str, Any]) -> str:
                    "gateway CPU per request"], rows)
 
 
+def gateway_clients_table(data: dict[str, Any]) -> str:
+    """bench_gateway's ``clients``: httpx against aiohttp forwarding the same body."""
+    clients = data["clients"]
+    rows = [[("back to back" if gap == "gap_0ms" else
+              f"after {gap.removeprefix('gap_').removesuffix('ms')} ms idle"), name,
+             f"{cell['p50_ms']:.2f} / {cell['p99_ms']:.2f} ms",
+             f"{cell['cpu_ms_per_request']:.2f} ms"]
+            for gap, cells in clients.items() if gap.startswith("gap_")
+            for name, cell in cells.items()]
+    return _table(["calls", "upstream client", "request to the instant upstream, p50 / p99",
+                   "CPU per request"], rows)
+
+
 ENGINES = {"local_fp32": "`contextwindow serve`, local engine, fp32",
            "local_bf16": "`contextwindow serve`, local engine, bf16",
            "llamacpp": "llama.cpp's server"}
@@ -579,6 +592,7 @@ COMPOSED: dict[str, Callable[[], str]] = {
     "bench_llamacpp_rope.8k": lambda: llamacpp_rope_table(load("bench_llamacpp_rope_8k")),
     "bench_recall_stores.memory": lambda: recall_stores_memory_table(load("bench_recall_stores")),
     "bench_gateway.servers": lambda: gateway_servers_table(load("bench_gateway")),
+    "bench_gateway.clients": lambda: gateway_clients_table(load("bench_gateway")),
     "bench_recall_shares": lambda: recall_shares_table(load("bench_recall_shares"),
                                                        load("bench_cache")),
 }

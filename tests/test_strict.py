@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contextwindow import BudgetExceededError, InvalidMessageError, TokenBufferMemory, trim
-from contextwindow.messages import Message, ToolCall
+from contextwindow.messages import Message, Pending, ToolCall, check_conversation, check_next
 from contextwindow.tokens import TokenCounter
 
 COUNTER = TokenCounter.approximate()
@@ -112,3 +112,36 @@ def test_any_input_is_trimmed_valid_or_refused(messages, budget, keep_first) -> 
         return
     assert provider_accepts(kept)
     assert COUNTER.count_messages(kept) <= budget
+
+
+@st.composite
+def with_legacy_calls(draw) -> list[Message]:
+    """:func:`anything`, plus legacy ``function_call`` assistants and ``function`` results."""
+    out = draw(anything())
+    for _ in range(draw(st.integers(0, 3))):
+        legacy = draw(st.sampled_from([
+            Message(role="assistant", content=None,
+                    extra={"function_call": {"name": "f", "arguments": "{}"}}),
+            Message(role="function", name=draw(st.sampled_from(["f", "g"])), content="r")]))
+        out.insert(draw(st.integers(0, len(out))), legacy)
+    return out
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(with_legacy_calls())
+def test_the_pairing_check_is_the_fold_of_check_next(messages) -> None:
+    """check_conversation skips the messages that owe and ask nothing: it accepts and refuses
+    exactly what folding check_next over every message does, with the same error."""
+    def folded() -> None:
+        pending = Pending()
+        for k, message in enumerate(messages):
+            pending = check_next(pending, message, k)
+
+    outcomes = []
+    for check in (folded, lambda: check_conversation(messages)):
+        try:
+            check()
+            outcomes.append(None)
+        except InvalidMessageError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]

@@ -363,9 +363,17 @@ def check_next(pending: Pending, message: Message, index: int) -> Pending:
 def check_conversation(messages: Sequence[Message], positions: Sequence[int] | None = None) -> None:
     """Raise :class:`InvalidMessageError` if ``messages`` break tool-call pairing; errors name
     ``positions[k]`` (the index in the caller's input) for message ``k``."""
-    pending = Pending()
+    pending = _NOTHING_PENDING
     for k, message in enumerate(messages):
+        if not pending and message.role in _ASKING_NOTHING and not message.tool_calls and (
+                message.extra is None):  # nothing owed, nothing asked: most messages
+            continue
         pending = check_next(pending, message, k if positions is None else positions[k])
+
+
+_ASKING_NOTHING = frozenset(ROLES) - frozenset(RESULT_ROLES)
+"""Roles whose message, without tool calls or extra fields (a legacy ``function_call`` is an
+extra field), leaves nothing pending: :func:`check_next` would return ``_NOTHING_PENDING``."""
 
 
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"

@@ -4,12 +4,14 @@ thread in front of the fake upstream process, it fits each turn of a stored sess
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from loopback import loopback_upstream
 from test_gateway_fake import FAKE_MODEL, Proc
 
 from contextwindow.errors import ConfigError, StoreError
@@ -153,14 +155,6 @@ def test_the_forwarded_body_is_the_request_with_the_fitted_messages() -> None:
     seen: list[bytes] = []
     reply = {"choices": [{"message": {"role": "assistant", "content": "ok"},
                           "finish_reason": "stop"}]}
-
-    def upstream(request: httpx.Request) -> httpx.Response:
-        seen.append(request.content)
-        return httpx.Response(200, json=reply)
-
-    backend = UpstreamBackend("http://upstream.test/v1", upstream_model="up-model",
-                              window=WindowPolicy(COUNTER, CONTEXT), served_model=FAKE_MODEL,
-                              transport=httpx.MockTransport(upstream))
     call = ToolCall(id="c1", name="lookup", arguments='{"q": "café"}')
     messages = [Message(role="system", content="Réponds brièvement. 日本"),
                 Message(role="user", content=[{"type": "text", "text": "a"},
@@ -172,17 +166,63 @@ def test_the_forwarded_body_is_the_request_with_the_fitted_messages() -> None:
     extra = {"temperature": 0.5, "user": "zoë", "stop": ["\n"], "metadata": {"k": [1, "é"]}}
     payload = {"model": FAKE_MODEL, "messages": to_openai(messages), **extra}
 
-    async def twice() -> None:
+    async def twice() -> UpstreamBackend:
         async def connected() -> bool:
             return False
 
-        for _ in range(2):
-            await backend.answer(backend.parse(payload), connected)
-        await backend.aclose()
+        async with loopback_upstream(reply, seen) as url:
+            backend = UpstreamBackend(url, upstream_model="up-model",
+                                      window=WindowPolicy(COUNTER, CONTEXT),
+                                      served_model=FAKE_MODEL)
+            for _ in range(2):
+                await backend.answer(backend.parse(payload), connected)
+            await backend.aclose()
+        return backend
 
-    asyncio.run(twice())
+    backend = asyncio.run(twice())
     expected = {**extra, "model": "up-model", "max_tokens": 512,
                 "messages": to_openai(messages)}
     assert seen[0] == seen[1] and seen[0].isascii()
     assert json.loads(seen[0]) == expected
     assert backend._encoded.cache_info().hits == len(messages)  # the second request's
+
+
+def test_a_streamed_event_of_any_length_and_line_ending_is_relayed_whole() -> None:
+    """The upstream's event stream split anywhere (inside a UTF-8 character too), CRLF or LF
+    line ends, one event far past aiohttp's 64 KiB line limit: every event reaches the client
+    as sent, and the reply is complete."""
+    arguments = json.dumps({"text": "é" * 150_000})
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Voilà"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{
+            "index": 0, "id": "c1", "type": "function",
+            "function": {"name": "store", "arguments": arguments}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]
+    stream = b"".join(f"data: {json.dumps(c)}{end}{end}".encode()
+                      for c, end in zip(chunks, ("\r\n", "\n", "\r\n"), strict=True))
+    stream += b"data: [DONE]\n\n"
+    cuts = [0, 7, 100, 65_537, 65_538, len(stream) - 3, len(stream)]
+    pieces = [stream[a:b] for a, b in itertools.pairwise(cuts)]
+    payload = {"model": FAKE_MODEL, "stream": True,
+               "messages": [{"role": "user", "content": "Store this."}]}
+
+    async def relayed() -> tuple[list[str], Any]:
+        async def connected() -> bool:
+            return False
+
+        async with loopback_upstream(pieces) as url:
+            backend = UpstreamBackend(url, upstream_model="up-model",
+                                      window=WindowPolicy(COUNTER, CONTEXT),
+                                      served_model=FAKE_MODEL)
+            answer = await backend.answer(backend.parse(payload), connected)
+            events = [event async for event in answer.events]
+            await answer.close()
+            await backend.aclose()
+        return events, answer.tap
+
+    events, tap = asyncio.run(relayed())
+    sent = [json.loads(e.removeprefix("data: ")) for e in events]
+    assert [s["choices"] for s in sent] == [c["choices"] for c in chunks]
+    assert all(s["model"] == FAKE_MODEL for s in sent)
+    assert tap.complete and tap.finish == "tool_calls"
+    assert tap.tool_calls[0]["arguments"] == arguments

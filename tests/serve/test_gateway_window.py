@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from loopback import loopback_upstream
 from test_gateway_fake import FAKE_MODEL, FAKE_SUMMARY, Proc, start_gateway
 
 from contextwindow.adapters import as_messages
@@ -218,20 +219,18 @@ def test_a_model_summary_is_never_written_on_the_event_loop() -> None:
     assert window.may_block and not WindowPolicy(COUNTER, CONTEXT, policy="summary").may_block
     reply = {"choices": [{"message": {"role": "assistant", "content": "ok"},
                           "finish_reason": "stop"}]}
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=reply))
-    backend = UpstreamBackend("http://upstream.test/v1", upstream_model=FAKE_MODEL,
-                              window=window, transport=transport)
     chat = conversation(40)
 
     async def answer() -> threading.Thread:
-        request = backend.parse({"model": FAKE_MODEL, "max_tokens": REPLY, "messages": [
-            m.to_openai() for m in chat[:-1]]})
-
         async def connected() -> bool:
             return False
 
-        await backend.answer(request, connected)
-        await backend.aclose()
+        async with loopback_upstream(reply) as url:
+            backend = UpstreamBackend(url, upstream_model=FAKE_MODEL, window=window)
+            request = backend.parse({"model": FAKE_MODEL, "max_tokens": REPLY, "messages": [
+                m.to_openai() for m in chat[:-1]]})
+            await backend.answer(request, connected)
+            await backend.aclose()
         return threading.current_thread()
 
     loop_thread = asyncio.run(answer())

@@ -68,7 +68,7 @@ def create_gateway(
     api_key: str | None = None, served_model: str | None = None,
     default_max_tokens: int = 512, store: Any = None, namespace: str | None = None,
     limits: Limits | None = None, timeout: float | None = None, lock_timeout: float = 30.0,
-    lock_ttl: float = 10.0, transport: Any = None, max_queue: int = 64,
+    lock_ttl: float = 10.0, max_queue: int = 64,
     flatten: bool | None = None,
 ) -> Any:
     """The FastAPI app of a gateway to the OpenAI-compatible server at ``url`` (its API base,
@@ -99,7 +99,7 @@ def create_gateway(
       :func:`~.app.create_app`.
     - ``limits``: the key clients must send, body limits and the request timeout
       (:class:`~.security.Limits`); ``timeout``: seconds an upstream call may take (default:
-      the request timeout). ``transport``: an httpx transport (tests).
+      the request timeout).
     """
     limits = limits or Limits()
     counter = _counter(model, tokenizer)
@@ -112,7 +112,7 @@ def create_gateway(
     backend = UpstreamBackend(url, upstream_model=model, window=window, api_key=api_key,
                               served_model=served_model, default_max_tokens=default_max_tokens,
                               timeout=limits.request_timeout if timeout is None else timeout,
-                              transport=transport, max_queue=max_queue,
+                              max_queue=max_queue,
                               flatten=(tokenizer is not None) if flatten is None else flatten)
     opened = open_store(store, namespace=namespace) if isinstance(store, str) else store
     return create_app(backend=backend, store=opened, limits=limits,

@@ -1,8 +1,9 @@
 """A backend that forwards to any OpenAI-compatible server, each request fitted to its window.
 
 The upstream (OpenAI, vLLM, llama.cpp's server, another ``contextwindow serve``) runs the model;
-this side counts, trims and forwards. Requests go out on one ``httpx.AsyncClient`` (pooled
-connections). What can go wrong upstream reaches the client in OpenAI's error shape:
+this side counts, trims and forwards. Requests go out on one ``aiohttp.ClientSession`` (pooled
+connections; per forwarded request it costs about a third of httpx's CPU, docs/serve.md). What
+can go wrong upstream reaches the client in OpenAI's error shape:
 
 | upstream | client gets |
 | --- | --- |
@@ -30,11 +31,12 @@ import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from ..adapters import as_messages
 from ..errors import BudgetExceededError, ContextWindowError
@@ -81,7 +83,7 @@ class UpstreamBackend:
     def __init__(self, base_url: str, *, upstream_model: str, window: Fitter,
                  api_key: str | None = None, served_model: str | None = None,
                  default_max_tokens: int = 512, timeout: float = 600.0,
-                 connect_timeout: float = 10.0, transport: Any = None, max_queue: int = 64,
+                 connect_timeout: float = 10.0, max_queue: int = 64,
                  flatten: bool = False) -> None:
         self.upstream_model = upstream_model
         self.model_id = served_model or upstream_model
@@ -92,13 +94,14 @@ class UpstreamBackend:
         self.max_queue = max_queue
         self.flatten = flatten
         self._in_flight = 0
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/", headers=headers, transport=transport,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-        # Joined once: build_request would parse and join a relative URL on every request.
-        self._chat_url = self._client.base_url.join("chat/completions")
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        # A read timeout per socket read (a stream may run long while tokens keep coming).
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout,
+                                              sock_read=timeout)
+        self._http: aiohttp.ClientSession | None = None
+        base = URL(base_url.rstrip("/") + "/")
+        self._chat_url, self._models_url = base.join(URL("chat/completions")), base.join(
+            URL("models"))
         self.where = _redacted(base_url)
         self._fit_threads = ThreadPoolExecutor(FIT_THREADS, thread_name_prefix="contextwindow-fit")
         self._encoded = functools.lru_cache(maxsize=ENCODED_MESSAGES)(_encoded)
@@ -119,8 +122,7 @@ class UpstreamBackend:
         self._in_flight += 1
         try:
             fitted = await self._fitted(chat, disconnected)
-            response = await until_disconnected(self._send(self._forward(chat, fitted)),
-                                                disconnected)
+            response = await until_disconnected(self._forward(chat, fitted), disconnected)
             answer = await self._reply(chat, fitted, response, disconnected)
         except BaseException:
             self._in_flight -= 1
@@ -131,7 +133,7 @@ class UpstreamBackend:
         return dataclasses.replace(answer, close=self._releasing(answer.close))
 
     async def models(self) -> dict[str, Any]:
-        response = await self._send(self._client.build_request("GET", "models"))
+        response = await self._send("GET", self._models_url)
         listed = (await self._json(response)).get("data") or []
         found = next((m for m in listed if isinstance(m, dict)
                       and m.get("id") == self.upstream_model), {})
@@ -145,9 +147,10 @@ class UpstreamBackend:
     async def health(self) -> dict[str, Any]:
         """Ok when the upstream lists its models, else 503 ``upstream_unavailable``."""
         try:
-            response = await self._client.get("models", timeout=HEALTH_TIMEOUT)
-            reason = f"HTTP {response.status_code}" if response.status_code >= 400 else None
-        except httpx.HTTPError as exc:
+            async with self._client().get(self._models_url, timeout=aiohttp.ClientTimeout(
+                    total=HEALTH_TIMEOUT)) as response:
+                reason = f"HTTP {response.status}" if response.status >= 400 else None
+        except (aiohttp.ClientError, TimeoutError) as exc:
             reason = type(exc).__name__
         if reason is not None:
             log.warning("health: the upstream %s is unavailable (%s)", self.where, reason)
@@ -157,7 +160,8 @@ class UpstreamBackend:
                 "in_flight": self._in_flight}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.close()
         self._fit_threads.shutdown(wait=False, cancel_futures=True)
 
     # -- the steps of one answer ----------------------------------------------------------------
@@ -185,7 +189,8 @@ class UpstreamBackend:
             return self._fit(chat)  # a thread hop costs more
         return await until_disconnected(self._fit_in_thread(chat), disconnected)
 
-    def _forward(self, chat: ChatRequest, fitted: Fitted) -> httpx.Request:
+    def _forward(self, chat: ChatRequest, fitted: Fitted
+                 ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
         """The upstream request: the client's body with the fitted messages and our model.
         Each message is encoded once (memoised by content) and spliced into the body: a
         session's window is mostly the messages of its previous turn."""
@@ -194,18 +199,17 @@ class UpstreamBackend:
             fields["max_tokens"] = chat.params.max_tokens
         head = _json_text(fields)
         messages = ",".join(map(self._encoded, fitted.messages))
-        return self._client.build_request(
-            "POST", self._chat_url, headers={"content-type": "application/json"},
-            content=f'{head[:-1]},"messages":[{messages}]}}'.encode("ascii"))
+        return self._send("POST", self._chat_url,
+                          f'{head[:-1]},"messages":[{messages}]}}'.encode("ascii"))
 
-    async def _reply(self, chat: ChatRequest, fitted: Fitted, response: httpx.Response,
+    async def _reply(self, chat: ChatRequest, fitted: Fitted, response: aiohttp.ClientResponse,
                      disconnected: Disconnected) -> Answer:
         """The upstream's reply passed on under our model name, with the fit in its usage and
         headers, and tapped for the session."""
         tap, headers = ReplyTap(), fit_headers(fitted)
         if chat.stream:
             return Answer(headers, tap, events=self._events(response, tap, chat, fitted),
-                          close=response.aclose)
+                          close=functools.partial(_closed, response))
         reply = await until_disconnected(self._json(response), disconnected)
         choice = (reply.get("choices") or [{}])[0]
         if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
@@ -233,27 +237,38 @@ class UpstreamBackend:
             raise ApiError(400, f"Invalid messages: {exc}", param="messages",
                            code="invalid_value") from None
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        """The upstream's response (its body still to read), or the mapped ApiError."""
+    def _client(self) -> aiohttp.ClientSession:
+        """The pooled session, made on first use: aiohttp binds it to the running loop."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=256, limit_per_host=0))
+        return self._http
+
+    async def _send(self, method: str, url: URL, body: bytes | None = None
+                    ) -> aiohttp.ClientResponse:
+        """The upstream's response (its body still to read), or the mapped ApiError. Cancelled
+        (the client went away), the request's connection is closed."""
+        headers = None if body is None else {"content-type": "application/json"}
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._client().request(method, url, data=body, headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise _logged(_transport_error(exc, self.where)) from None
-        if response.status_code >= 400:
+        if response.status >= 400:
             error = _status_error(response, await self._read(response), self.where)
             raise _logged(error) if error.status >= 500 else error
         return response
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         """The whole body, the response closed either way; a broken transfer is mapped."""
         try:
-            return await response.aread()
-        except httpx.HTTPError as exc:
+            return await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise _logged(_transport_error(exc, self.where)) from None
         finally:
-            await response.aclose()
+            response.release()  # a body not read to its end closes the connection
 
-    async def _json(self, response: httpx.Response) -> dict[str, Any]:
+    async def _json(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
         raw = await self._read(response)
         try:
             reply = json.loads(raw)
@@ -264,7 +279,7 @@ class UpstreamBackend:
                            "JSON object", type="server_error", code="upstream_error")
         return reply
 
-    async def _events(self, response: httpx.Response, tap: ReplyTap, chat: ChatRequest,
+    async def _events(self, response: aiohttp.ClientResponse, tap: ReplyTap, chat: ChatRequest,
                       fitted: Fitted) -> Any:
         """The upstream's events, passed on as they come (the usage chunk gains the fit); a
         stream cut short ends in an error event, and a usage chunk the upstream owed is
@@ -272,7 +287,7 @@ class UpstreamBackend:
         envelope: dict[str, Any] = {}
         usage_sent = False
         try:
-            async for line in response.aiter_lines():
+            async for line in _lines(response):
                 data = line[5:].strip() if line.startswith("data:") else None
                 if data is None or not data:
                     continue
@@ -292,12 +307,12 @@ class UpstreamBackend:
                     chunk["usage"].update(_usage_extra(fitted))
                     usage_sent = True
                 yield sse(chunk)
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             tap.failed = True
             yield sse(_logged(_transport_error(exc, self.where)).body())
             return
         finally:
-            await response.aclose()
+            response.release()
         if tap.finish is None:
             tap.failed = True
             yield sse(_logged(ApiError(
@@ -315,6 +330,24 @@ class UpstreamBackend:
         completion = self.counter.count_text(reply)
         return {"prompt_tokens": fitted.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": fitted.prompt_tokens + completion, **_usage_extra(fitted)}
+
+
+async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """The body's lines as they arrive (``\\n`` or ``\\r\\n``), any length: an SSE event
+    may carry a long tool-call argument, past aiohttp's own line limit."""
+    pending = b""
+    async for chunk in response.content.iter_any():
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.removesuffix(b"\r").decode("utf-8", "replace")
+
+
+async def _closed(response: aiohttp.ClientResponse) -> None:
+    """A stream's end, however it came: an unfinished body closes its connection, which is
+    how the upstream learns the client has gone."""
+    response.release()
 
 
 def _json_text(value: Any) -> str:
@@ -355,23 +388,23 @@ def _usage_extra(fitted: Fitted) -> dict[str, int]:
 
 def _redacted(url: str) -> str:
     """``url`` without credentials or query (what may be shown and logged)."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    return str(URL(url).with_user(None).with_query(None).with_fragment(None))
 
 
-def _transport_error(exc: httpx.HTTPError, where: str) -> ApiError:
-    if isinstance(exc, httpx.TimeoutException):
+def _transport_error(exc: aiohttp.ClientError | TimeoutError, where: str) -> ApiError:
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors
         return ApiError(504, f"the upstream {where} did not answer in time "
                         f"({type(exc).__name__})", type="server_error", code="upstream_timeout")
-    if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)):
+    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+        # refused, reset, or gone in the middle of a body
         return ApiError(502, f"cannot reach the upstream {where} ({type(exc).__name__})",
                         type="server_error", code="upstream_unavailable")
     return ApiError(502, f"the upstream {where} failed ({type(exc).__name__})",
                     type="server_error", code="upstream_error")
 
 
-def _status_error(response: httpx.Response, raw: bytes, where: str) -> ApiError:
-    status = response.status_code
+def _status_error(response: aiohttp.ClientResponse, raw: bytes, where: str) -> ApiError:
+    status = response.status
     try:
         error = json.loads(raw).get("error")
     except (ValueError, AttributeError):
