@@ -122,8 +122,9 @@ class UpstreamBackend:
         self._in_flight += 1
         try:
             fitted = await self._fitted(chat, disconnected)
-            response = await until_disconnected(self._forward(chat, fitted), disconnected)
-            answer = await self._reply(chat, fitted, response, disconnected)
+            response, body = await until_disconnected(self._exchange(chat, fitted),
+                                                      disconnected)
+            answer = self._reply(chat, fitted, response, body)
         except BaseException:
             self._in_flight -= 1
             raise
@@ -202,15 +203,21 @@ class UpstreamBackend:
         return self._send("POST", self._chat_url,
                           f'{head[:-1]},"messages":[{messages}]}}'.encode("ascii"))
 
-    async def _reply(self, chat: ChatRequest, fitted: Fitted, response: aiohttp.ClientResponse,
-                     disconnected: Disconnected) -> Answer:
+    async def _exchange(self, chat: ChatRequest, fitted: Fitted
+                        ) -> tuple[aiohttp.ClientResponse, dict[str, Any] | None]:
+        """The upstream's response and, unless it streams, its JSON body: one awaitable, so a
+        request watches for its client's disconnect once, not per step."""
+        response = await self._forward(chat, fitted)
+        return response, None if chat.stream else await self._json(response)
+
+    def _reply(self, chat: ChatRequest, fitted: Fitted, response: aiohttp.ClientResponse,
+               reply: dict[str, Any] | None) -> Answer:
         """The upstream's reply passed on under our model name, with the fit in its usage and
         headers, and tapped for the session."""
         tap, headers = ReplyTap(), fit_headers(fitted)
-        if chat.stream:
+        if reply is None:
             return Answer(headers, tap, events=self._events(response, tap, chat, fitted),
                           close=functools.partial(_closed, response))
-        reply = await until_disconnected(self._json(response), disconnected)
         choice = (reply.get("choices") or [{}])[0]
         if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
             tap.feed_message(choice["message"], choice.get("finish_reason"))
