@@ -381,6 +381,22 @@ def llamacpp_rope_table(data: dict[str, Any]) -> str:
                    r"llama.cpp moved vs `none` (mean \|Δ\|)"], rows)
 
 
+def llamacpp_angles_table(data: dict[str, Any]) -> str:
+    """bench_llamacpp_angles: per exported case, the gap to llama.cpp with transformers' rotary
+    tables and with ggml's float32 angles (max / mean, and the max per position quarter)."""
+    def cell(gap: dict[str, Any]) -> str:
+        quarters = ", ".join(f"{q:.1e}" for q in gap["max_by_quarter"])
+        return f"{gap['max']:.1e} / {gap['mean']:.1e} ({quarters})"
+
+    rows = [[f"`{label}`", f"{row['frequency_max_relative_difference']:.1e}",
+             cell(row["transformers"]), cell(row["ggml_angles"])]
+            for label, row in data["methods"].items()]
+    return _table([f"case (x{data['inputs']['factor']:g}, {data['inputs']['tokens']:,} tokens)",
+                   "frequencies: max relative difference",
+                   r"transformers' tables: max / mean \|Δ\| (max per quarter)",
+                   r"ggml's float32 angles: max / mean \|Δ\| (max per quarter)"], rows)
+
+
 RECALL_KINDS = ("single", "multi", "temporal", "updated")
 
 
@@ -431,6 +447,7 @@ def recall_stores_memory_table(data: dict[str, Any]) -> str:
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_extend": extend_table,
     "bench_llamacpp_rope": llamacpp_rope_table,
+    "bench_llamacpp_angles": llamacpp_angles_table,
     "bench_recall": recall_table,
     "bench_recall_stores": recall_stores_table,
     "bench_prefix": prefix_table,
