@@ -32,14 +32,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_out_argument, emit, log, machine, provenance
 from bench_llamacpp_rope import (
-    DEFAULT_TEXT,
     MODEL,
     TOLERANCE,
+    add_inputs,
     cases,
     export,
     float32_gguf,
     gap,
+    head_dim,
     llama_python,
+    model_and_ids,
     our_logprobs,
 )
 from llamacpp_logprobs import llamacpp_logprobs
@@ -133,28 +135,21 @@ def by_quarter(ours: Any, theirs: Any) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
-    parser.add_argument("--tokens", type=int, default=8192)
-    parser.add_argument("--factor", type=float, default=4.0)
-    parser.add_argument("--threads", type=int, default=1)
+    add_inputs(parser)
     add_out_argument(parser, "bench_llamacpp_angles")
     args = parser.parse_args()
 
     import torch
 
-    from contextwindow.models import load_model
-    from contextwindow.models.hf import encode_prefix
     from contextwindow.models.loading import part_paths
     from contextwindow.models.registry import MODELS
     from contextwindow.rope import scale_rope
 
-    torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    model, tokenizer = load_model(MODEL, dtype="float32")
-    ids = encode_prefix(tokenizer, args.text.read_text(encoding="utf-8"), args.tokens)
+    model, ids = model_and_ids(args)
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    labelled = cases(args.factor, int(config.max_position_embeddings), head_dim // 2)
+    dims = head_dim(config)
+    labelled = cases(args.factor, int(config.max_position_embeddings), dims // 2)
     rows = {label: export(model, case, args.factor) for label, case in labelled.items()}
     runs = {label: row["llamacpp_flags"] for label, row in rows.items()
             if "llamacpp_flags" in row}
@@ -168,14 +163,14 @@ def main() -> None:
             export(model, labelled[label], args.factor)
             rotary = model.model.rotary_emb
             params = ggml_parameters(flags)
-            frequencies = ggml_frequencies(params, head_dim)
+            frequencies = ggml_frequencies(params, dims)
             ours[label] = {
                 "params": params,
                 "frequency_max_relative_difference": float(np.max(np.abs(
                     rotary.inv_freq.double().numpy() - frequencies) / frequencies)),
                 "transformers": our_logprobs(model, ids),
                 "ggml_angles": with_tables(model, ids, ggml_tables(
-                    len(ids), params, head_dim, float(rotary.attention_scaling)))}
+                    len(ids), params, dims, float(rotary.attention_scaling)))}
             log(f"ours, {label}: both tables done")
         scale_rope(model, "none")
         theirs = pending.result()

@@ -132,8 +132,7 @@ def measure(model: Any, ids: list[int], factor: float, *, python: str, threads: 
     from contextwindow.rope import scale_rope
 
     config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    labelled = cases(factor, int(config.max_position_embeddings), head_dim // 2)
+    labelled = cases(factor, int(config.max_position_embeddings), head_dim(config) // 2)
     rows = {label: export(model, case, factor) for label, case in labelled.items()}
     scale_rope(model, "none")
     runs = {label: row["llamacpp_flags"] for label, row in rows.items()
@@ -160,13 +159,35 @@ def measure(model: Any, ids: list[int], factor: float, *, python: str, threads: 
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_inputs(parser: argparse.ArgumentParser) -> None:
+    """The inputs both llama.cpp comparisons take: text, length, factor, threads."""
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--factor", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and llama.cpp threads (1 is steadier on shared cores)")
+
+
+def model_and_ids(args: argparse.Namespace) -> tuple[Any, list[int]]:
+    """SmolLM2 in float32 on ``args.threads`` threads, and the first ``args.tokens`` ids of
+    ``args.text``."""
+    import torch
+
+    from contextwindow.models import load_model
+    from contextwindow.models.hf import encode_prefix
+
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(MODEL, dtype="float32")
+    return model, encode_prefix(tokenizer, args.text.read_text(encoding="utf-8"), args.tokens)
+
+
+def head_dim(config: Any) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_inputs(parser)
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
                         help="the GGUF llama.cpp runs: float32 (the tolerance's) and/or Q4_1")
     add_out_argument(parser, "bench_llamacpp_rope")
@@ -174,13 +195,8 @@ def main() -> None:
 
     import torch
 
-    from contextwindow.models import load_model
-    from contextwindow.models.hf import encode_prefix
-
-    torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    model, tokenizer = load_model(MODEL, dtype="float32")
-    ids = encode_prefix(tokenizer, args.text.read_text(encoding="utf-8"), args.tokens)
+    model, ids = model_and_ids(args)
     rows = measure(model, ids, args.factor, python=llama_python(), threads=args.threads,
                    precisions=tuple(args.precisions))
     emit({
