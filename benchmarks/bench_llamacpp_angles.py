@@ -66,7 +66,11 @@ def ggml_parameters(flags: Sequence[str]) -> dict[str, float]:
 
 
 def _corr_dims(p: dict[str, float], n_dims: int) -> tuple[Any, Any]:
-    """``ggml_rope_yarn_corr_dims``: the pair indices where YaRN's ramp starts and ends."""
+    """``ggml_rope_yarn_corr_dims``: the pair indices where YaRN's ramp starts and ends (any
+    pair, without YaRN: the ramp is then multiplied by an extrapolation factor of 0)."""
+    if not p["ext_factor"]:
+        return F(0), F(1)
+
     def corr_dim(n_rot: float) -> Any:
         return F(n_dims) * F(math.log(F(p["n_ctx_orig"]) / (F(n_rot) * F(2) * F(math.pi)))) / (
             F(2) * F(math.log(F(p["base"]))))
@@ -75,15 +79,21 @@ def _corr_dims(p: dict[str, float], n_dims: int) -> tuple[Any, Any]:
             F(min(n_dims - 1, math.ceil(corr_dim(p["beta_slow"])))))
 
 
+def _ramp(i: int, low: Any, high: Any, ext_factor: Any, cast: Any) -> Any:
+    """``rope_yarn_ramp(low, high, 2 i) * ext_factor``: how much of pair ``i`` keeps its
+    unscaled angle, in the arithmetic of ``cast`` (``float`` or ``np.float32``)."""
+    y = (cast(i) - low) / max(cast(0.001), high - low)
+    return (cast(1) - min(cast(1), max(cast(0), y))) * ext_factor
+
+
 def ggml_frequencies(p: dict[str, float], n_dims: int) -> Any:
     """Each pair's angle per position in exact (float64) arithmetic, by ggml's formula."""
-    low, high = (float(x) for x in _corr_dims(p, n_dims)) if p["ext_factor"] else (0.0, 1.0)
+    low, high = (float(x) for x in _corr_dims(p, n_dims))
     out = []
     for i in range(n_dims // 2):
         extrap = p["base"] ** (-2.0 * i / n_dims)
-        interp = p["freq_scale"] * extrap
-        ramp = (1 - min(1.0, max(0.0, (i - low) / max(0.001, high - low)))) * p["ext_factor"]
-        out.append(interp * (1 - ramp) + extrap * ramp)
+        ramp = _ramp(i, low, high, p["ext_factor"], float)
+        out.append(p["freq_scale"] * extrap * (1 - ramp) + extrap * ramp)
     return np.array(out)
 
 
@@ -92,7 +102,7 @@ def ggml_tables(length: int, p: dict[str, float], n_dims: int, scaling: float) -
     ggml's CPU backend computes them in float32. ``scaling``: the cos / sin multiplier
     (transformers' ``attention_scaling``, which the export makes llama.cpp's ``mscale``)."""
     theta_scale = F(math.pow(F(p["base"]), F(-2.0) / F(n_dims)))  # powf
-    low, high = _corr_dims(p, n_dims) if p["ext_factor"] else (F(0), F(1))
+    low, high = _corr_dims(p, n_dims)
     freq_scale, ext_factor = F(p["freq_scale"]), F(p["ext_factor"])
     theta = np.arange(length, dtype=F)
     cos = np.empty((length, n_dims // 2), F)
@@ -100,8 +110,7 @@ def ggml_tables(length: int, p: dict[str, float], n_dims: int, scaling: float) -
     for i in range(n_dims // 2):
         angle = freq_scale * theta
         if ext_factor != 0:
-            y = (F(i) - low) / max(F(0.001), high - low)
-            ramp = (F(1) - min(F(1), max(F(0), y))) * ext_factor
+            ramp = _ramp(i, low, high, ext_factor, F)
             angle = angle * (F(1) - ramp) + theta * ramp
         cos[:, i] = np.cos(angle.astype(np.float64)).astype(F)  # cosf: correctly rounded
         sin[:, i] = np.sin(angle.astype(np.float64)).astype(F)

@@ -31,7 +31,7 @@ import dataclasses
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -190,9 +190,8 @@ class UpstreamBackend:
             return self._fit(chat)  # a thread hop costs more
         return await until_disconnected(self._fit_in_thread(chat), disconnected)
 
-    def _forward(self, chat: ChatRequest, fitted: Fitted
-                 ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
-        """The upstream request: the client's body with the fitted messages and our model.
+    def _body(self, chat: ChatRequest, fitted: Fitted) -> bytes:
+        """The upstream request's body: the client's with the fitted messages and our model.
         Each message is encoded once (memoised by content) and spliced into the body: a
         session's window is mostly the messages of its previous turn."""
         fields = {**chat.extra, "model": self.upstream_model}
@@ -200,14 +199,13 @@ class UpstreamBackend:
             fields["max_tokens"] = chat.params.max_tokens
         head = _json_text(fields)
         messages = ",".join(map(self._encoded, fitted.messages))
-        return self._send("POST", self._chat_url,
-                          f'{head[:-1]},"messages":[{messages}]}}'.encode("ascii"))
+        return f'{head[:-1]},"messages":[{messages}]}}'.encode("ascii")
 
     async def _exchange(self, chat: ChatRequest, fitted: Fitted
                         ) -> tuple[aiohttp.ClientResponse, dict[str, Any] | None]:
         """The upstream's response and, unless it streams, its JSON body: one awaitable, so a
         request watches for its client's disconnect once, not per step."""
-        response = await self._forward(chat, fitted)
+        response = await self._send("POST", self._chat_url, self._body(chat, fitted))
         return response, None if chat.stream else await self._json(response)
 
     def _reply(self, chat: ChatRequest, fitted: Fitted, response: aiohttp.ClientResponse,
@@ -363,7 +361,7 @@ def _json_text(value: Any) -> str:
 
 
 def _encoded(message: Message) -> str:
-    """One message of an upstream body (:meth:`UpstreamBackend._forward`)."""
+    """One message of an upstream body (:meth:`UpstreamBackend._body`)."""
     return _json_text(message.to_openai())
 
 
