@@ -94,6 +94,21 @@ def test_recall_block_keeps_whole_units_in_order_within_its_limit() -> None:
     assert recall_block(history, [60], 1, 50, 10_000, COUNTER.count_message)[0] is None
 
 
+def test_recall_block_quotes_a_repeated_text_once_its_best_ranked_copy() -> None:
+    """Units saying word for word what a chosen unit says are passed over (the date aside),
+    so the room goes to other turns; the same words from another speaker are not a copy."""
+    history = [Message(role="user", content="Any tips for a long train ride?",
+                       timestamp=f"2023-05-0{day}") for day in range(1, 5)]
+    history += [Message(role="assistant", content="Any tips for a long train ride?"),
+                Message(role="user", content="My cat is called Pixel.")]
+    block, shown, tokens = recall_block(history, [2, 0, 3, 4, 5], 0, len(history), 10_000,
+                                        COUNTER.count_message)
+    assert shown == (2, 4, 5)
+    assert block is not None and block.content.count("Any tips") == 2
+    assert "[3 May 2023] user: Any tips" in block.content  # the best-ranked copy's date
+    assert tokens == COUNTER.count_message(block)
+
+
 def test_recall_block_counts_whole_blocks_only_when_a_fit_is_in_doubt() -> None:
     """Each limit chooses the units that counting every candidate block chooses, and the
     block returned is counted whole; with a counter whose joins cost far more than the slack

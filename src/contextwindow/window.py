@@ -579,15 +579,20 @@ def _when(timestamp: str | None) -> str:
     return f"[{day} {moment:%H:%M}] " if "T" in timestamp or " " in timestamp else f"[{day}] "
 
 
-def quote(message: Message) -> str:
-    """One message as a line of the recall block: when, who, what (calls and results too)."""
+def _said(message: Message) -> str:
+    """A message's line in the recall block without its date: who, what (calls too)."""
     who = message.name or message.role
     text = (message.content or "").strip()
     calls = "; ".join(f"called {call.name}({call.arguments})" for call in message.tool_calls)
     if message.role in RESULT_ROLES:
         who = f"{message.role} result"
     body = " ".join(piece for piece in (text, calls) if piece)
-    return f"{_when(message.timestamp)}{who}: {body}"
+    return f"{who}: {body}"
+
+
+def quote(message: Message) -> str:
+    """One message as a line of the recall block: when, who, what (calls and results too)."""
+    return _when(message.timestamp) + _said(message)
 
 
 #: How many tokens joining a unit to a block may cost more or less than the unit counted alone
@@ -611,8 +616,10 @@ def recall_block(history: Sequence[Message], ranked: Sequence[int], lo: int, hi:
     ``limit`` tokens by ``count``; with the indices it quotes and its tokens.
 
     Whole units (a message with its tool results), best first, each once, in the order they
-    were said; a unit that would not fit is passed over for the next. ``(None, (), 0)`` when
-    nothing fits or nothing ranks.
+    were said; a unit that would not fit is passed over for the next, and so is one that says
+    word for word what a chosen unit says (a request repeated in many sessions would fill the
+    block with one text; the best-ranked copy is quoted, with its date). ``(None, (), 0)``
+    when nothing fits or nothing ranks.
 
     Each unit is counted alone; the block with it is counted whole only when that does not
     settle whether it fits, within ``slack`` tokens per join (rendering and counting the
@@ -622,12 +629,16 @@ def recall_block(history: Sequence[Message], ranked: Sequence[int], lo: int, hi:
     """
     header = count(_block(history, []))
     spans: list[tuple[int, int]] = []
+    said: set[tuple[str, ...]] = set()  # what the chosen units say, without their dates
     low: float = 0  # the chosen block's count is within [low, high] (equal: counted whole)
     high: float = 0
     for index in ranked:
         if not lo <= index < hi or any(b <= index < e for b, e in spans):
             continue
         span = unit_span(history, index, lo, hi)
+        words = tuple(_said(history[k]) for k in range(*span))
+        if words in said:
+            continue
         alone = count(_block(history, [span]))  # memoised: the same unit next view
         added = alone - header
         candidate = sorted([*spans, span])
@@ -643,6 +654,7 @@ def recall_block(history: Sequence[Message], ranked: Sequence[int], lo: int, hi:
             bounds = (exact, exact)
         if bounds[1] <= limit:
             spans = candidate
+            said.add(words)
             low, high = bounds
     if not spans:
         return None, (), 0

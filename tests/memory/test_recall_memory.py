@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -149,6 +151,69 @@ def test_feedback_finds_the_second_hop(store_backend: Backend) -> None:
     assert single.recall_indices == (0,)
     twice = memory_on(store_backend.new()[0], chat, feedback=1).plan()
     assert {0, hop} <= set(twice.recall_indices)
+
+
+class TableEmbedder:
+    """Vectors chosen per sentence (unit vectors in the plane of the first two axes, at the
+    given angle's cosine to the query's); any other text is orthogonal to the query."""
+
+    model_id = "table"
+    dimension = 3
+
+    def __init__(self, query: str, similarity: dict[str, float]) -> None:
+        self.query = query
+        self.similarity = similarity
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), 3), dtype=np.float32)
+        for row, text in enumerate(texts):
+            if text == self.query:
+                out[row, 0] = 1.0
+            elif text in self.similarity:
+                cos = self.similarity[text]
+                out[row, :2] = (cos, math.sqrt(1 - cos * cos))
+            else:
+                out[row, 2] = 1.0
+        return out
+
+
+class CountingEmbedder(TableEmbedder):
+    """A :class:`TableEmbedder` that remembers what it was asked to embed."""
+
+    def __init__(self, query: str, similarity: dict[str, float]) -> None:
+        super().__init__(query, similarity)
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        return super().embed(texts)
+
+
+@pytest.mark.parametrize(("asked", "told", "first"), [
+    (0.90, 0.85, "told"),  # a statement nearly as close as a question wins
+    (0.90, 0.75, "asked"),  # a question far closer still wins: demoted, not banished
+])
+def test_dense_ranking_prefers_what_was_said_to_what_was_asked(asked: float, told: float,
+                                                               first: str) -> None:
+    question = "What is my cat's name?"
+    texts = {"asked": "What is a good name for a cat?", "told": "Our tabby is Pixel."}
+    embedder = TableEmbedder(question, {texts["asked"]: asked, texts["told"]: told})
+    chat = [Message(role="user", content=texts["asked"]),
+            Message(role="assistant", content="Try Biscuit."),
+            Message(role="user", content=f"Sure. {texts['told']}"),
+            Message(role="assistant", content="Noted."), *filler(30),
+            Message(role="user", content=question)]
+    store = InMemoryStore()
+    memory = memory_on(store, chat, ranker="hybrid", embedder=embedder)
+    ranking = memory._dense(embedder, question, 0, len(chat) - 1)
+    assert ranking[0] == (0 if first == "asked" else 2)
+    assert set(ranking[:2]) == {0, 2}
+    # A memory over the same store reads the stored vectors: it embeds only the query.
+    counting = CountingEmbedder(question, embedder.similarity)
+    reloaded = RecallMemory(BUDGET, counter=COUNTER, store=store, session="s",
+                            ranker="hybrid", embedder=counting)
+    assert reloaded._dense(counting, question, 0, len(chat) - 1) == ranking
+    assert counting.calls == [[question]]
 
 
 def test_what_the_window_shows_is_never_quoted_again() -> None:

@@ -28,6 +28,13 @@ RANKERS = ("lexical", "hybrid")
 MAX_SENTENCES = 16
 #: Reciprocal-rank fusion's constant (Cormack et al. 2009).
 RRF_K = 60
+#: How much less a question sentence ("What's a good name for a cat?") scores in the dense
+#: ranking than a statement: a later question is answered by what was *said* ("we've had our
+#: tabby Pixel for three years"), while an earlier question on the same topic is the closest
+#: paraphrase and crowds the statement out. Cosine similarities of all-MiniLM-L6-v2 differ by
+#: a few hundredths between close candidates, so 0.1 demotes a question below a statement
+#: nearly as close, not below everything.
+QUESTION_PENALTY = 0.1
 
 
 class RecallMemory(Memory):
@@ -69,7 +76,7 @@ class RecallMemory(Memory):
         self.feedback = feedback
         self.embedder = embedder if ranker == "hybrid" else None
         self._view: tuple[int, Context] | None = None
-        self._vectors: dict[int, Any] = {}
+        self._vectors: dict[int, tuple[Any, Any]] = {}  # index -> (sentence vectors, penalties)
         super().__init__(**options)
 
     _view_reads_store = True  # the view searches the store's index
@@ -126,16 +133,16 @@ class RecallMemory(Memory):
 
     def _dense(self, embedder: Any, query: str, lo: int, hi: int) -> list[int]:
         """Indices in ``[lo, hi)`` by cosine similarity to ``query``: a message scores as its
-        best sentence (a fact said in passing is one sentence of a longer message). The
-        sentence vectors are computed once per message and stored with it."""
+        best sentence (a fact said in passing is one sentence of a longer message), a question
+        sentence :data:`QUESTION_PENALTY` less. The sentence vectors are computed once per
+        message and stored with it."""
         import numpy as np
 
         model = embedder.model_id
-        dimension = embedder.dimension
         if not self._vectors:
             stored = self.store.load_vectors(self.session, model)
-            self._vectors = {k: np.frombuffer(v, dtype=np.float32).reshape(-1, dimension)
-                             for k, v in stored.items()}
+            self._vectors = {k: self._scored(k, np.frombuffer(v, dtype=np.float32).reshape(
+                -1, embedder.dimension)) for k, v in stored.items()}
         missing = [k for k in range(len(self._history)) if k not in self._vectors]
         if missing:
             pieces = [sentences(indexed_text(self._history[k])) for k in missing]
@@ -146,14 +153,27 @@ class RecallMemory(Memory):
                 at += len(piece)
             self.store.save_vectors(self.session, model,
                                     {k: rows.tobytes() for k, rows in found.items()})
-            self._vectors.update(found)
+            self._vectors.update((k, self._scored(k, rows)) for k, rows in found.items())
         if hi <= lo:
             return []
         target = embedder.embed([query])[0]
-        scores = np.array([float((self._vectors[k] @ target).max(initial=-1.0))
+        vectors = self._vectors
+        scores = np.array([float((vectors[k][0] @ target - vectors[k][1]).max(initial=-2.0))
                            for k in range(lo, hi)])
         best = np.argsort(-scores, kind="stable")[:RECALL_CANDIDATES]
         return [lo + int(k) for k in best]
+
+    def _scored(self, index: int, rows: Any) -> tuple[Any, Any]:
+        """A message's sentence vectors with what each sentence's score loses: a question
+        :data:`QUESTION_PENALTY`, a statement nothing (vectors stored by a version that split
+        the message otherwise: nothing either)."""
+        import numpy as np
+
+        asks = [piece.rstrip().endswith("?")
+                for piece in sentences(indexed_text(self._history[index]))]
+        if len(asks) != len(rows):
+            asks = [False] * len(rows)
+        return rows, np.array(asks, dtype=np.float32) * np.float32(QUESTION_PENALTY)
 
 
 def sentences(text: str) -> list[str]:
